@@ -1,0 +1,645 @@
+//! Configuration: one TOML file shared by all daemons, layered and validated.
+//!
+//! Layers, later wins (design §5): built-in defaults < the TOML file (`--config FILE`) <
+//! `TAOMINER_*` environment variables (`__` separates levels: `TAOMINER_MINER__NETUID=9`) <
+//! `--set key=value` flags. Every daemon extracts the whole file, so a typo in any section is caught
+//! by whichever daemon starts first, and unknown keys are errors rather than silently ignored.
+//!
+//! A bad value becomes a [`ConfigError`] whose one-line message names the key, the value, where it
+//! came from and what is allowed; daemons print it and exit 78 (EX_CONFIG), which systemd shows
+//! as "configuration error" and does not restart in a loop (`RestartPreventExitStatus=78`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::error::Kind;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::formats::{competition, ss58};
+
+/// Exit status for configuration errors (sysexits.h EX_CONFIG).
+pub const EX_CONFIG: i32 = 78;
+
+/// Prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "TAOMINER_";
+
+/// The hotkey used in offline mode when none is configured: the well-known development account
+/// `//Alice`. Offline mode never signs anything; the address only enters the secure hash.
+pub const DEV_HOTKEY_SS58: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
+
+/// Repository id used in offline mode when `publisher.repo` is not set.
+pub const OFFLINE_REPO: &str = "offline/model";
+
+/// Which subnet's formats the miner speaks (design §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// SN9 pretraining (taoverse commitments).
+    Pretraining,
+    /// SN37 finetuning (taoverse commitments).
+    Finetuning,
+    /// SN29 coldint (5-field commitments, string competitions).
+    Coldint,
+    /// SN105 SoundsRight (sha256 of the ids as the commitment).
+    Soundsright,
+    /// SN34 BitMind classic axon (no commitment).
+    Bitmind,
+}
+
+impl Profile {
+    /// Every profile, in the order shown to users.
+    pub const ALL: [Profile; 5] = [
+        Profile::Pretraining,
+        Profile::Finetuning,
+        Profile::Coldint,
+        Profile::Soundsright,
+        Profile::Bitmind,
+    ];
+
+    /// The name used in configuration and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Pretraining => "pretraining",
+            Profile::Finetuning => "finetuning",
+            Profile::Coldint => "coldint",
+            Profile::Soundsright => "soundsright",
+            Profile::Bitmind => "bitmind",
+        }
+    }
+
+    /// Whether models of this profile are transformers directories that need a `config.json`.
+    pub fn is_llm(self) -> bool {
+        matches!(
+            self,
+            Profile::Pretraining | Profile::Finetuning | Profile::Coldint
+        )
+    }
+
+    /// Whether this profile publishes models and commits their identity to the chain.
+    pub fn commits(self) -> bool {
+        !matches!(self, Profile::Bitmind)
+    }
+
+    /// The netuid this profile's subnet has on mainnet.
+    pub fn default_netuid(self) -> u16 {
+        match self {
+            Profile::Pretraining => 9,
+            Profile::Finetuning => 37,
+            Profile::Coldint => 29,
+            Profile::Soundsright => 105,
+            Profile::Bitmind => 34,
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown profile {s:?}; allowed: {}",
+                    Profile::ALL.map(Profile::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// `[miner]`: what every daemon needs to know about the miner as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MinerConfig {
+    /// Offline mode: no Hub, no chain; commitments go to a local ledger. The embedded default.
+    pub offline: bool,
+    /// Subnet id; defaults to the profile's mainnet netuid.
+    pub netuid: Option<u16>,
+    /// Which subnet's formats to speak.
+    pub profile: Profile,
+    /// Default competition for published models; defaults to the profile's current one.
+    #[serde(deserialize_with = "string_or_int")]
+    pub competition: Option<String>,
+    /// Replaces the built-in list of competitions this profile accepts.
+    pub competitions: Option<Vec<String>>,
+    /// Substrate WebSocket endpoint of the chain.
+    pub chain_endpoint: String,
+    /// The hotkey's public SS58 address (enters the secure hash). Not a secret.
+    pub hotkey_ss58: Option<String>,
+    /// Path to the hotkey keyfile; `$CREDENTIALS_DIRECTORY/hotkey` is used when unset.
+    pub hotkey_file: Option<PathBuf>,
+}
+
+impl Default for MinerConfig {
+    fn default() -> Self {
+        MinerConfig {
+            offline: true,
+            netuid: None,
+            profile: Profile::Pretraining,
+            competition: None,
+            competitions: None,
+            chain_endpoint: "wss://entrypoint-finney.opentensor.ai:443".into(),
+            hotkey_ss58: None,
+            hotkey_file: None,
+        }
+    }
+}
+
+impl MinerConfig {
+    /// The netuid in effect.
+    pub fn netuid(&self) -> u16 {
+        self.netuid.unwrap_or(self.profile.default_netuid())
+    }
+
+    /// The competitions this miner accepts: the `competitions` override or the built-in table.
+    pub fn allowed_competitions(&self) -> Vec<String> {
+        match &self.competitions {
+            Some(list) => list.clone(),
+            None => competition::builtin(self.profile)
+                .iter()
+                .map(|c| c.id.to_string())
+                .collect(),
+        }
+    }
+
+    /// The default competition in effect.
+    pub fn competition(&self) -> Option<String> {
+        self.competition
+            .clone()
+            .or_else(|| competition::default_for(self.profile).map(str::to_string))
+    }
+
+    /// The hotkey address in effect: the configured one, or the development account offline.
+    pub fn hotkey(&self) -> Option<&str> {
+        match &self.hotkey_ss58 {
+            Some(h) => Some(h),
+            None if self.offline => Some(DEV_HOTKEY_SS58),
+            None => None,
+        }
+    }
+}
+
+/// `[publisher]`: staging, hashing and (later) Hugging Face uploads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublisherConfig {
+    /// Hugging Face repository id `namespace/name` models are published to.
+    pub repo: Option<String>,
+    /// Make the repository public once the commitment is on chain.
+    pub make_public: bool,
+    /// First delay before retrying a failed hand-off to the committer, in milliseconds.
+    pub retry_initial_ms: u64,
+    /// Longest delay between hand-off retries, in milliseconds.
+    pub retry_max_ms: u64,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        PublisherConfig {
+            repo: None,
+            make_public: false,
+            retry_initial_ms: 250,
+            retry_max_ms: 30_000,
+        }
+    }
+}
+
+impl PublisherConfig {
+    /// The repository id in effect.
+    pub fn repo(&self, miner: &MinerConfig) -> Option<String> {
+        match &self.repo {
+            Some(r) => Some(r.clone()),
+            None if miner.offline => Some(OFFLINE_REPO.to_string()),
+            None => None,
+        }
+    }
+}
+
+/// `[committer]`: the chain writer. Its chain settings arrive with the chain issue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommitterConfig {}
+
+/// `[trainer]`: the training loop. Its settings arrive with the trainer issue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainerConfig {}
+
+/// `[predictor]`: the ONNX axon. Its settings arrive with the predictor issue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictorConfig {}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub miner: MinerConfig,
+    pub trainer: TrainerConfig,
+    pub predictor: PredictorConfig,
+    pub publisher: PublisherConfig,
+    pub committer: CommitterConfig,
+}
+
+/// A configuration problem, shown to the user as one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key} = {value}{origin}: {allowed}")]
+pub struct ConfigError {
+    /// Dotted key, e.g. `miner.netuid`.
+    pub key: String,
+    /// The offending value as written (or a description of it).
+    pub value: String,
+    /// What is allowed.
+    pub allowed: String,
+    /// Where the value came from, formatted as ` (from …)`, or empty.
+    pub origin: String,
+}
+
+impl ConfigError {
+    /// A problem with a value that parsed but does not make sense.
+    pub fn new(key: &str, value: impl fmt::Display, allowed: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            value: value.to_string(),
+            allowed: allowed.into(),
+            origin: String::new(),
+        }
+    }
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The TOML file, if any. A named file that does not exist is an error.
+    pub file: Option<PathBuf>,
+    /// `key=value` overrides from the command line; values are TOML (`9`, `true`, `"x"`), and a
+    /// value that is not valid TOML is taken as a string.
+    pub overrides: Vec<String>,
+    /// Read `TAOMINER_*` variables from the environment (off in tests that must be hermetic).
+    pub env: bool,
+}
+
+impl Config {
+    /// Loads and validates the configuration from all layers.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = &sources.file {
+            if !file.is_file() {
+                return Err(ConfigError::new(
+                    "--config",
+                    file.display(),
+                    "the file does not exist or is not a regular file",
+                ));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        if sources.env {
+            figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        }
+        for item in &sources.overrides {
+            let (key, value) = parse_override(item)?;
+            figment = figment.merge(Serialized::default(&key, value));
+        }
+        let config: Config = figment.extract().map_err(from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot: formats of ids and addresses, and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let m = &self.miner;
+        if let Some(h) = &m.hotkey_ss58 {
+            ss58::decode(h).map_err(|e| ConfigError::new("miner.hotkey_ss58", h, e.to_string()))?;
+        } else if !m.offline {
+            return Err(ConfigError::new(
+                "miner.hotkey_ss58",
+                "(unset)",
+                "required when miner.offline = false: the hotkey's SS58 address",
+            ));
+        }
+        if let Some(list) = &m.competitions {
+            if list.is_empty() {
+                return Err(ConfigError::new(
+                    "miner.competitions",
+                    "[]",
+                    "at least one competition",
+                ));
+            }
+            for c in list {
+                competition::check_syntax(m.profile, c).map_err(|e| {
+                    ConfigError::new("miner.competitions", format!("{c:?}"), e.to_string())
+                })?;
+            }
+        }
+        if m.profile.commits() {
+            match m.competition() {
+                Some(c) => {
+                    competition::check(m.profile, &c, &m.allowed_competitions()).map_err(|e| {
+                        ConfigError::new("miner.competition", format!("{c:?}"), e.to_string())
+                    })?
+                }
+                None => {
+                    return Err(ConfigError::new(
+                        "miner.competition",
+                        "(unset)",
+                        "a competition id for this profile",
+                    ))
+                }
+            }
+        }
+        if let Some(repo) = &self.publisher.repo {
+            crate::formats::model_id::check_repo_id(m.profile, repo).map_err(|e| {
+                ConfigError::new("publisher.repo", format!("{repo:?}"), e.to_string())
+            })?;
+        } else if !m.offline && m.profile.commits() {
+            return Err(ConfigError::new(
+                "publisher.repo",
+                "(unset)",
+                "required when miner.offline = false: the Hugging Face repo id \"namespace/name\"",
+            ));
+        }
+        if self.publisher.retry_initial_ms == 0
+            || self.publisher.retry_max_ms < self.publisher.retry_initial_ms
+        {
+            return Err(ConfigError::new(
+                "publisher.retry_initial_ms",
+                self.publisher.retry_initial_ms,
+                "at least 1 and not more than publisher.retry_max_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Splits `key=value` and reads the value as TOML, falling back to a plain string.
+fn parse_override(item: &str) -> Result<(String, toml::Value), ConfigError> {
+    let Some((key, raw)) = item.split_once('=') else {
+        return Err(ConfigError::new(
+            "--set",
+            format!("{item:?}"),
+            "KEY=VALUE with a dotted key, e.g. --set miner.netuid=9",
+        ));
+    };
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(ConfigError::new(
+            "--set",
+            format!("{item:?}"),
+            "a dotted key such as miner.netuid",
+        ));
+    }
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    Ok((key.to_string(), value))
+}
+
+/// Turns figment's error into our one-line form.
+fn from_figment(err: figment::Error) -> ConfigError {
+    let origin = match &err.metadata {
+        Some(md) => match &md.source {
+            Some(figment::Source::File(p)) => format!(" (from {})", p.display()),
+            _ if md.name.contains("environment") => format!(
+                " (from environment variable {ENV_PREFIX}{})",
+                err.path.join("__").to_uppercase()
+            ),
+            _ if md.name.contains("Serialized") => " (from --set)".to_string(),
+            _ => format!(" (from {})", md.name),
+        },
+        None => String::new(),
+    };
+    let mut key = err.path.join(".");
+    let (value, allowed) = match &err.kind {
+        Kind::InvalidType(actual, expected) => (actual.to_string(), format!("expected {expected}")),
+        Kind::InvalidValue(actual, expected) => {
+            (actual.to_string(), format!("expected {expected}"))
+        }
+        Kind::InvalidLength(len, expected) => {
+            (format!("{len} elements"), format!("expected {expected}"))
+        }
+        Kind::UnknownVariant(v, allowed) => {
+            (format!("{v:?}"), format!("allowed: {}", allowed.join(", ")))
+        }
+        Kind::UnknownField(field, allowed) => {
+            // figment's path already ends with the field for unknown keys; add it if not.
+            if err.path.last() != Some(field) {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(field);
+            }
+            (
+                "(present)".to_string(),
+                format!("unknown key; allowed here: {}", allowed.join(", ")),
+            )
+        }
+        Kind::MissingField(f) => ("(missing)".to_string(), format!("required field {f}")),
+        other => ("?".to_string(), other.to_string()),
+    };
+    ConfigError {
+        key: if key.is_empty() { "(file)".into() } else { key },
+        value,
+        allowed,
+        origin,
+    }
+}
+
+/// Accepts `competition = 2` as well as `competition = "c00"`.
+fn string_or_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Str(String),
+    }
+    let raw: Option<Raw> = Option::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("a competition id: an integer (taoverse) or a string (\"c00\")")
+    })?;
+    Ok(raw.map(|r| match r {
+        Raw::Int(i) => i.to_string(),
+        Raw::Str(s) => s,
+    }))
+}
+
+/// Convenience for binaries: where the state directory is, from the flag or systemd.
+///
+/// An explicit `--state-dir` wins over `$STATE_DIRECTORY` so that a developer running a daemon
+/// by hand inside a systemd session gets what they typed.
+pub fn state_dir(flag: Option<&Path>, part: &str) -> Result<PathBuf, ConfigError> {
+    if let Some(p) = flag {
+        return Ok(p.to_path_buf());
+    }
+    match std::env::var_os("STATE_DIRECTORY") {
+        // systemd passes a colon-separated list when several directories are configured.
+        Some(v) if !v.is_empty() => {
+            let first = v.to_string_lossy().split(':').next().unwrap_or("").to_string();
+            Ok(PathBuf::from(first))
+        }
+        _ => Err(ConfigError::new(
+            "--state-dir",
+            "(unset)",
+            format!(
+                "a directory for {part}'s state: run under systemd (StateDirectory=) or pass --state-dir DIR"
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let p = dir.path().join("miner.toml");
+        let mut f = std::fs::File::create(&p).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        p
+    }
+
+    fn load(file: Option<PathBuf>, overrides: &[&str]) -> Result<Config, ConfigError> {
+        Config::load(&Sources {
+            file,
+            overrides: overrides.iter().map(|s| s.to_string()).collect(),
+            env: false,
+        })
+    }
+
+    #[test]
+    fn defaults_are_offline_pretraining() {
+        let c = load(None, &[]).unwrap();
+        assert!(c.miner.offline);
+        assert_eq!(c.miner.profile, Profile::Pretraining);
+        assert_eq!(c.miner.netuid(), 9);
+        assert_eq!(c.miner.hotkey(), Some(DEV_HOTKEY_SS58));
+        assert_eq!(c.miner.competition().as_deref(), Some("2"));
+        assert_eq!(c.publisher.repo(&c.miner).as_deref(), Some(OFFLINE_REPO));
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(
+            &dir,
+            "[miner]\nprofile = \"finetuning\"\nnetuid = 200\ncompetition = 4\n[publisher]\nrepo = \"me/model\"\n",
+        );
+        let c = load(Some(f.clone()), &[]).unwrap();
+        assert_eq!(c.miner.profile, Profile::Finetuning);
+        assert_eq!(c.miner.netuid(), 200);
+        assert_eq!(c.miner.competition().as_deref(), Some("4"));
+        assert_eq!(c.publisher.repo.as_deref(), Some("me/model"));
+
+        let c = load(Some(f), &["miner.netuid=37", "publisher.repo=other/model"]).unwrap();
+        assert_eq!(c.miner.netuid(), 37);
+        assert_eq!(c.publisher.repo.as_deref(), Some("other/model"));
+    }
+
+    #[test]
+    fn environment_sits_between_file_and_flags() {
+        // figment::Jail isolates the process environment for this closure.
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("miner.toml", "[miner]\nnetuid = 1\n")?;
+            jail.set_env("TAOMINER_MINER__NETUID", "2");
+            let path = jail.directory().join("miner.toml");
+            let sources = |o: &[&str]| Sources {
+                file: Some(path.clone()),
+                overrides: o.iter().map(|s| s.to_string()).collect(),
+                env: true,
+            };
+            let c = Config::load(&sources(&[])).unwrap();
+            assert_eq!(c.miner.netuid(), 2);
+            let c = Config::load(&sources(&["miner.netuid=3"])).unwrap();
+            assert_eq!(c.miner.netuid(), 3);
+            jail.set_env("TAOMINER_MINER__NETUID", "many");
+            let e = Config::load(&sources(&[])).unwrap_err();
+            assert_eq!(e.key, "miner.netuid");
+            assert!(e.origin.contains("TAOMINER_MINER__NETUID"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn wrong_type_names_key_value_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(&dir, "[miner]\nnetuid = \"nine\"\n");
+        let e = load(Some(f.clone()), &[]).unwrap_err();
+        assert_eq!(e.key, "miner.netuid");
+        let line = e.to_string();
+        assert!(line.contains("\"nine\""), "{line}");
+        assert!(line.contains("u16"), "{line}");
+        assert!(line.contains(&f.display().to_string()), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_profile_lists_the_allowed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(&dir, "[miner]\nprofile = \"sn99\"\n");
+        let e = load(Some(f), &[]).unwrap_err();
+        assert_eq!(e.key, "miner.profile");
+        assert!(e.value.contains("sn99"));
+        for p in Profile::ALL {
+            assert!(e.allowed.contains(p.as_str()), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(&dir, "[miner]\nnetuidd = 9\n");
+        let e = load(Some(f), &[]).unwrap_err();
+        assert_eq!(e.key, "miner.netuidd");
+        assert!(e.allowed.contains("netuid"), "{e}");
+        let f = write(&dir, "[minner]\n");
+        assert_eq!(load(Some(f), &[]).unwrap_err().key, "minner");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let e = load(None, &["miner.hotkey_ss58=5notanaddress"]).unwrap_err();
+        assert_eq!(e.key, "miner.hotkey_ss58");
+        let e = load(None, &["miner.competition=77"]).unwrap_err();
+        assert_eq!(e.key, "miner.competition");
+        let e = load(None, &["publisher.repo=no-slash"]).unwrap_err();
+        assert_eq!(e.key, "publisher.repo");
+        let e = load(
+            None,
+            &["publisher.repo=abcdefghijklmnopqrst/uvwxyzabcdefghijklmn"],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "publisher.repo");
+        let e = load(None, &["miner.offline=false"]).unwrap_err();
+        assert_eq!(e.key, "miner.hotkey_ss58");
+        let e = load(None, &["miner.profile=coldint", "miner.competition=2"]).unwrap_err();
+        assert_eq!(e.key, "miner.competition");
+        let c = load(None, &["miner.profile=coldint"]).unwrap();
+        assert_eq!(c.miner.competition().as_deref(), Some("c00"));
+        let c = load(None, &["miner.competitions=[\"7\"]", "miner.competition=7"]).unwrap();
+        assert_eq!(c.miner.allowed_competitions(), vec!["7".to_string()]);
+    }
+
+    #[test]
+    fn missing_file_and_bad_override_are_errors() {
+        let e = load(Some(PathBuf::from("/nonexistent/miner.toml")), &[]).unwrap_err();
+        assert_eq!(e.key, "--config");
+        let e = load(None, &["justakey"]).unwrap_err();
+        assert_eq!(e.key, "--set");
+    }
+
+    #[test]
+    fn malformed_toml_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(&dir, "[miner\nnetuid = 9\n");
+        let e = load(Some(f.clone()), &[]).unwrap_err();
+        assert!(e.to_string().contains(&f.display().to_string()), "{e}");
+    }
+}

@@ -1,0 +1,62 @@
+//! SS58 addresses (Substrate's base58 account encoding), checked so that a mistyped hotkey is an
+//! error at the door instead of a secure hash that no validator will ever match.
+
+use blake2::{Blake2b512, Digest};
+
+use crate::{Error, Result};
+
+/// Decodes an SS58 address into its network prefix and 32-byte public key, checking the checksum.
+pub fn decode(address: &str) -> Result<(u16, [u8; 32])> {
+    let bad = |why: &str| Error::Format(format!("{address:?} is not an SS58 address: {why}"));
+    let data = bs58::decode(address)
+        .into_vec()
+        .map_err(|_| bad("not base58"))?;
+    let (prefix, prefix_len) = match data.first() {
+        Some(&b) if b < 64 => (u16::from(b), 1),
+        Some(&b) if b < 128 => {
+            let second = *data.get(1).ok_or_else(|| bad("too short"))?;
+            // Two-byte prefixes pack 14 bits as described in the SS58 registry.
+            let lower = (u16::from(b) << 2) | (u16::from(second) >> 6);
+            let upper = u16::from(second & 0b0011_1111);
+            ((lower & 0x00ff) | (upper << 8), 2)
+        }
+        _ => return Err(bad("unknown prefix")),
+    };
+    if data.len() != prefix_len + 32 + 2 {
+        return Err(bad("wrong length for a 32-byte account"));
+    }
+    let body = &data[..prefix_len + 32];
+    let mut hasher = Blake2b512::new();
+    hasher.update(b"SS58PRE");
+    hasher.update(body);
+    let checksum = hasher.finalize();
+    if checksum[..2] != data[prefix_len + 32..] {
+        return Err(bad("checksum mismatch"));
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&data[prefix_len..prefix_len + 32]);
+    Ok((prefix, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alice_decodes_to_her_public_key() {
+        let (prefix, key) = decode("5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY").unwrap();
+        assert_eq!(prefix, 42);
+        assert_eq!(
+            hex::encode(key),
+            "d43593c715fdd31c61141abd04a99fd6822c8558854ccde39a5684e7a56da27d"
+        );
+    }
+
+    #[test]
+    fn typos_are_caught() {
+        assert!(decode("5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQZ").is_err());
+        assert!(decode("5Grwva").is_err());
+        assert!(decode("0OIl").is_err());
+        assert!(decode("").is_err());
+    }
+}

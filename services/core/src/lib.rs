@@ -1,0 +1,23 @@
+//! # taominer-core
+//!
+//! The library that every taominer daemon and `minerctl` share, so that no daemon carries its own
+//! copy of a contract:
+//!
+//! * [`config`]: the one TOML file, layered with environment and flags, validated into typed
+//!   sections; bad input exits 78 naming the key.
+//! * [`runtime`]: what makes a process a well-behaved systemd daemon (journald logging, `sd_notify`
+//!   readiness, watchdog and stopping, signal handling, the state directory).
+//! * [`bus`]: the D-Bus names, object paths, proxies, error names and reply types of design §3.
+//! * [`store`]: atomic files and the durable job store each daemon keeps its hand-offs in.
+//! * [`formats`]: model identities, commitment strings and the hashes validators recompute.
+//! * [`fault`]: named crash points used by the fault-injection tests.
+
+pub mod bus;
+pub mod config;
+pub mod error;
+pub mod fault;
+pub mod formats;
+pub mod runtime;
+pub mod store;
+
+pub use error::{Error, Result};

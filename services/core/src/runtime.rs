@@ -1,0 +1,227 @@
+//! What makes a process a well-behaved systemd daemon, shared by all four.
+//!
+//! * Logging goes to journald with structured fields when stderr is the journal
+//!   (`JOURNAL_STREAM`), else to human-readable stderr.
+//! * `sd_notify`: `READY=1` only once the bus name is owned (so `systemctl start` returns when the
+//!   daemon can really be called), `STATUS=` lines, `WATCHDOG=1` from the working loop, and
+//!   `STOPPING=1` on SIGTERM/SIGINT.
+//! * Configuration and state-directory problems exit 78 (EX_CONFIG) with one line.
+//!
+//! A daemon's `main` is then: [`DaemonArgs::start`] → open its state → [`serve`] → its loop, which
+//! calls [`Watchdog::tick`] each turn and ends on [`shutdown_signal`].
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::EnvFilter;
+
+use crate::bus::{BusSpec, Part};
+use crate::config::{self, Config, Sources, EX_CONFIG};
+
+/// Command-line options every daemon takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// The TOML configuration file (e.g. /etc/taominer/miner.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Bus to serve on: system, session, or a D-Bus address (unix:path=…).
+    #[arg(long, value_name = "BUS", default_value = "system")]
+    pub bus: BusSpec,
+
+    /// State directory; defaults to $STATE_DIRECTORY, which systemd sets from StateDirectory=.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Override one configuration key, e.g. --set miner.netuid=9 (repeatable; beats file and env).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// What a daemon starts with once its configuration is known to be good.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub part: Part,
+    pub config: Config,
+    pub bus: BusSpec,
+    pub state_dir: PathBuf,
+}
+
+impl DaemonArgs {
+    /// Sets up logging, loads the configuration and finds the state directory. On a configuration
+    /// error prints one line and exits 78, which is what systemd and users expect of a daemon.
+    pub fn start(self, part: Part) -> Daemon {
+        init_logging(part.unit());
+        let sources = Sources {
+            file: self.config.clone(),
+            overrides: self.set.clone(),
+            env: true,
+        };
+        let loaded = Config::load(&sources).and_then(|c| {
+            Ok((
+                c,
+                config::state_dir(self.state_dir.as_deref(), part.as_str())?,
+            ))
+        });
+        match loaded {
+            Ok((config, state_dir)) => Daemon {
+                part,
+                config,
+                bus: self.bus,
+                state_dir,
+            },
+            Err(e) => exit_config(&e),
+        }
+    }
+}
+
+/// Prints a configuration error as one line and exits 78.
+pub fn exit_config(err: &dyn std::fmt::Display) -> ! {
+    // The log may go to the journal; the one line on stderr is what `systemctl status` shows.
+    tracing::error!("{err}");
+    eprintln!("{}: {err}", program_name());
+    std::process::exit(EX_CONFIG)
+}
+
+fn program_name() -> String {
+    std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "taominer".into())
+}
+
+/// Installs the tracing subscriber: journald when stderr is the journal, else fmt to stderr.
+/// `RUST_LOG` filters (default `info`).
+pub fn init_logging(identifier: &str) {
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                let layer = layer.with_syslog_identifier(identifier.to_string());
+                let _ = tracing_subscriber::registry()
+                    .with(filter())
+                    .with(layer)
+                    .try_init();
+                return;
+            }
+            Err(e) => eprintln!("{identifier}: journald unavailable ({e}); logging to stderr"),
+        }
+    }
+    let _ = tracing_subscriber::registry()
+        .with(filter())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .try_init();
+}
+
+/// Connects to the bus, serves `iface` at the part's path and owns the part's name.
+///
+/// The name is requested without replacement or queueing, so a second instance fails here
+/// instead of silently waiting in line.
+pub async fn serve<I: zbus::object_server::Interface>(
+    bus: &BusSpec,
+    part: Part,
+    iface: I,
+) -> zbus::Result<zbus::Connection> {
+    bus.builder()
+        .serve_at(part.object_path(), iface)
+        .name(part.bus_name())
+        .allow_name_replacements(false)
+        .replace_existing_names(false)
+        .build()
+        .await
+}
+
+/// `READY=1` with a first status line.
+pub fn notify_ready(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// `STATUS=<line>`.
+pub fn notify_status(status: &str) {
+    notify(&[NotifyState::Status(status)]);
+}
+
+/// `STOPPING=1`.
+pub fn notify_stopping() {
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("sd_notify failed: {e}");
+    }
+}
+
+/// Pets the systemd watchdog from a working loop.
+///
+/// The loop must wake at least every [`Watchdog::period`] and call [`Watchdog::tick`]; a loop
+/// that hangs stops the pings and systemd restarts the daemon. With no `WATCHDOG_USEC` (not under
+/// systemd, or `WatchdogSec=` unset) ticking does nothing.
+#[derive(Debug)]
+pub struct Watchdog {
+    interval: Option<Duration>,
+    last: Option<Instant>,
+}
+
+impl Watchdog {
+    /// Reads `WATCHDOG_USEC`/`WATCHDOG_PID` from the environment.
+    pub fn from_env() -> Watchdog {
+        Watchdog {
+            interval: sd_notify::watchdog_enabled(),
+            last: None,
+        }
+    }
+
+    /// How often the loop must wake: half the watchdog interval, or a relaxed default.
+    pub fn period(&self) -> Duration {
+        self.interval
+            .map(|i| i / 2)
+            .unwrap_or(Duration::from_secs(5))
+            .max(Duration::from_millis(10))
+    }
+
+    /// Sends `WATCHDOG=1` if half the interval has passed since the last one.
+    pub fn tick(&mut self) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let due = self.last.is_none_or(|t| t.elapsed() >= interval / 2);
+        if due {
+            notify(&[NotifyState::Watchdog]);
+            self.last = Some(Instant::now());
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT and says which.
+pub async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot install SIGTERM handler: {e}");
+            return std::future::pending().await;
+        }
+    };
+    let mut int = match signal(SignalKind::interrupt()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot install SIGINT handler: {e}");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
