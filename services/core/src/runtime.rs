@@ -225,3 +225,27 @@ pub async fn shutdown_signal() -> &'static str {
         _ = int.recv() => "SIGINT",
     }
 }
+
+/// Runs a daemon's working loop until it returns (`Some`) or SIGTERM/SIGINT arrives (`None`,
+/// after `STOPPING=1`). Dropping the loop mid-step is safe: every step is crash-consistent.
+pub async fn until_shutdown<F: std::future::Future>(work: F) -> Option<F::Output> {
+    tokio::select! {
+        out = work => Some(out),
+        sig = shutdown_signal() => {
+            notify_stopping();
+            tracing::info!("{sig}: stopping");
+            None
+        }
+    }
+}
+
+/// The working loop of a daemon that has nothing to do yet: pets the watchdog and keeps
+/// `STATUS=` current, until shutdown.
+pub async fn idle_loop(status: impl Fn() -> String) {
+    let mut watchdog = Watchdog::from_env();
+    loop {
+        watchdog.tick();
+        notify_status(&status());
+        tokio::time::sleep(watchdog.period()).await;
+    }
+}

@@ -1,0 +1,119 @@
+//! Commit jobs: commitments the committer has promised to write.
+//!
+//! A job is written to disk as `queued` before `Commit` returns, so once the publisher hears
+//! "queued" the commitment will be written even if the committer dies the next instant. The
+//! worker writes it and then marks the job `committed`; a crash between the two is resolved on
+//! restart by finding the job in the ledger, so the commitment is never written twice.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use taominer_core::bus::CommitState;
+use taominer_core::config::Config;
+use taominer_core::store::{Job, JobStore};
+
+use crate::error::Result;
+use crate::ledger::Ledger;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitJobState {
+    Queued,
+    Committed,
+}
+
+/// One commit job as stored in `jobs/<id>.json`; the id is the publish job's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitJob {
+    pub id: String,
+    pub commitment: String,
+    pub state: CommitJobState,
+    pub received: u64,
+    #[serde(default)]
+    pub block: Option<u64>,
+}
+
+impl Job for CommitJob {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl CommitJob {
+    pub fn answer(&self) -> CommitState {
+        CommitState {
+            state: match self.state {
+                CommitJobState::Queued => "queued".into(),
+                CommitJobState::Committed => "committed".into(),
+            },
+            block: self.block.unwrap_or(0),
+        }
+    }
+}
+
+/// The committer's state, shared by the D-Bus interface and the worker.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub jobs: Mutex<JobStore<CommitJob>>,
+    pub ledger: Mutex<Ledger>,
+    pub wake: tokio::sync::Notify,
+}
+
+impl Shared {
+    pub fn open(config: Config, state_dir: &Path) -> Result<Shared> {
+        Ok(Shared {
+            jobs: Mutex::new(JobStore::open(&state_dir.join("jobs"))?),
+            ledger: Mutex::new(Ledger::open(state_dir)?),
+            config,
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Locks the job store (a poisoned lock still guards a consistent on-disk store).
+    pub fn jobs(&self) -> std::sync::MutexGuard<'_, JobStore<CommitJob>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Locks the ledger.
+    pub fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One line for `minerctl status`.
+    pub fn summary(&self) -> String {
+        let jobs = self.jobs();
+        let queued = jobs
+            .all()
+            .filter(|j| j.state == CommitJobState::Queued)
+            .count();
+        let mode = if self.config.miner.offline {
+            "offline (local ledger)"
+        } else {
+            "online: chain writes not built yet"
+        };
+        let mut line = format!(
+            "{mode}, netuid {}, {} queued",
+            self.config.miner.netuid(),
+            queued
+        );
+        if let Some(last) = self.ledger().entries().last() {
+            line.push_str(&format!(
+                "; last commit {} at block {}",
+                last.job_id, last.block
+            ));
+        }
+        line
+    }
+
+    pub fn state(&self) -> &'static str {
+        if !self.config.miner.offline {
+            "unavailable"
+        } else if self.jobs().all().any(|j| j.state == CommitJobState::Queued) {
+            "working"
+        } else {
+            "idle"
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The publisher's D-Bus object, `org.taominer.Publisher1` (contract in `taominer_core::bus`).
+//!
+//! `Publish` does only what can be answered at once: it checks the request and the directory,
+//! writes the job to disk and returns its id. Copying and hashing a multi-gigabyte model happen in
+//! the worker ([`crate::pipeline`]), so no caller waits on them and a crash loses nothing.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use taominer_core::bus::{BusError, PublishJobInfo};
+use taominer_core::fault::crash_point;
+use taominer_core::formats::competition;
+use taominer_core::store::{new_job_id, unix_now};
+use zbus::object_server::SignalEmitter;
+
+use crate::error::Error;
+use crate::jobs::{JobState, PublishJob, Shared};
+use crate::staging;
+
+pub struct PublisherService {
+    pub shared: Arc<Shared>,
+}
+
+#[zbus::interface(name = "org.taominer.Publisher1")]
+impl PublisherService {
+    /// Accepts a model directory; returns the job id once the job is on disk.
+    async fn publish(&self, path: &str, competition: &str) -> Result<String, BusError> {
+        let job = self.accept(path, competition).map_err(BusError::from)?;
+        let id = job.id.clone();
+        self.shared.update(job).map_err(BusError::from)?;
+        tracing::info!(JOB_ID = %id, SOURCE = path, "publish job accepted");
+        crash_point("publisher.job-persisted");
+        self.shared.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Every job, oldest first.
+    async fn jobs(&self) -> Vec<PublishJobInfo> {
+        self.shared.jobs().all().map(PublishJob::info).collect()
+    }
+
+    async fn status(&self) -> String {
+        self.shared.summary()
+    }
+
+    /// Flipping repository visibility needs the Hub, which offline mode does not use.
+    async fn make_public(&self, repo: &str) -> Result<(), BusError> {
+        if self.shared.config.miner.offline {
+            return Err(BusError::InvalidInput(format!(
+                "offline mode has no Hugging Face repository to make public ({repo})"
+            )));
+        }
+        Err(BusError::NotImplemented(
+            "Hugging Face uploads are not built yet (issue: Hugging Face publisher)".into(),
+        ))
+    }
+
+    #[zbus(property)]
+    async fn state(&self) -> String {
+        self.shared.state().to_string()
+    }
+
+    #[zbus(signal)]
+    pub async fn published(
+        emitter: &SignalEmitter<'_>,
+        job_id: &str,
+        repo: &str,
+        commit: &str,
+        model_hash: &str,
+        secure_hash: &str,
+    ) -> zbus::Result<()>;
+}
+
+impl PublisherService {
+    /// Validates a publish request and builds its job; nothing is written.
+    fn accept(&self, path: &str, competition: &str) -> Result<PublishJob, Error> {
+        let config = &self.shared.config;
+        let miner = &config.miner;
+        if !miner.profile.commits() {
+            return Err(Error::Invalid(format!(
+                "the {} profile serves on the axon; it has no models to publish",
+                miner.profile
+            )));
+        }
+        if !miner.offline {
+            return Err(Error::Invalid(
+                "online publishing (Hugging Face upload) is not built yet; set miner.offline = true"
+                    .into(),
+            ));
+        }
+        let source = Path::new(path);
+        if !source.is_absolute() {
+            return Err(Error::Invalid(format!(
+                "{path:?} is not an absolute path (the publisher does not share your working directory)"
+            )));
+        }
+        let competition = if competition.is_empty() {
+            miner.competition().unwrap_or_default()
+        } else {
+            competition.to_string()
+        };
+        competition::check(miner.profile, &competition, &miner.allowed_competitions())?;
+        let summary = staging::inspect(source, miner.profile)?;
+        tracing::debug!(
+            files = summary.files,
+            bytes = summary.bytes,
+            "model directory checked"
+        );
+        // Both were validated with the configuration; their absence is a bug, not bad input.
+        let repo = config
+            .publisher
+            .repo(miner)
+            .ok_or_else(|| Error::Invalid("publisher.repo is not set".into()))?;
+        let hotkey = miner
+            .hotkey()
+            .ok_or_else(|| Error::Invalid("miner.hotkey_ss58 is not set".into()))?
+            .to_string();
+        Ok(PublishJob {
+            id: new_job_id(),
+            state: JobState::Received,
+            source: source.to_path_buf(),
+            competition,
+            repo,
+            hotkey,
+            created: unix_now(),
+            snapshot: None,
+            block: None,
+            error: None,
+        })
+    }
+}
