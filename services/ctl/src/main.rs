@@ -1,1 +1,15 @@
-fn main() {}
+//! `minerctl`: the command line for a running taominer appliance. Wiring only; each subcommand
+//! lives in [`commands`].
+
+mod commands;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let cli = commands::Cli::parse();
+    if let Err(e) = commands::run(cli).await {
+        eprintln!("minerctl: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

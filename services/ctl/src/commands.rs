@@ -1,0 +1,334 @@
+//! The subcommands of `minerctl`, each a short function over the D-Bus proxies of
+//! `taominer_core::bus`. Errors say what to do next ("publisher is not running: systemctl start
+//! miner-publisher"), because the person reading them is at a terminal.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use taominer_core::bus::{
+    self, BusSpec, CommitterProxy, Part, PredictorProxy, PublisherProxy, TrainerProxy,
+};
+use taominer_core::config::Profile;
+use taominer_core::formats::{hash, ss58};
+
+/// Control and inspect the taominer daemons.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Bus the daemons are on: system, session, or a D-Bus address (unix:path=…).
+    #[arg(long, global = true, value_name = "BUS", default_value = "system")]
+    bus: BusSpec,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One line per daemon: up/down, state, last job.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand a model directory to the publisher; prints the job id.
+    Publish {
+        /// The model directory (config.json, *.safetensors, tokenizer files, ...).
+        dir: PathBuf,
+        /// Competition id; the configured default when omitted.
+        #[arg(long)]
+        competition: Option<String>,
+        /// Wait until the job is committed (or failed), up to this many seconds.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "300")]
+        wait: Option<u64>,
+    },
+    /// The publisher's jobs.
+    Jobs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The commitments written (offline: the local ledger).
+    Commitments {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compute the model hash and secure hash of a directory as validators do (no daemon needed).
+    Hash {
+        dir: PathBuf,
+        /// The hotkey SS58 address the secure hash is bound to.
+        #[arg(long)]
+        hotkey: String,
+        #[arg(long, default_value = "pretraining")]
+        profile: Profile,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What went wrong, with the exit status it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// A daemon is not running or the bus is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The daemon refused the request.
+    #[error("{0}")]
+    Refused(String),
+    /// Bad arguments or local failure.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CtlError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CtlError::Unavailable(_) => 69, // EX_UNAVAILABLE
+            CtlError::Refused(_) => 65,     // EX_DATAERR
+            CtlError::Failed(_) => 1,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, CtlError>;
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Hash {
+            dir,
+            hotkey,
+            profile,
+            json,
+        } => hash_dir(&dir, &hotkey, profile, json),
+        Command::Status { json } => status(&cli.bus, json).await,
+        Command::Publish {
+            dir,
+            competition,
+            wait,
+        } => publish(&cli.bus, &dir, competition, wait).await,
+        Command::Jobs { json } => jobs(&cli.bus, json).await,
+        Command::Commitments { json } => commitments(&cli.bus, json).await,
+    }
+}
+
+async fn connect(bus: &BusSpec) -> Result<zbus::Connection> {
+    bus.connect().await.map_err(|e| {
+        CtlError::Unavailable(format!(
+            "cannot reach {bus}: {e} (is dbus running? pass --bus to choose another)"
+        ))
+    })
+}
+
+/// Maps a call error to a message that names the daemon and the fix.
+fn call_error(part: Part, e: zbus::Error) -> CtlError {
+    if bus::is_service_unknown(&e) {
+        return CtlError::Unavailable(format!(
+            "{part} is not running: systemctl start {}",
+            part.unit()
+        ));
+    }
+    match bus::error_name(&e).as_deref() {
+        Some("org.taominer.Error.InvalidInput") | Some("org.taominer.Error.NotImplemented") => {
+            CtlError::Refused(format!("{part}: {}", bus::error_message(&e)))
+        }
+        _ => CtlError::Failed(format!("{part}: {}", bus::error_message(&e))),
+    }
+}
+
+fn hash_dir(dir: &std::path::Path, hotkey: &str, profile: Profile, json: bool) -> Result<()> {
+    ss58::decode(hotkey).map_err(|e| CtlError::Failed(format!("--hotkey: {e}")))?;
+    if !dir.is_dir() {
+        return Err(CtlError::Failed(format!(
+            "{}: not a directory",
+            dir.display()
+        )));
+    }
+    let model_hash =
+        hash::model_hash_for(profile, dir).map_err(|e| CtlError::Failed(e.to_string()))?;
+    let secure = hash::secure_hash_for(profile, &model_hash, hotkey);
+    if json {
+        let v = serde_json::json!({ "model_hash": model_hash, "secure_hash": secure });
+        println!("{v}");
+    } else {
+        println!("model_hash  {model_hash}");
+        println!(
+            "secure_hash {}",
+            secure
+                .as_deref()
+                .unwrap_or("(none: this profile commits a hash of the ids)")
+        );
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct DaemonStatus {
+    daemon: &'static str,
+    up: bool,
+    state: String,
+    status: String,
+}
+
+async fn status(bus: &BusSpec, json: bool) -> Result<()> {
+    let conn = connect(bus).await?;
+    let mut rows = Vec::new();
+    for part in Part::ALL {
+        let res: zbus::Result<(String, String)> = async {
+            Ok(match part {
+                Part::Trainer => {
+                    let p = TrainerProxy::new(&conn).await?;
+                    (p.status().await?, p.state().await?)
+                }
+                Part::Predictor => {
+                    let p = PredictorProxy::new(&conn).await?;
+                    (p.status().await?, p.state().await?)
+                }
+                Part::Publisher => {
+                    let p = PublisherProxy::new(&conn).await?;
+                    (p.status().await?, p.state().await?)
+                }
+                Part::Committer => {
+                    let p = CommitterProxy::new(&conn).await?;
+                    (p.status().await?, p.state().await?)
+                }
+            })
+        }
+        .await;
+        rows.push(match res {
+            Ok((status, state)) => DaemonStatus {
+                daemon: part.as_str(),
+                up: true,
+                state,
+                status,
+            },
+            Err(e) if bus::is_service_unknown(&e) => DaemonStatus {
+                daemon: part.as_str(),
+                up: false,
+                state: "down".into(),
+                status: format!("not running: systemctl start {}", part.unit()),
+            },
+            Err(e) => DaemonStatus {
+                daemon: part.as_str(),
+                up: false,
+                state: "error".into(),
+                status: bus::error_message(&e),
+            },
+        });
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+    } else {
+        for r in rows {
+            let up = if r.up { "up" } else { "down" };
+            println!("{:<10} {:<5} {:<8} {}", r.daemon, up, r.state, r.status);
+        }
+    }
+    Ok(())
+}
+
+async fn publish(
+    bus: &BusSpec,
+    dir: &std::path::Path,
+    competition: Option<String>,
+    wait: Option<u64>,
+) -> Result<()> {
+    // The publisher does not share our working directory: send an absolute path.
+    let abs = std::path::absolute(dir)
+        .map_err(|e| CtlError::Failed(format!("{}: {e}", dir.display())))?;
+    let conn = connect(bus).await?;
+    let publisher = PublisherProxy::new(&conn)
+        .await
+        .map_err(|e| call_error(Part::Publisher, e))?;
+    let path = abs
+        .to_str()
+        .ok_or_else(|| CtlError::Failed(format!("{}: path is not UTF-8", abs.display())))?;
+    let id = publisher
+        .publish(path, competition.as_deref().unwrap_or(""))
+        .await
+        .map_err(|e| call_error(Part::Publisher, e))?;
+    println!("{id}");
+    let Some(secs) = wait else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let jobs = publisher
+            .jobs()
+            .await
+            .map_err(|e| call_error(Part::Publisher, e))?;
+        if let Some(job) = jobs.iter().find(|j| j.id == id) {
+            match job.state.as_str() {
+                "committed" => {
+                    eprintln!("committed at block {}: {}", job.block, job.commitment);
+                    return Ok(());
+                }
+                "failed" => {
+                    return Err(CtlError::Refused(format!("job {id} failed: {}", job.error)))
+                }
+                _ => {}
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(CtlError::Failed(format!(
+                "job {id} not committed after {secs}s; see `minerctl jobs` and `minerctl status`"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn jobs(bus: &BusSpec, json: bool) -> Result<()> {
+    let conn = connect(bus).await?;
+    let publisher = PublisherProxy::new(&conn)
+        .await
+        .map_err(|e| call_error(Part::Publisher, e))?;
+    let jobs = publisher
+        .jobs()
+        .await
+        .map_err(|e| call_error(Part::Publisher, e))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&jobs).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    for j in jobs {
+        let detail = if !j.error.is_empty() {
+            j.error.clone()
+        } else if j.block > 0 {
+            format!("block {} {}", j.block, j.commitment)
+        } else {
+            j.commitment.clone()
+        };
+        println!("{}  {:<10}  {}  {}", j.id, j.state, j.source, detail);
+    }
+    Ok(())
+}
+
+async fn commitments(bus: &BusSpec, json: bool) -> Result<()> {
+    let conn = connect(bus).await?;
+    let committer = CommitterProxy::new(&conn)
+        .await
+        .map_err(|e| call_error(Part::Committer, e))?;
+    let list = committer
+        .commitments()
+        .await
+        .map_err(|e| call_error(Part::Committer, e))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    for c in list {
+        println!(
+            "{:>6}  {}  netuid {}  {}  {}",
+            c.block, c.job_id, c.netuid, c.hotkey, c.commitment
+        );
+    }
+    Ok(())
+}
