@@ -1,1 +1,376 @@
+//! Harness for the cross-process tests: a real `dbus-daemon` on a private address, the real
+//! daemon binaries with a `NOTIFY_SOCKET` the test reads, and `minerctl`.
+//!
+//! Binaries are the ones `cargo build --workspace` put next to the test executable
+//! (`target/<profile>/`); the README test command builds them first.
 
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> -> target/debug
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    assert!(
+        dir.join("minerctl").exists(),
+        "{} has no minerctl: run `cargo build --workspace` before the tests (see README)",
+        dir.display()
+    );
+    dir
+}
+
+/// A private `dbus-daemon`, killed on drop.
+pub struct Bus {
+    child: Child,
+    pub address: String,
+}
+
+impl Bus {
+    pub fn start() -> Bus {
+        let mut child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dbus-daemon must be installed (scripts/setup installs Debian's dbus)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("dbus-daemon address");
+        let address = line.trim().to_string();
+        assert!(
+            address.starts_with("unix:"),
+            "unexpected address {address:?}"
+        );
+        Bus { child, address }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One of the four daemons, running.
+pub struct Daemon {
+    pub name: &'static str,
+    child: Option<Child>,
+    notify: UnixDatagram,
+    _notify_dir: tempfile::TempDir,
+    pub messages: Vec<String>,
+}
+
+/// How to start a daemon.
+pub struct Spawn<'a> {
+    pub part: &'static str,
+    pub bus: &'a str,
+    pub state_dir: &'a Path,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl<'a> Spawn<'a> {
+    pub fn new(part: &'static str, bus: &'a Bus, state_dir: &'a Path) -> Spawn<'a> {
+        Spawn {
+            part,
+            bus: &bus.address,
+            state_dir,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    /// Starts the daemon with its own notify socket.
+    pub fn start(self) -> Daemon {
+        let notify_dir = tempfile::tempdir().expect("tempdir");
+        let sock = notify_dir.path().join("notify");
+        let notify = UnixDatagram::bind(&sock).expect("bind notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let mut cmd = Command::new(bin_dir().join(format!("miner-{}", self.part)));
+        cmd.arg("--bus")
+            .arg(self.bus)
+            .arg("--state-dir")
+            .arg(self.state_dir)
+            .args(&self.args)
+            .env("NOTIFY_SOCKET", &sock)
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn daemon");
+        Daemon {
+            name: self.part,
+            child: Some(child),
+            notify,
+            _notify_dir: notify_dir,
+            messages: Vec::new(),
+        }
+    }
+}
+
+impl Daemon {
+    /// Reads notify messages until one contains `needle` (e.g. `READY=1`).
+    pub fn wait_notify(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if self.messages.iter().any(|m| m.lines().any(|l| l == needle)) {
+                return true;
+            }
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                self.messages
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                // Exited; drain what it sent and give up.
+                while let Ok(n) = self.notify.recv(&mut buf) {
+                    self.messages
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+                return self.messages.iter().any(|m| m.lines().any(|l| l == needle));
+            }
+        }
+        false
+    }
+
+    /// Asserts `READY=1` arrives.
+    pub fn assert_ready(&mut self) {
+        assert!(
+            self.wait_notify("READY=1", Duration::from_secs(20)),
+            "{} did not send READY=1; got {:?}",
+            self.name,
+            self.messages
+        );
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself (e.g. a crash point); returns whether it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    self.child = None;
+                    return Some(st);
+                }
+            } else {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on a child we own.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+        }
+        self.wait_exit(Duration::from_secs(10))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `minerctl --bus <bus> args…`.
+pub fn minerctl(bus: &Bus, args: &[&str]) -> Output {
+    Command::new(bin_dir().join("minerctl"))
+        .arg("--bus")
+        .arg(&bus.address)
+        .args(args)
+        .output()
+        .expect("run minerctl")
+}
+
+/// Parses `minerctl … --json` output.
+pub fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "minerctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from minerctl")
+}
+
+/// Writes a small transformers-like model directory whose bytes depend on `seed`.
+pub fn make_model(dir: &Path, seed: u64) {
+    std::fs::create_dir_all(dir.join("nested")).expect("mkdir");
+    std::fs::write(
+        dir.join("config.json"),
+        format!("{{\"model_type\": \"llama\", \"seed\": {seed}}}"),
+    )
+    .expect("write");
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let weights: Vec<u8> = (0..70_000)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            (x >> 33) as u8
+        })
+        .collect();
+    std::fs::write(dir.join("model.safetensors"), weights).expect("write");
+    std::fs::write(
+        dir.join("nested/tokenizer.json"),
+        format!("{{\"v\":{seed}}}"),
+    )
+    .expect("write");
+    std::fs::write(dir.join("generation_config.json"), b"{}").expect("write");
+}
+
+/// The model hash and secure hash of `dir` computed by the Python reference (taoverse's code,
+/// verbatim, run by python3).
+pub fn python_hashes(dir: &Path, hotkey: &str) -> (String, String, String) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(PY_REFERENCE)
+        .arg(dir)
+        .arg(hotkey)
+        .output()
+        .expect("python3 must be installed (scripts/setup)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let mut it = text.lines().map(str::to_string);
+    (
+        it.next().expect("model hash"),
+        it.next().expect("secure hash"),
+        it.next().expect("content hash"),
+    )
+}
+
+/// taoverse `get_hash_of_file`, `get_hash_of_directory`, `get_hash_of_two_strings` and
+/// SoundsRight `get_directory_content_hash`, copied from upstream unchanged but for layout.
+pub const PY_REFERENCE: &str = r#"
+import base64, hashlib, os, sys
+
+def get_hash_of_file(path):
+    blocksize = 64 * 1024
+    file_hash = hashlib.sha256()
+    with open(path, "rb") as fp:
+        while True:
+            data = fp.read(blocksize)
+            if not data:
+                break
+            file_hash.update(data)
+    return base64.b64encode(file_hash.digest()).decode("utf-8")
+
+def get_hash_of_directory(path):
+    dir_hash = hashlib.sha256()
+    for cur_path, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            file_hash = get_hash_of_file(os.path.join(cur_path, filename))
+            dir_hash.update(file_hash.encode())
+    return base64.b64encode(dir_hash.digest()).decode("utf-8")
+
+def get_hash_of_two_strings(string1, string2):
+    string_hash = hashlib.sha256((string1 + string2).encode())
+    return base64.b64encode(string_hash.digest()).decode("utf-8")
+
+def get_directory_content_hash(directory):
+    hash_obj = hashlib.sha256()
+    excluded_dirs = {'.git'}
+    excluded_files = {'.lock', '.metadata'}
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if d not in excluded_dirs]
+        dirs.sort()  # upstream leaves this to the filesystem; see hash.rs
+        for file_name in sorted(files):
+            if file_name in excluded_files:
+                continue
+            file_path = os.path.join(root, file_name)
+            rel_path = os.path.relpath(file_path, directory).replace(os.sep, '/')
+            hash_obj.update(rel_path.encode())
+            with open(file_path, "rb") as f:
+                hash_obj.update(f.read())
+    return base64.b64encode(hash_obj.digest()).decode()
+
+d, hotkey = sys.argv[1], sys.argv[2]
+h = get_hash_of_directory(d)
+print(h)
+print(get_hash_of_two_strings(h, hotkey))
+print(get_directory_content_hash(d))
+"#;
+
+/// The git tree id of `dir`, computed by git itself.
+pub fn git_tree_id(dir: &Path) -> String {
+    let gitdir = tempfile::tempdir().expect("tempdir");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(gitdir.path())
+            .arg("--work-tree")
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("git must be installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["write-tree"])
+}
+
+/// Waits until `f` returns true.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// The Alice development address, the offline default hotkey.
+pub const ALICE: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
