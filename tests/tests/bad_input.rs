@@ -1,0 +1,147 @@
+//! Bad input gets a clear error and changes nothing: malformed configuration exits 78 naming
+//! the key; publishing a missing directory, a file, or a directory with a symlink escaping it is
+//! refused with a message and stages nothing.
+
+use std::process::Command;
+use std::time::Duration;
+
+use taominer_tests::*;
+
+fn run_with_config(part: &str, toml: &str) -> std::process::Output {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("miner.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    Command::new(bin_dir().join(format!("miner-{part}")))
+        .args(["--bus", "unix:path=/nonexistent/bus", "--state-dir"])
+        .arg(d.path().join("state"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bad_configuration_exits_78_naming_the_key() {
+    for part in ["trainer", "predictor", "publisher", "committer"] {
+        let out = run_with_config(part, "[miner]\nnetuid = \"nine\"\n");
+        assert_eq!(out.status.code(), Some(78), "{part}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err.lines().last().unwrap_or("");
+        assert!(
+            line.contains("miner.netuid") && line.contains("\"nine\""),
+            "{part}: {err}"
+        );
+
+        let out = run_with_config(part, "[miner]\nprofile = \"sn99\"\n");
+        assert_eq!(out.status.code(), Some(78), "{part}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("miner.profile") && err.contains("pretraining"),
+            "{part}: {err}"
+        );
+    }
+    // Environment and flags are checked the same way.
+    let d = tempfile::tempdir().unwrap();
+    let out = Command::new(bin_dir().join("miner-committer"))
+        .args(["--bus", "unix:path=/nonexistent/bus", "--state-dir"])
+        .arg(d.path())
+        .env("TAOMINER_MINER__PROFILE", "nope")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TAOMINER_MINER__PROFILE"));
+    let out = Command::new(bin_dir().join("miner-committer"))
+        .args([
+            "--bus",
+            "unix:path=/nonexistent/bus",
+            "--set",
+            "miner.offline=false",
+            "--state-dir",
+        ])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("miner.hotkey_ss58"));
+}
+
+#[test]
+fn bad_publishes_are_refused_and_stage_nothing() {
+    let bus = Bus::start();
+    let state = tempfile::tempdir().unwrap();
+    let pub_dir = state.path().join("publisher");
+    let mut p = Spawn::new("publisher", &bus, &pub_dir).start();
+    let mut c = Spawn::new("committer", &bus, &state.path().join("committer")).start();
+    p.assert_ready();
+    c.assert_ready();
+
+    let outside = state.path().join("secret.txt");
+    std::fs::write(&outside, b"not part of the model").unwrap();
+    let escaping = state.path().join("escaping");
+    make_model(&escaping, 3);
+    std::os::unix::fs::symlink(&outside, escaping.join("leak.txt")).unwrap();
+    let no_config = state.path().join("noconfig");
+    std::fs::create_dir(&no_config).unwrap();
+    std::fs::write(no_config.join("model.safetensors"), b"x").unwrap();
+    let good = state.path().join("good");
+    make_model(&good, 4);
+
+    let cases: [(&str, Vec<String>, &str); 5] = [
+        (
+            "missing",
+            vec![state.path().join("missing").display().to_string()],
+            "no such directory",
+        ),
+        (
+            "file",
+            vec![outside.display().to_string()],
+            "not a directory",
+        ),
+        (
+            "escaping",
+            vec![escaping.display().to_string()],
+            "outside the model directory",
+        ),
+        (
+            "no config",
+            vec![no_config.display().to_string()],
+            "config.json",
+        ),
+        (
+            "competition",
+            vec![
+                good.display().to_string(),
+                "--competition".into(),
+                "77".into(),
+            ],
+            "unknown competition",
+        ),
+    ];
+    for (name, args, needle) in cases {
+        let mut argv = vec!["publish"];
+        argv.extend(args.iter().map(String::as_str));
+        let out = minerctl(&bus, &argv);
+        assert_eq!(out.status.code(), Some(65), "{name}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{name}: {err}");
+    }
+    assert!(json(&minerctl(&bus, &["jobs", "--json"]))
+        .as_array()
+        .unwrap()
+        .is_empty());
+    for sub in ["staging", "staged"] {
+        let d = pub_dir.join(sub);
+        assert!(
+            !d.exists() || std::fs::read_dir(&d).unwrap().next().is_none(),
+            "{sub}"
+        );
+    }
+    // The daemons are still up and a good model still goes through.
+    let out = minerctl(&bus, &["publish", good.to_str().unwrap(), "--wait", "30"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(p.wait_exit(Duration::from_millis(10)).is_none());
+}
