@@ -1,0 +1,85 @@
+//! The files in `units/` are accepted by the real tools: `systemd-analyze verify` (which only
+//! warns on bad lines, so any output fails the test) and `dbus-daemon`, which refuses to start
+//! on a malformed policy file.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use taominer_tests::bin_dir;
+
+fn units_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../units")
+}
+
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(units_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if !(name.ends_with(".service") || name.ends_with(".target")) {
+            continue;
+        }
+        // verify checks that ExecStart= exists: point it at the binaries just built.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("/usr/local/bin", bin_dir().to_str().unwrap());
+        let copy = tmp.path().join(&name);
+        std::fs::write(&copy, text).unwrap();
+        files.push(copy);
+    }
+    assert_eq!(files.len(), 5, "four services and miner.target");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&files)
+        .output()
+        .expect("systemd-analyze (Debian systemd) must be installed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
+
+#[test]
+fn dbus_policy_is_accepted_by_dbus_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("bus.conf");
+    let policy = units_dir()
+        .join("org.taominer.conf")
+        .canonicalize()
+        .unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:dir={}</listen>
+  <auth>EXTERNAL</auth>
+  <include>{}</include>
+</busconfig>"#,
+            tmp.path().display(),
+            policy.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", cfg.display()))
+        .args(["--nofork", "--print-address=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        line.starts_with("unix:"),
+        "dbus-daemon refused the policy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
