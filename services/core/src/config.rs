@@ -544,6 +544,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
     fn environment_sits_between_file_and_flags() {
         // figment::Jail isolates the process environment for this closure.
         figment::Jail::expect_with(|jail| {

@@ -197,9 +197,11 @@ pub fn git_tree_id(dir: &Path) -> Result<String> {
         .ok_or_else(|| Error::Model(format!("{}: no files to make a tree of", dir.display())))
 }
 
+/// (sort key, mode, name, id); git sorts trees as if their name ended in '/'.
+type TreeEntry = (Vec<u8>, &'static str, Vec<u8>, [u8; 20]);
+
 fn tree_id(dir: &Path) -> Result<Option<[u8; 20]>> {
-    // (sort key, mode, name, id); git sorts trees as if their name ended in '/'.
-    let mut entries: Vec<(Vec<u8>, &'static str, Vec<u8>, [u8; 20])> = Vec::new();
+    let mut entries: Vec<TreeEntry> = Vec::new();
     for entry in fs::read_dir(dir).ctx("cannot list", dir)? {
         let entry = entry.ctx("cannot list", dir)?;
         let path = entry.path();
