@@ -4,7 +4,8 @@ get_hash_of_two_strings (macrocosm-os/taoverse src/taoverse/model/storage/disk/u
 model/utils.py) and SoundsRight get_directory_content_hash (soundsright/base/models/validation.py),
 unchanged but for layout. Used by the tests (tests/tests/hashes.rs) and scripts/bench-hash.
 
-usage: hashes.py DIR HOTKEY   prints model hash, secure hash, content hash, one per line
+usage: hashes.py DIR HOTKEY [--taoverse-only]
+  prints model hash, secure hash and (unless --taoverse-only) content hash, one per line
 """
 import base64, hashlib, os, sys
 
@@ -53,4 +54,5 @@ d, hotkey = sys.argv[1], sys.argv[2]
 h = get_hash_of_directory(d)
 print(h)
 print(get_hash_of_two_strings(h, hotkey))
-print(get_directory_content_hash(d))
+if sys.argv[3:] != ["--taoverse-only"]:
+    print(get_directory_content_hash(d))

@@ -125,10 +125,42 @@ fn non_utf8(path: &Path) -> Error {
 }
 
 /// taoverse `get_hash_of_directory`: the model hash validators compute on the downloaded snapshot.
+///
+/// File hashes are independent, so they are computed on all cores and then fed to the directory
+/// hash in walk order; the result is identical to the sequential Python.
 pub fn model_hash(dir: &Path) -> Result<String> {
+    let entries = walk(dir, &|_| false)?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(entries.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(usize, Result<String>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(entry) = entries.get(i) else { break };
+                        out.push((i, file_hash(&entry.path)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    if results.len() != entries.len() {
+        return Err(Error::Model("a hashing thread panicked".into()));
+    }
+    results.sort_by_key(|(i, _)| *i);
     let mut dir_hash = Sha256::new();
-    for entry in walk(dir, &|_| false)? {
-        dir_hash.update(file_hash(&entry.path)?.as_bytes());
+    for (_, h) in results {
+        dir_hash.update(h?.as_bytes());
     }
     Ok(BASE64.encode(dir_hash.finalize()))
 }
