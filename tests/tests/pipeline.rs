@@ -128,3 +128,40 @@ fn a_second_instance_refuses_the_same_state_and_name() {
         assert!(!second.messages.iter().any(|m| m.contains("READY=1")));
     }
 }
+
+#[test]
+fn working_loops_pet_the_watchdog_and_report_status() {
+    let bus = Bus::start();
+    let state = tempfile::tempdir().unwrap();
+    for part in ["trainer", "predictor", "publisher", "committer"] {
+        // 200 ms: the loop must send WATCHDOG=1 about every 100 ms.
+        let mut d = Spawn::new(part, &bus, &state.path().join(part))
+            .env("WATCHDOG_USEC", "200000")
+            .start();
+        d.assert_ready();
+        assert!(
+            d.wait_notify("WATCHDOG=1", Duration::from_secs(5)),
+            "{part}: {:?}",
+            d.messages
+        );
+        let before = d
+            .messages
+            .iter()
+            .filter(|m| m.contains("WATCHDOG=1"))
+            .count();
+        std::thread::sleep(Duration::from_millis(600));
+        let _ = d.wait_notify("never", Duration::from_millis(300));
+        let after = d
+            .messages
+            .iter()
+            .filter(|m| m.contains("WATCHDOG=1"))
+            .count();
+        assert!(after >= before + 3, "{part}: {before} then {after} pings");
+        assert!(
+            d.messages
+                .iter()
+                .any(|m| m.starts_with("STATUS=") || m.contains("\nSTATUS=")),
+            "{part}"
+        );
+    }
+}
