@@ -13,7 +13,6 @@ use anyhow::Context;
 use clap::Parser;
 use taominer_core::bus::Part;
 use taominer_core::runtime::{self, DaemonArgs, Watchdog};
-use taominer_core::store::DirLock;
 
 /// The taominer committer daemon (D-Bus name org.taominer.Committer1).
 #[derive(Parser)]
@@ -26,7 +25,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let daemon = Args::parse().daemon.start(Part::Committer);
-    let _lock = DirLock::acquire(&daemon.state_dir)?;
+    let _lock = daemon.lock_state()?;
     let shared = Arc::new(
         jobs::Shared::open(daemon.config.clone(), &daemon.state_dir)
             .context("cannot open the committer's state")?,
@@ -34,23 +33,10 @@ async fn main() -> anyhow::Result<()> {
     if !daemon.config.miner.offline {
         tracing::warn!("miner.offline = false, but chain writes are not built yet: Commit will answer NotImplemented");
     }
-    let conn = runtime::serve(
-        &daemon.bus,
-        Part::Committer,
-        interface::CommitterService {
-            shared: shared.clone(),
-        },
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot serve {} on {}",
-            Part::Committer.bus_name(),
-            daemon.bus
-        )
-    })?;
-    runtime::notify_ready(&shared.summary());
-    tracing::info!(STATE_DIR = %daemon.state_dir.display(), "committer ready on {}", daemon.bus);
+    let service = interface::CommitterService {
+        shared: shared.clone(),
+    };
+    let conn = daemon.serve(service, &shared.summary()).await?;
 
     if let Some(res) =
         runtime::until_shutdown(worker::run(shared, conn, Watchdog::from_env())).await

@@ -42,6 +42,15 @@ pub enum Error {
     #[error("state directory {0} is in use by another process (is the daemon already running?)")]
     Locked(PathBuf),
 
+    /// The daemon could not serve its interface or own its name.
+    #[error("cannot serve {name} on {bus}: {source}")]
+    Serve {
+        name: &'static str,
+        bus: String,
+        #[source]
+        source: zbus::Error,
+    },
+
     /// The D-Bus connection failed.
     #[error("D-Bus: {0}")]
     Bus(#[from] zbus::Error),

@@ -49,6 +49,32 @@ pub struct Daemon {
     pub state_dir: PathBuf,
 }
 
+impl Daemon {
+    /// Takes the exclusive lock on the state directory (held until the returned guard drops).
+    pub fn lock_state(&self) -> crate::Result<crate::store::DirLock> {
+        crate::store::DirLock::acquire(&self.state_dir)
+    }
+
+    /// Serves `iface`, owns the part's bus name, then sends `READY=1` with `status`.
+    pub async fn serve<I: zbus::object_server::Interface>(
+        &self,
+        iface: I,
+        status: &str,
+    ) -> crate::Result<zbus::Connection> {
+        let conn =
+            serve(&self.bus, self.part, iface)
+                .await
+                .map_err(|source| crate::Error::Serve {
+                    name: self.part.bus_name(),
+                    bus: self.bus.to_string(),
+                    source,
+                })?;
+        notify_ready(status);
+        tracing::info!(STATE_DIR = %self.state_dir.display(), "{} ready on {}", self.part, self.bus);
+        Ok(conn)
+    }
+}
+
 impl DaemonArgs {
     /// Sets up logging, loads the configuration and finds the state directory. On a configuration
     /// error prints one line and exits 78, which is what systemd and users expect of a daemon.

@@ -13,7 +13,6 @@ use anyhow::Context;
 use clap::Parser;
 use taominer_core::bus::Part;
 use taominer_core::runtime::{self, DaemonArgs, Watchdog};
-use taominer_core::store::DirLock;
 
 /// The taominer publisher daemon (D-Bus name org.taominer.Publisher1).
 #[derive(Parser)]
@@ -26,28 +25,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let daemon = Args::parse().daemon.start(Part::Publisher);
-    let _lock = DirLock::acquire(&daemon.state_dir)?;
+    let _lock = daemon.lock_state()?;
     let shared = Arc::new(
         jobs::Shared::open(daemon.config.clone(), daemon.state_dir.clone())
             .context("cannot open the publisher's state")?,
     );
-    let conn = runtime::serve(
-        &daemon.bus,
-        Part::Publisher,
-        interface::PublisherService {
-            shared: shared.clone(),
-        },
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot serve {} on {}",
-            Part::Publisher.bus_name(),
-            daemon.bus
-        )
-    })?;
-    runtime::notify_ready(&shared.summary());
-    tracing::info!(STATE_DIR = %daemon.state_dir.display(), "publisher ready on {}", daemon.bus);
+    let service = interface::PublisherService {
+        shared: shared.clone(),
+    };
+    let conn = daemon.serve(service, &shared.summary()).await?;
 
     if let Some(res) =
         runtime::until_shutdown(pipeline::run(shared, conn, Watchdog::from_env())).await

@@ -3,11 +3,9 @@
 
 mod interface;
 
-use anyhow::Context;
 use clap::Parser;
 use taominer_core::bus::Part;
 use taominer_core::runtime::{self, DaemonArgs};
-use taominer_core::store::DirLock;
 
 /// The taominer trainer daemon (D-Bus name org.taominer.Trainer1).
 #[derive(Parser)]
@@ -20,18 +18,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let daemon = Args::parse().daemon.start(Part::Trainer);
-    let _lock = DirLock::acquire(&daemon.state_dir)?;
-    let _conn = runtime::serve(&daemon.bus, Part::Trainer, interface::TrainerService)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot serve {} on {}",
-                Part::Trainer.bus_name(),
-                daemon.bus
-            )
-        })?;
-    runtime::notify_ready(interface::STATUS);
-    tracing::info!("trainer ready on {}", daemon.bus);
+    let _lock = daemon.lock_state()?;
+    let _conn = daemon
+        .serve(interface::TrainerService, interface::STATUS)
+        .await?;
     runtime::until_shutdown(runtime::idle_loop(|| interface::STATUS.to_string())).await;
     Ok(())
 }
