@@ -145,3 +145,17 @@ fn bad_publishes_are_refused_and_stage_nothing() {
     );
     assert!(p.wait_exit(Duration::from_millis(10)).is_none());
 }
+
+/// The example configuration shipped in `units/` is accepted by every daemon, so it stays true.
+#[test]
+fn the_example_configuration_loads() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../units/miner.toml.example");
+    let config = taominer_core::config::Config::load(&taominer_core::config::Sources {
+        file: Some(example),
+        overrides: Vec::new(),
+        env: false,
+    })
+    .expect("units/miner.toml.example must load");
+    assert_eq!(config, taominer_core::config::Config::default());
+}
