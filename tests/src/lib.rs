@@ -80,12 +80,20 @@ pub struct Spawn<'a> {
 }
 
 impl<'a> Spawn<'a> {
+    /// A daemon with the test defaults. The publisher gets competition 2's minimum parameter
+    /// count lowered to 0, so the tiny fixture models pass its pre-flight (a later `--set`
+    /// restores a limit where a test wants it).
     pub fn new(part: &'static str, bus: &'a Bus, state_dir: &'a Path) -> Spawn<'a> {
+        let args = if part == "publisher" {
+            TINY_LIMITS.iter().map(|s| s.to_string()).collect()
+        } else {
+            Vec::new()
+        };
         Spawn {
             part,
             bus: &bus.address,
             state_dir,
-            args: Vec::new(),
+            args,
             env: Vec::new(),
         }
     }
@@ -230,24 +238,51 @@ pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON from minerctl")
 }
 
-/// Writes a small transformers-like model directory whose bytes depend on `seed`.
-pub fn make_model(dir: &Path, seed: u64) {
-    std::fs::create_dir_all(dir.join("nested")).expect("mkdir");
-    std::fs::write(
-        dir.join("config.json"),
-        format!("{{\"model_type\": \"llama\", \"seed\": {seed}}}"),
-    )
-    .expect("write");
+/// Lets the tiny fixture models through competition 2's pre-flight (see [`Spawn::new`]).
+pub const TINY_LIMITS: [&str; 2] = ["--set", "publisher.limits.2.min_parameters=0"];
+
+/// Bytes that depend only on `seed`.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
-    let weights: Vec<u8> = (0..70_000)
+    (0..len)
         .map(|_| {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
             (x >> 33) as u8
         })
-        .collect();
-    std::fs::write(dir.join("model.safetensors"), weights).expect("write");
+        .collect()
+}
+
+/// A valid safetensors file with one F32 tensor of `params` elements (pseudo-random data).
+pub fn safetensors_bytes(name: &str, params: u64, seed: u64) -> Vec<u8> {
+    let mut header = format!(
+        "{{\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{params}],\"data_offsets\":[0,{}]}}}}",
+        params * 4
+    )
+    .into_bytes();
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&pseudo_random(seed, (params * 4) as usize));
+    out
+}
+
+/// Writes a small transformers-like model directory whose bytes depend on `seed`: a LLaMA
+/// `config.json`, a real safetensors file (17,500 parameters), a generation config, and a nested
+/// file.
+pub fn make_model(dir: &Path, seed: u64) {
+    std::fs::create_dir_all(dir.join("nested")).expect("mkdir");
+    std::fs::write(
+        dir.join("config.json"),
+        format!("{{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"seed\": {seed}}}"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("model.safetensors"),
+        safetensors_bytes("model.embed_tokens.weight", 17_500, seed),
+    )
+    .expect("write");
     std::fs::write(
         dir.join("nested/tokenizer.json"),
         format!("{{\"v\":{seed}}}"),

@@ -9,6 +9,7 @@
 //! came from and what is allowed; daemons print it and exit 78 (EX_CONFIG), which systemd shows
 //! as "configuration error" and does not restart in a loop (`RestartPreventExitStatus=78`).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -187,29 +188,53 @@ impl MinerConfig {
     }
 }
 
-/// `[publisher]`: staging, hashing and (later) Hugging Face uploads.
+/// `[publisher]`: staging, pre-flight, Hugging Face uploads and the validator-identical hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PublisherConfig {
     /// Hugging Face repository id `namespace/name` models are published to.
     pub repo: Option<String>,
-    /// Make the repository public once the commitment is on chain.
-    pub make_public: bool,
-    /// First delay before retrying a failed hand-off to the committer, in milliseconds.
+    /// The Hub's base URL (what `HF_ENDPOINT` sets for the Python client).
+    pub endpoint: String,
+    /// File holding the Hugging Face token; `$CREDENTIALS_DIRECTORY/hf-token` when unset. The
+    /// token itself never goes in this file: the TOML is world-readable, credentials are not.
+    pub token_file: Option<PathBuf>,
+    /// Make the repository public once the commitment is on chain. Default per profile, as
+    /// upstream: on for finetuning, coldint and soundsright (validators must be able to fetch),
+    /// off for pretraining (`--update_repo_visibility` is opt-in there).
+    pub make_public_after_commit: Option<bool>,
+    /// First retry delay (Hub requests and committer hand-offs), in milliseconds.
     pub retry_initial_ms: u64,
-    /// Longest delay between hand-off retries, in milliseconds.
+    /// Longest retry delay, in milliseconds.
     pub retry_max_ms: u64,
+    /// Overrides of the built-in competition limits, by competition id, field by field.
+    pub limits: BTreeMap<String, LimitsConfig>,
 }
 
 impl Default for PublisherConfig {
     fn default() -> Self {
         PublisherConfig {
             repo: None,
-            make_public: false,
+            endpoint: "https://huggingface.co".into(),
+            token_file: None,
+            make_public_after_commit: None,
             retry_initial_ms: 250,
             retry_max_ms: 30_000,
+            limits: BTreeMap::new(),
         }
     }
+}
+
+/// `[publisher.limits."<competition>"]`: any field given replaces the built-in value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_bytes: Option<u64>,
+    pub min_parameters: Option<u64>,
+    pub max_parameters: Option<u64>,
+    pub architectures: Option<Vec<String>>,
+    /// `"required"`, `"any"`, or the name of the tokenizer validators impose.
+    pub tokenizer: Option<String>,
 }
 
 impl PublisherConfig {
@@ -220,6 +245,63 @@ impl PublisherConfig {
             None if miner.offline => Some(OFFLINE_REPO.to_string()),
             None => None,
         }
+    }
+
+    /// The Hub base URL without a trailing slash.
+    pub fn endpoint(&self) -> &str {
+        self.endpoint.trim_end_matches('/')
+    }
+
+    /// Where the Hugging Face token is read from: `token_file`, else the systemd credential.
+    pub fn token_path(&self) -> Option<PathBuf> {
+        self.token_file.clone().or_else(|| {
+            std::env::var_os("CREDENTIALS_DIRECTORY")
+                .filter(|d| !d.is_empty())
+                .map(|d| PathBuf::from(d).join("hf-token"))
+        })
+    }
+
+    /// Whether to make the repository public after the commitment is written.
+    pub fn make_public_after_commit(&self, profile: Profile) -> bool {
+        self.make_public_after_commit.unwrap_or(matches!(
+            profile,
+            Profile::Finetuning | Profile::Coldint | Profile::Soundsright
+        ))
+    }
+
+    /// The limits validators of `competition` apply: the built-in ones with the configured
+    /// fields replaced. `None` when neither exists (SoundsRight, retired competitions).
+    pub fn limits_for(&self, profile: Profile, competition: &str) -> Option<competition::Limits> {
+        let over = self.limits.get(competition);
+        let mut limits = match (competition::builtin_limits(profile, competition), over) {
+            (Some(l), _) => l,
+            (None, Some(o)) => competition::Limits {
+                max_bytes: o.max_bytes?,
+                min_parameters: 0,
+                max_parameters: o.max_parameters?,
+                architectures: o.architectures.clone()?,
+                tokenizer: competition::TokenizerRule::Any,
+            },
+            (None, None) => return None,
+        };
+        if let Some(o) = over {
+            if let Some(v) = o.max_bytes {
+                limits.max_bytes = v;
+            }
+            if let Some(v) = o.min_parameters {
+                limits.min_parameters = v;
+            }
+            if let Some(v) = o.max_parameters {
+                limits.max_parameters = v;
+            }
+            if let Some(v) = &o.architectures {
+                limits.architectures = v.clone();
+            }
+            if let Some(v) = &o.tokenizer {
+                limits.tokenizer = competition::TokenizerRule::parse(v);
+            }
+        }
+        Some(limits)
     }
 }
 
@@ -365,6 +447,40 @@ impl Config {
                 "(unset)",
                 "required when miner.offline = false: the Hugging Face repo id \"namespace/name\"",
             ));
+        }
+        let endpoint = &self.publisher.endpoint;
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            || endpoint.len() <= "https://".len()
+        {
+            return Err(ConfigError::new(
+                "publisher.endpoint",
+                format!("{endpoint:?}"),
+                "an http:// or https:// URL such as https://huggingface.co",
+            ));
+        }
+        for (id, over) in &self.publisher.limits {
+            let key = |field: &str| format!("publisher.limits.{id:?}.{field}");
+            if m.profile.is_llm()
+                && competition::builtin_limits(m.profile, id).is_none()
+                && (over.max_bytes.is_none()
+                    || over.max_parameters.is_none()
+                    || over.architectures.is_none())
+            {
+                return Err(ConfigError::new(
+                    &key("max_bytes"),
+                    "(unset)",
+                    "max_bytes, max_parameters and architectures are all required for a competition without built-in limits",
+                ));
+            }
+            if let (Some(lo), Some(hi)) = (over.min_parameters, over.max_parameters) {
+                if lo > hi {
+                    return Err(ConfigError::new(
+                        &key("min_parameters"),
+                        lo,
+                        "at most max_parameters",
+                    ));
+                }
+            }
         }
         if self.publisher.retry_initial_ms == 0
             || self.publisher.retry_max_ms < self.publisher.retry_initial_ms

@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use taominer_core::bus::{
     self, BusSpec, CommitterProxy, Part, PredictorProxy, PublisherProxy, TrainerProxy,
 };
-use taominer_core::config::Profile;
-use taominer_core::formats::{hash, ss58};
+use taominer_core::config::{Config, Profile, Sources};
+use taominer_core::formats::{competition, hash, preflight, ss58};
 
 /// Control and inspect the taominer daemons.
 #[derive(Debug, Parser)]
@@ -41,6 +41,16 @@ enum Command {
         /// Wait until the job is committed (or failed), up to this many seconds.
         #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "300")]
         wait: Option<u64>,
+        /// Run only the competition pre-flight and the local hash, here, and print what would be
+        /// uploaded; no daemon is needed and nothing is sent anywhere.
+        #[arg(long)]
+        dry_run: bool,
+        /// Configuration for --dry-run (default: /etc/taominer/miner.toml when it exists).
+        #[arg(long, value_name = "FILE", requires = "dry_run")]
+        config: Option<PathBuf>,
+        /// Override a configuration key for --dry-run, as the daemons' --set.
+        #[arg(long = "set", value_name = "KEY=VALUE", requires = "dry_run")]
+        set: Vec<String>,
     },
     /// The publisher's jobs.
     Jobs {
@@ -103,7 +113,16 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Publish {
             dir,
             competition,
+            dry_run: true,
+            config,
+            set,
+            ..
+        } => dry_run(&dir, competition, config, set),
+        Command::Publish {
+            dir,
+            competition,
             wait,
+            ..
         } => publish(&cli.bus, &dir, competition, wait).await,
         Command::Jobs { json } => jobs(&cli.bus, json).await,
         Command::Commitments { json } => commitments(&cli.bus, json).await,
@@ -264,8 +283,11 @@ async fn publish(
                     eprintln!("committed at block {}: {}", job.block, job.commitment);
                     return Ok(());
                 }
-                "failed" => {
-                    return Err(CtlError::Refused(format!("job {id} failed: {}", job.error)))
+                "failed" | "rejected" => {
+                    return Err(CtlError::Refused(format!(
+                        "job {id} {}: {}",
+                        job.state, job.error
+                    )))
                 }
                 _ => {}
             }
@@ -277,6 +299,70 @@ async fn publish(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The default configuration file the daemons are given under systemd.
+const SYSTEM_CONFIG: &str = "/etc/taominer/miner.toml";
+
+/// `publish --dry-run`: the pre-flight and the local hash, as the publisher would compute them.
+fn dry_run(
+    dir: &std::path::Path,
+    competition: Option<String>,
+    config: Option<PathBuf>,
+    set: Vec<String>,
+) -> Result<()> {
+    let file = config.or_else(|| {
+        let p = PathBuf::from(SYSTEM_CONFIG);
+        p.is_file().then_some(p)
+    });
+    let config = Config::load(&Sources {
+        file,
+        overrides: set,
+        env: true,
+    })
+    .map_err(|e| CtlError::Failed(e.to_string()))?;
+    let miner = &config.miner;
+    if !dir.is_dir() {
+        return Err(CtlError::Failed(format!(
+            "{}: not a directory",
+            dir.display()
+        )));
+    }
+    let competition = competition
+        .or_else(|| miner.competition())
+        .ok_or_else(|| CtlError::Failed("no competition: pass --competition".into()))?;
+    competition::check(miner.profile, &competition, &miner.allowed_competitions())
+        .map_err(|e| CtlError::Refused(e.to_string()))?;
+    let repo = config
+        .publisher
+        .repo(miner)
+        .ok_or_else(|| CtlError::Failed("publisher.repo is not set".into()))?;
+    let limits = config.publisher.limits_for(miner.profile, &competition);
+    let report = preflight::check(dir, miner.profile, &repo, &competition, limits.as_ref())
+        .map_err(|e| CtlError::Refused(e.to_string()))?;
+    print!("{report}");
+    println!("files to upload:");
+    for e in hash::walk(dir, &|_| false).map_err(|e| CtlError::Failed(e.to_string()))? {
+        let len = std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0);
+        println!("  {len:>14}  {}", e.rel);
+    }
+    let model_hash =
+        hash::model_hash_for(miner.profile, dir).map_err(|e| CtlError::Failed(e.to_string()))?;
+    println!("local model hash  {model_hash}");
+    if let Some(h) = miner.hotkey() {
+        if let Some(secure) = hash::secure_hash_for(miner.profile, &model_hash, h) {
+            println!("local secure hash {secure} (hotkey {h})");
+        }
+    }
+    println!(
+        "(validators hash the files they download at the Hub commit; the publisher recomputes it there)"
+    );
+    if limits.is_none() && miner.profile.is_llm() {
+        println!(
+            "note: competition {competition} has no known limits; only the structure was checked"
+        );
+    }
+    Ok(())
 }
 
 async fn jobs(bus: &BusSpec, json: bool) -> Result<()> {

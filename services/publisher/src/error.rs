@@ -2,6 +2,8 @@
 
 use taominer_core::bus::BusError;
 
+use crate::hub::HubError;
+
 /// Result alias for the publisher.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -11,6 +13,12 @@ pub enum Error {
     /// The request or the model directory is not acceptable; nothing was staged.
     #[error("{0}")]
     Invalid(String),
+    /// The competition's limits refuse the model; nothing is uploaded or committed.
+    #[error("{0}")]
+    Rejected(String),
+    /// The Hub refused, or the token was rejected (transient errors are retried, not returned).
+    #[error(transparent)]
+    Hub(#[from] HubError),
     /// A shared-library operation failed (disk, state file, format).
     #[error(transparent)]
     Core(#[from] taominer_core::Error),
@@ -22,7 +30,7 @@ pub enum Error {
 impl From<Error> for BusError {
     fn from(e: Error) -> BusError {
         match e {
-            Error::Invalid(m) => BusError::InvalidInput(m),
+            Error::Invalid(m) | Error::Rejected(m) => BusError::InvalidInput(m),
             Error::Core(taominer_core::Error::Model(m))
             | Error::Core(taominer_core::Error::Format(m)) => BusError::InvalidInput(m),
             other => BusError::Failed(other.to_string()),

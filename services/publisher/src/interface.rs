@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use taominer_core::bus::{BusError, PublishJobInfo};
 use taominer_core::fault::crash_point;
-use taominer_core::formats::competition;
+use taominer_core::formats::{competition, model_id};
 use taominer_core::store::{new_job_id, unix_now};
 use zbus::object_server::SignalEmitter;
 
@@ -43,16 +43,20 @@ impl PublisherService {
         self.shared.summary()
     }
 
-    /// Flipping repository visibility needs the Hub, which offline mode does not use.
+    /// Makes a Hub repository public now (one attempt; the caller sees any error).
     async fn make_public(&self, repo: &str) -> Result<(), BusError> {
-        if self.shared.config.miner.offline {
+        let Some(hub) = self.shared.hub.as_ref() else {
             return Err(BusError::InvalidInput(format!(
                 "offline mode has no Hugging Face repository to make public ({repo})"
             )));
-        }
-        Err(BusError::NotImplemented(
-            "Hugging Face uploads are not built yet (issue: Hugging Face publisher)".into(),
-        ))
+        };
+        model_id::check_repo_id(self.shared.config.miner.profile, repo)
+            .map_err(|e| BusError::InvalidInput(e.to_string()))?;
+        hub.set_private(repo, false)
+            .await
+            .map_err(|e| BusError::Failed(e.to_string()))?;
+        tracing::info!(REPO = repo, "repository made public on request");
+        Ok(())
     }
 
     #[zbus(property)]
@@ -81,12 +85,6 @@ impl PublisherService {
                 "the {} profile serves on the axon; it has no models to publish",
                 miner.profile
             )));
-        }
-        if !miner.offline {
-            return Err(Error::Invalid(
-                "online publishing (Hugging Face upload) is not built yet; set miner.offline = true"
-                    .into(),
-            ));
         }
         let source = Path::new(path);
         if !source.is_absolute() {
@@ -126,6 +124,10 @@ impl PublisherService {
             snapshot: None,
             block: None,
             error: None,
+            last_error: None,
+            digests: Default::default(),
+            hub_commit: None,
+            public: None,
         })
     }
 }

@@ -1,10 +1,14 @@
 //! Publish jobs: the durable record of each model handed to the publisher.
 //!
-//! A job moves `received → staged → handed-off → committed` (or `failed`), and every move is
-//! written to disk before anything else happens, so a restarted publisher resumes exactly where
-//! the last one stopped: it re-stages `received` jobs and re-offers `staged`/`handed-off` ones to
-//! the committer, which recognises job ids it already has.
+//! A job moves `received → staged → uploaded → hashed → handed-off → committed` (offline:
+//! `received → hashed → …`, there is nothing to upload), or ends `rejected` (the pre-flight
+//! refused it; nothing was uploaded) or `failed`. Every move is written to disk before anything
+//! else happens, so a restarted publisher resumes exactly where the last one stopped: it
+//! re-stages `received` jobs, re-uploads `staged` ones (re-using a commit the Hub already has),
+//! re-verifies `uploaded` ones, and re-offers `hashed`/`handed-off` ones to the committer, which
+//! recognises job ids it already has.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -21,13 +25,20 @@ use crate::error::Result;
 pub enum JobState {
     /// Accepted and durable; not yet copied.
     Received,
-    /// Copied into the state directory and hashed; `Published` emitted.
+    /// Copied into the state directory, passed the pre-flight, file digests known (online).
     Staged,
+    /// The Hub has the commit (`hub_commit`); not yet re-downloaded and hashed.
+    Uploaded,
+    /// Hashed as validators will (online: from the committed revision, re-downloaded);
+    /// the commitment is known and `Published` emitted.
+    Hashed,
     /// The committer has durably queued its commitment.
     HandedOff,
     /// The commitment is written.
     Committed,
-    /// Could not be staged; `error` says why. Nothing was handed on.
+    /// The competition pre-flight refused the model; nothing was uploaded.
+    Rejected,
+    /// Could not be published (token rejected, the Hub refused, disk); `error` says why.
     Failed,
 }
 
@@ -36,8 +47,11 @@ impl JobState {
         match self {
             JobState::Received => "received",
             JobState::Staged => "staged",
+            JobState::Uploaded => "uploaded",
+            JobState::Hashed => "hashed",
             JobState::HandedOff => "handed-off",
             JobState::Committed => "committed",
+            JobState::Rejected => "rejected",
             JobState::Failed => "failed",
         }
     }
@@ -46,7 +60,11 @@ impl JobState {
     pub fn pending(self) -> bool {
         matches!(
             self,
-            JobState::Received | JobState::Staged | JobState::HandedOff
+            JobState::Received
+                | JobState::Staged
+                | JobState::Uploaded
+                | JobState::Hashed
+                | JobState::HandedOff
         )
     }
 }
@@ -78,8 +96,23 @@ pub struct PublishJob {
     pub snapshot: Option<Snapshot>,
     #[serde(default)]
     pub block: Option<u64>,
+    /// Why the job ended `failed` or `rejected`.
     #[serde(default)]
     pub error: Option<String>,
+    /// The last transient error while the job is being retried (shown by `minerctl jobs`).
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// sha256 (hex) of each staged file, by repository path (online): the LFS object ids, and
+    /// what the re-downloaded files must match.
+    #[serde(default)]
+    pub digests: BTreeMap<String, String>,
+    /// The commit the Hub assigned to our upload.
+    #[serde(default)]
+    pub hub_commit: Option<String>,
+    /// Whether the repository was made public after the commitment (`make_public_after_commit`):
+    /// `None` not yet, `Some(false)` tried and failed (see `last_error`).
+    #[serde(default)]
+    pub public: Option<bool>,
 }
 
 impl Job for PublishJob {
@@ -104,16 +137,21 @@ impl PublishJob {
             secure_hash: s(|x| &x.secure_hash),
             commitment: s(|x| &x.commitment),
             block: self.block.unwrap_or(0),
-            error: self.error.clone().unwrap_or_default(),
+            error: self
+                .error
+                .clone()
+                .or_else(|| self.last_error.as_ref().map(|e| format!("retrying: {e}")))
+                .unwrap_or_default(),
             created: self.created,
         }
     }
 }
 
 /// The publisher's state, shared by the D-Bus interface and the worker.
-#[derive(Debug)]
 pub struct Shared {
     pub config: Config,
+    /// The Hub client; `None` offline.
+    pub hub: Option<crate::hub::Hub>,
     pub state_dir: PathBuf,
     pub jobs: Mutex<JobStore<PublishJob>>,
     /// Wakes the worker when there is new work.
@@ -121,10 +159,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn open(config: Config, state_dir: PathBuf) -> Result<Shared> {
+    pub fn open(
+        config: Config,
+        state_dir: PathBuf,
+        hub: Option<crate::hub::Hub>,
+    ) -> Result<Shared> {
         let jobs = JobStore::open(&state_dir.join("jobs"))?;
         Ok(Shared {
             config,
+            hub,
             state_dir,
             jobs: Mutex::new(jobs),
             wake: tokio::sync::Notify::new(),
@@ -143,6 +186,29 @@ impl Shared {
 
     pub fn staged_dir(&self, id: &str) -> PathBuf {
         self.state_dir.join("staged").join(id)
+    }
+
+    /// Where the committed revision is re-downloaded to be hashed as validators will.
+    pub fn verify_dir(&self, id: &str) -> PathBuf {
+        self.state_dir.join("verify").join(id)
+    }
+
+    /// The Hub client, or an error saying offline mode has none.
+    pub fn hub(&self) -> Result<&crate::hub::Hub> {
+        self.hub.as_ref().ok_or_else(|| {
+            crate::error::Error::Invalid("offline mode has no Hugging Face Hub".into())
+        })
+    }
+
+    /// Records a transient error on a job without changing its state.
+    pub fn note_error(&self, id: &str, error: &str) {
+        let mut jobs = self.jobs();
+        if let Some(mut job) = jobs.get(id).cloned() {
+            job.last_error = Some(error.to_string());
+            if let Err(e) = jobs.put(job) {
+                tracing::warn!(JOB_ID = %id, "cannot record the last error: {e}");
+            }
+        }
     }
 
     /// Durably records a new state for a job.

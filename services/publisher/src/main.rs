@@ -2,9 +2,12 @@
 //! will, and hands their commitments to the committer. Wiring only; see the modules.
 
 mod error;
+mod hub;
 mod interface;
 mod jobs;
+mod online;
 mod pipeline;
+mod retry;
 mod staging;
 
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use taominer_core::bus::Part;
+use taominer_core::config::{Config, ConfigError};
 use taominer_core::runtime::{self, DaemonArgs, Watchdog};
 
 /// The taominer publisher daemon (D-Bus name org.taominer.Publisher1).
@@ -26,8 +30,13 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let daemon = Args::parse().daemon.start(Part::Publisher);
     let _lock = daemon.lock_state()?;
+    let hub = if daemon.config.miner.offline {
+        None
+    } else {
+        Some(connect_hub(&daemon.config, &daemon.state_dir)?)
+    };
     let shared = Arc::new(
-        jobs::Shared::open(daemon.config.clone(), daemon.state_dir.clone())
+        jobs::Shared::open(daemon.config.clone(), daemon.state_dir.clone(), hub)
             .context("cannot open the publisher's state")?,
     );
     let service = interface::PublisherService {
@@ -41,4 +50,24 @@ async fn main() -> anyhow::Result<()> {
         res?;
     }
     Ok(())
+}
+
+/// The Hub client for online mode. A missing or unreadable token is a configuration error
+/// (exit 78) naming where it was looked for, never what it holds.
+fn connect_hub(config: &Config, state_dir: &std::path::Path) -> anyhow::Result<hub::Hub> {
+    let Some(path) = config.publisher.token_path() else {
+        runtime::exit_config(&ConfigError::new(
+            "publisher.token_file",
+            "(unset)",
+            "online mode needs a Hugging Face token: LoadCredential=hf-token:/path under systemd, or publisher.token_file",
+        ));
+    };
+    let token = hub::Token::load(&path).unwrap_or_else(|e| {
+        runtime::exit_config(&ConfigError::new("publisher.token_file", path.display(), e))
+    });
+    Ok(hub::Hub::new(
+        config.publisher.endpoint(),
+        token,
+        state_dir.join("hf-cache"),
+    )?)
 }

@@ -1,15 +1,19 @@
-//! The publisher's worker: stages received jobs and hands staged ones to the committer.
+//! The publisher's worker: carries each job from `received` to `hashed`, hands hashed jobs to
+//! the committer, and makes repositories public once their commitment is written.
 //!
 //! One loop, top to bottom each turn:
-//! 1. pet the watchdog (only while staging makes progress, so a hung copy is caught);
-//! 2. stage every `received` job: copy, hash, record, emit `Published`;
-//! 3. offer every `staged`/`handed-off` job to the committer with `Commit(job_id, commitment)`,
+//! 1. pet the watchdog (only while the step in progress makes progress, so a hang is caught);
+//! 2. advance every job that is not yet hashed, oldest first: stage and pre-flight it, then
+//!    (online) upload it and hash the committed revision as validators will; emit `Published`;
+//! 3. offer every `hashed`/`handed-off` job to the committer with `Commit(job_id, commitment)`,
 //!    which is idempotent, and record what it answers;
-//! 4. sleep until woken (new job, `Committed` signal) or the next retry is due.
+//! 4. make committed repositories public when `publisher.make_public_after_commit` says so;
+//! 5. sleep until woken (new job, `Committed` signal) or the next retry is due.
 //!
 //! A committer that is down is retried with exponential backoff; nothing is lost meanwhile
-//! because the job stays `staged` on disk.
+//! because the job stays on disk in its last state.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,14 +21,15 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use taominer_core::bus::{self, CommitterProxy};
 use taominer_core::fault::crash_point;
-use taominer_core::formats::{hash, model_id};
+use taominer_core::formats::{hash, model_id, preflight};
 use taominer_core::runtime::Watchdog;
 use zbus::object_server::SignalEmitter;
 
 use crate::error::{Error, Result};
+use crate::hub::upload;
 use crate::interface::PublisherService;
 use crate::jobs::{JobState, PublishJob, Shared, Snapshot};
-use crate::staging;
+use crate::{online, staging};
 
 /// Runs the worker until the process is told to stop.
 pub async fn run(
@@ -53,7 +58,7 @@ pub async fn run(
     let mut woken = true;
     loop {
         watchdog.tick();
-        stage_received(&shared, &emitter, &mut watchdog).await;
+        advance_all(&shared, &emitter, &mut watchdog).await;
         if woken || Instant::now() >= next_handoff {
             match hand_off_all(&shared, &committer).await {
                 HandOff::Idle => {
@@ -69,6 +74,7 @@ pub async fn run(
                     backoff = (backoff * 2).min(max);
                 }
             }
+            make_public_all(&shared, &mut watchdog).await;
         }
         let sleep_until = next_handoff.min(Instant::now() + watchdog.period());
         woken = tokio::select! {
@@ -79,81 +85,23 @@ pub async fn run(
     }
 }
 
-/// Stages every received job, oldest first.
-async fn stage_received(
-    shared: &Arc<Shared>,
-    emitter: &SignalEmitter<'static>,
+/// Runs one step of a job on its own task, petting the watchdog while `alive` keeps moving
+/// (bytes copied, hashed or sent; retries waiting), so a slow step is not mistaken for a hang.
+async fn watched<T: Send + 'static>(
     watchdog: &mut Watchdog,
-) {
-    let received: Vec<PublishJob> = shared
-        .jobs()
-        .all()
-        .filter(|j| j.state == JobState::Received)
-        .cloned()
-        .collect();
-    for mut job in received {
-        match stage_one(shared, &job, watchdog).await {
-            Ok(snapshot) => {
-                job.state = JobState::Staged;
-                job.snapshot = Some(snapshot);
-            }
-            Err(e) => {
-                tracing::error!(JOB_ID = %job.id, "staging failed: {e}");
-                job.state = JobState::Failed;
-                job.error = Some(e.to_string());
-                let tmp = shared.staging_dir(&job.id);
-                if tmp.exists() {
-                    let _ = std::fs::remove_dir_all(&tmp);
-                }
-            }
-        }
-        if let Err(e) = shared.update(job.clone()) {
-            // The job stays `received` on disk and is retried on the next turn or restart.
-            tracing::error!(JOB_ID = %job.id, "cannot record staging result: {e}");
-            continue;
-        }
-        if let Some(s) = &job.snapshot {
-            tracing::info!(JOB_ID = %job.id, REPO = %job.repo, COMMIT = %s.commit, MODEL_HASH = %s.model_hash,
-                "staged {} files ({} bytes)", s.files, s.bytes);
-            if let Err(e) = PublisherService::published(
-                emitter,
-                &job.id,
-                &job.repo,
-                &s.commit,
-                &s.model_hash,
-                &s.secure_hash,
-            )
-            .await
-            {
-                tracing::warn!(JOB_ID = %job.id, "cannot emit Published: {e}");
-            }
-        }
-    }
-}
-
-/// Copies and hashes one job's directory off the async threads, petting the watchdog while
-/// bytes keep moving.
-async fn stage_one(
-    shared: &Arc<Shared>,
-    job: &PublishJob,
-    watchdog: &mut Watchdog,
-) -> Result<Snapshot> {
-    let progress = Arc::new(AtomicU64::new(0));
-    let task = {
-        let shared = shared.clone();
-        let job = job.clone();
-        let progress = progress.clone();
-        tokio::task::spawn_blocking(move || stage_blocking(&shared, &job, &progress))
-    };
+    alive: &Arc<AtomicU64>,
+    step: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    let task = tokio::spawn(step);
     tokio::pin!(task);
-    let mut seen = 0;
+    let mut seen = alive.load(Ordering::Relaxed);
     loop {
         tokio::select! {
             res = &mut task => {
-                return res.map_err(|e| Error::Invalid(format!("staging task failed: {e}")))?;
+                return res.map_err(|e| Error::Invalid(format!("the job's task failed: {e}")))?;
             }
             _ = tokio::time::sleep(watchdog.period()) => {
-                let now = progress.load(Ordering::Relaxed);
+                let now = alive.load(Ordering::Relaxed);
                 if now != seen {
                     seen = now;
                     watchdog.tick();
@@ -163,28 +111,185 @@ async fn stage_one(
     }
 }
 
-fn stage_blocking(shared: &Shared, job: &PublishJob, progress: &AtomicU64) -> Result<Snapshot> {
+/// Advances every job that is not yet hashed, oldest first.
+async fn advance_all(
+    shared: &Arc<Shared>,
+    emitter: &SignalEmitter<'static>,
+    watchdog: &mut Watchdog,
+) {
+    let todo: Vec<PublishJob> = shared
+        .jobs()
+        .all()
+        .filter(|j| {
+            matches!(
+                j.state,
+                JobState::Received | JobState::Staged | JobState::Uploaded
+            )
+        })
+        .cloned()
+        .collect();
+    for job in todo {
+        advance(shared, emitter, watchdog, job).await;
+    }
+}
+
+/// Takes one job as far as `hashed` (or a terminal state), recording each state on disk.
+async fn advance(
+    shared: &Arc<Shared>,
+    emitter: &SignalEmitter<'static>,
+    watchdog: &mut Watchdog,
+    mut job: PublishJob,
+) {
+    let alive = Arc::new(AtomicU64::new(0));
+    loop {
+        let step = step(shared.clone(), job.clone(), alive.clone());
+        let result = watched(watchdog, &alive, step).await;
+        match result {
+            Ok(next) => job = next,
+            Err(e) => {
+                let (state, what) = match &e {
+                    Error::Rejected(_) => (JobState::Rejected, "rejected"),
+                    _ => (JobState::Failed, "failed"),
+                };
+                tracing::error!(JOB_ID = %job.id, REPO = %job.repo, "publish job {what}: {e}");
+                job.state = state;
+                job.error = Some(e.to_string());
+                job.last_error = None;
+                for dir in [shared.staging_dir(&job.id), shared.verify_dir(&job.id)] {
+                    if dir.exists() {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                }
+            }
+        }
+        if let Err(e) = shared.update(job.clone()) {
+            // The job stays in its last recorded state and is retried on the next turn or restart.
+            tracing::error!(JOB_ID = %job.id, "cannot record the job's progress: {e}");
+            return;
+        }
+        match job.state {
+            JobState::Staged | JobState::Uploaded => continue,
+            JobState::Hashed => break,
+            _ => return,
+        }
+    }
+    if let Some(s) = &job.snapshot {
+        tracing::info!(JOB_ID = %job.id, REPO = %job.repo, COMMIT = %s.commit, MODEL_HASH = %s.model_hash,
+            "hashed {} files ({} bytes); commitment {}", s.files, s.bytes, s.commitment);
+        if let Err(e) = PublisherService::published(
+            emitter,
+            &job.id,
+            &job.repo,
+            &s.commit,
+            &s.model_hash,
+            &s.secure_hash,
+        )
+        .await
+        {
+            tracing::warn!(JOB_ID = %job.id, "cannot emit Published: {e}");
+        }
+    }
+}
+
+/// One state transition of a job. Returns the job in its next state; the caller records it.
+async fn step(
+    shared: Arc<Shared>,
+    mut job: PublishJob,
+    alive: Arc<AtomicU64>,
+) -> Result<PublishJob> {
+    match job.state {
+        JobState::Received => {
+            let shared2 = shared.clone();
+            let job2 = job.clone();
+            let alive2 = alive.clone();
+            let staged =
+                tokio::task::spawn_blocking(move || stage_blocking(&shared2, &job2, &alive2))
+                    .await
+                    .map_err(|e| Error::Invalid(format!("staging task failed: {e}")))??;
+            match staged {
+                Staged::Offline(snapshot) => {
+                    job.state = JobState::Hashed;
+                    job.snapshot = Some(snapshot);
+                }
+                Staged::Online(digests) => {
+                    job.state = JobState::Staged;
+                    job.digests = digests;
+                }
+            }
+        }
+        JobState::Staged => {
+            let hub = shared.hub()?;
+            let commit = online::upload(&shared, hub, &job, &alive).await?;
+            tracing::info!(JOB_ID = %job.id, REPO = %job.repo, COMMIT = %commit, "uploaded");
+            job.hub_commit = Some(commit);
+            job.state = JobState::Uploaded;
+            job.last_error = None;
+        }
+        JobState::Uploaded => {
+            let hub = shared.hub()?;
+            let commit = job
+                .hub_commit
+                .clone()
+                .ok_or_else(|| Error::Invalid("uploaded job without a commit".into()))?;
+            let snapshot = online::verify(&shared, hub, &job, &commit, &alive).await?;
+            job.snapshot = Some(snapshot);
+            job.state = JobState::Hashed;
+            job.last_error = None;
+            // The Hub holds the bytes now; the staged copy has done its job.
+            let staged = shared.staged_dir(&job.id);
+            if staged.exists() {
+                let _ = std::fs::remove_dir_all(&staged);
+            }
+        }
+        other => {
+            return Err(Error::Invalid(format!(
+                "job in state {} has no step here",
+                other.as_str()
+            )))
+        }
+    }
+    Ok(job)
+}
+
+/// What staging produced: offline the whole snapshot identity; online the file digests the
+/// upload and the later check need.
+enum Staged {
+    Offline(Snapshot),
+    Online(std::collections::BTreeMap<String, String>),
+}
+
+/// Copies the source into an immutable snapshot, runs the competition pre-flight on it, and
+/// hashes it (offline: the commitment comes from this snapshot; online: only the file digests).
+fn stage_blocking(shared: &Shared, job: &PublishJob, progress: &AtomicU64) -> Result<Staged> {
     let profile = shared.config.miner.profile;
     let dest = shared.staged_dir(&job.id);
-    let (files, bytes) = if dest.exists() {
+    if dest.exists() {
         // A previous run renamed the snapshot into place and died before recording it.
         tracing::info!(JOB_ID = %job.id, "resuming: snapshot already staged");
-        let entries = hash::walk(&dest, &|_| false)?;
-        let bytes = entries
-            .iter()
-            .map(|e| std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0))
-            .sum();
-        (entries.len(), bytes)
     } else {
-        let s = staging::stage(
+        staging::stage(
             &job.source,
             profile,
             &shared.staging_dir(&job.id),
             &dest,
             progress,
         )?;
-        (s.files, s.bytes)
-    };
+    }
+    let limits = shared
+        .config
+        .publisher
+        .limits_for(profile, &job.competition);
+    match preflight::check(&dest, profile, &job.repo, &job.competition, limits.as_ref()) {
+        Ok(report) => {
+            tracing::info!(JOB_ID = %job.id, "pre-flight passed: {} files, {} bytes, {} parameters",
+                report.files, report.bytes, report.parameters.map_or("-".into(), |p| p.to_string()))
+        }
+        Err(e) => return Err(Error::Rejected(e.to_string())),
+    }
+    progress.fetch_add(1, Ordering::Relaxed);
+    if !shared.config.miner.offline {
+        return Ok(Staged::Online(upload::digests(&dest)?));
+    }
     let model_hash = hash::model_hash_for(profile, &dest)?;
     progress.fetch_add(1, Ordering::Relaxed);
     let commit = hash::git_tree_id(&dest)?;
@@ -199,14 +304,67 @@ fn stage_blocking(shared: &Shared, job: &PublishJob, progress: &AtomicU64) -> Re
             competition: &job.competition,
         },
     )?;
-    Ok(Snapshot {
+    let (files, bytes) = {
+        let entries = hash::walk(&dest, &|_| false)?;
+        let bytes = entries
+            .iter()
+            .map(|e| std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        (entries.len(), bytes)
+    };
+    Ok(Staged::Offline(Snapshot {
         commit,
         model_hash,
         secure_hash,
         commitment,
         files,
         bytes,
-    })
+    }))
+}
+
+/// Makes public every committed job's repository that should be and is not yet.
+async fn make_public_all(shared: &Arc<Shared>, watchdog: &mut Watchdog) {
+    let config = &shared.config;
+    if config.miner.offline
+        || !config
+            .publisher
+            .make_public_after_commit(config.miner.profile)
+    {
+        return;
+    }
+    let todo: Vec<PublishJob> = shared
+        .jobs()
+        .all()
+        .filter(|j| j.state == JobState::Committed && j.public.is_none())
+        .cloned()
+        .collect();
+    for mut job in todo {
+        let alive = Arc::new(AtomicU64::new(0));
+        let step = {
+            let shared = shared.clone();
+            let job = job.clone();
+            let alive = alive.clone();
+            async move {
+                let hub = shared.hub()?;
+                online::make_public(&shared, hub, &job, &alive).await
+            }
+        };
+        match watched(watchdog, &alive, step).await {
+            Ok(()) => {
+                tracing::info!(JOB_ID = %job.id, REPO = %job.repo, "repository is public");
+                job.public = Some(true);
+                job.last_error = None;
+            }
+            Err(e) => {
+                tracing::error!(JOB_ID = %job.id, REPO = %job.repo, "cannot make the repository public: {e}");
+                job.public = Some(false);
+                job.last_error = Some(format!("making the repository public: {e}"));
+            }
+        }
+        if let Err(e) = shared.update(job) {
+            tracing::error!("cannot record visibility: {e}");
+        }
+    }
 }
 
 /// What a hand-off round achieved.
@@ -223,7 +381,7 @@ async fn hand_off_all(shared: &Shared, committer: &CommitterProxy<'_>) -> HandOf
     let waiting: Vec<PublishJob> = shared
         .jobs()
         .all()
-        .filter(|j| matches!(j.state, JobState::Staged | JobState::HandedOff))
+        .filter(|j| matches!(j.state, JobState::Hashed | JobState::HandedOff))
         .cloned()
         .collect();
     if waiting.is_empty() {

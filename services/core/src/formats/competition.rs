@@ -2,6 +2,11 @@
 //!
 //! Competitions are data (design §6): this built-in table follows the upstream repositories at the
 //! commits named in `reference/subnet-protocols.md`, and `[miner] competitions` replaces it.
+//!
+//! Each active LLM competition also has [`Limits`]: what a validator checks before it evaluates a
+//! model (total bytes, architecture, parameter count, tokenizer). The publisher checks them before
+//! uploading anything, so a commitment never points at a model validators will reject.
+//! `[publisher.limits."<id>"]` overrides them field by field.
 
 use crate::config::Profile;
 use crate::{Error, Result};
@@ -123,5 +128,160 @@ pub fn soundsright_number(task: &str) -> Option<u8> {
         "DENOISING_16000HZ" => Some(1),
         "DEREVERBERATION_16000HZ" => Some(2),
         _ => None,
+    }
+}
+
+/// GiB, as upstream writes its byte limits (`15 * 1024**3`).
+const GIB: u64 = 1 << 30;
+
+/// What the validators of a competition require of a model before they evaluate it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The sum of the sizes of every file in the repository at the committed revision
+    /// (`sum(s.size for s in model_info.siblings)`), `.gitattributes` and README included.
+    pub max_bytes: u64,
+    /// Smallest allowed parameter count (`min_model_parameter_size`).
+    pub min_parameters: u64,
+    /// Largest allowed parameter count (`max_model_parameter_size`).
+    pub max_parameters: u64,
+    /// Allowed `config.json` `architectures[0]` values (transformers class names).
+    pub architectures: Vec<String>,
+    /// What the competition expects of the tokenizer.
+    pub tokenizer: TokenizerRule,
+}
+
+/// How a competition treats the tokenizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenizerRule {
+    /// Validators evaluate with this tokenizer, whatever the repository holds (SN9, SN37).
+    Fixed(String),
+    /// The repository must carry its own tokenizer (coldint: `free_tokenizer`, pushed first).
+    Required,
+    /// No rule.
+    Any,
+}
+
+impl TokenizerRule {
+    /// Reads the configuration form: `"required"`, `"any"`, or the name of a fixed tokenizer.
+    pub fn parse(s: &str) -> TokenizerRule {
+        match s {
+            "required" => TokenizerRule::Required,
+            "any" | "" => TokenizerRule::Any,
+            other => TokenizerRule::Fixed(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for TokenizerRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenizerRule::Fixed(name) => write!(f, "fixed ({name}, set by validators)"),
+            TokenizerRule::Required => f.write_str("required in the repository"),
+            TokenizerRule::Any => f.write_str("any"),
+        }
+    }
+}
+
+/// taoverse SN9 `ALLOWED_MODEL_TYPES_2`.
+const SN9_LLM: &[&str] = &[
+    "MistralForCausalLM",
+    "LlamaForCausalLM",
+    "BartForCausalLM",
+    "FalconForCausalLM",
+    "GPTNeoXForCausalLM",
+    "PhiForCausalLM",
+    "GemmaForCausalLM",
+    "Gemma2ForCausalLM",
+    "Qwen2ForCausalLM",
+];
+
+/// SN37 DISTILLED_REASONING_3B's allowed architectures.
+const SN37_LLM: &[&str] = &[
+    "BartForCausalLM",
+    "FalconForCausalLM",
+    "Gemma2ForCausalLM",
+    "GemmaForCausalLM",
+    "GPTNeoXForCausalLM",
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Phi3ForCausalLM",
+    "PhiForCausalLM",
+];
+
+fn limits(
+    max_bytes: u64,
+    params: (u64, u64),
+    architectures: &[&str],
+    tokenizer: TokenizerRule,
+) -> Limits {
+    Limits {
+        max_bytes,
+        min_parameters: params.0,
+        max_parameters: params.1,
+        architectures: architectures.iter().map(|a| a.to_string()).collect(),
+        tokenizer,
+    }
+}
+
+/// The built-in limits of a profile's active competitions (upstream constants at the commits
+/// in `reference/subnet-protocols.md`); `None` for retired competitions and SoundsRight, whose
+/// models are containers rather than transformers checkpoints.
+pub fn builtin_limits(profile: Profile, id: &str) -> Option<Limits> {
+    let gpt4 = || TokenizerRule::Fixed("Xenova/gpt-4".into());
+    Some(match (profile, id) {
+        // SN9 B3_MODEL: 3.2B–3.4B parameters, 15 GiB.
+        (Profile::Pretraining, "2") => {
+            limits(15 * GIB, (3_200_000_000, 3_400_000_000), SN9_LLM, gpt4())
+        }
+        // SN9 B14_MODEL: 13.7B–13.9B parameters, 29 GiB.
+        (Profile::Pretraining, "4") => {
+            limits(29 * GIB, (13_700_000_000, 13_900_000_000), SN9_LLM, gpt4())
+        }
+        // SN9 TTS_V0: E2TTS, 350M–400M parameters, 2 GiB.
+        (Profile::Pretraining, "6") => limits(
+            2 * GIB,
+            (350_000_000, 400_000_000),
+            &["E2TTS"],
+            TokenizerRule::Fixed("e2tts".into()),
+        ),
+        // SN37 DISTILLED_REASONING_3B: 3.2B–3.4B parameters, 15 GiB.
+        (Profile::Finetuning, "4") => {
+            limits(15 * GIB, (3_200_000_000, 3_400_000_000), SN37_LLM, gpt4())
+        }
+        // coldint c00 / c01: at most 20.1e9 parameters, model_size 42e9 bytes, free tokenizer.
+        (Profile::Coldint, "c00") => limits(
+            42_000_000_000,
+            (0, 20_100_000_000),
+            &["LlamaForCausalLM", "SlicedLlamaForCausalLM"],
+            TokenizerRule::Required,
+        ),
+        (Profile::Coldint, "c01") => limits(
+            42_000_000_000,
+            (0, 20_100_000_000),
+            &["Phi3ForCausalLM", "SlicedPhi3ForCausalLM"],
+            TokenizerRule::Required,
+        ),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_competition_has_limits() {
+        for p in [Profile::Pretraining, Profile::Finetuning, Profile::Coldint] {
+            let id = default_for(p).unwrap();
+            let l = builtin_limits(p, id).unwrap();
+            assert!(l.min_parameters < l.max_parameters && l.max_bytes > 0);
+            assert!(!l.architectures.is_empty());
+        }
+        assert_eq!(builtin_limits(Profile::Pretraining, "0"), None);
+        assert_eq!(
+            TokenizerRule::parse("Xenova/gpt-4"),
+            TokenizerRule::Fixed("Xenova/gpt-4".into())
+        );
+        assert_eq!(TokenizerRule::parse("required"), TokenizerRule::Required);
     }
 }

@@ -130,20 +130,36 @@ fn non_utf8(path: &Path) -> Error {
 /// hash in walk order; the result is identical to the sequential Python.
 pub fn model_hash(dir: &Path) -> Result<String> {
     let entries = walk(dir, &|_| false)?;
+    let paths: Vec<&Path> = entries.iter().map(|e| e.path.as_path()).collect();
+    Ok(model_hash_of_digests(&file_digests(&paths)?))
+}
+
+/// The taoverse directory hash from the sha256 of each file, in walk order.
+pub fn model_hash_of_digests(digests: &[[u8; 32]]) -> String {
+    let mut dir_hash = Sha256::new();
+    for d in digests {
+        dir_hash.update(BASE64.encode(d).as_bytes());
+    }
+    BASE64.encode(dir_hash.finalize())
+}
+
+/// sha256 of each file, computed on all cores, in the order given. The same digest is the
+/// taoverse file hash (base64) and the Git LFS object id (hex), so one pass serves both.
+pub fn file_digests(paths: &[&Path]) -> Result<Vec<[u8; 32]>> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .min(entries.len().max(1));
+        .min(paths.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<(usize, Result<String>)> = std::thread::scope(|scope| {
+    let mut results: Vec<(usize, Result<[u8; 32]>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..workers)
             .map(|_| {
                 scope.spawn(|| {
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(entry) = entries.get(i) else { break };
-                        out.push((i, file_hash(&entry.path)));
+                        let Some(path) = paths.get(i) else { break };
+                        out.push((i, sha256_file(path)));
                     }
                     out
                 })
@@ -154,15 +170,11 @@ pub fn model_hash(dir: &Path) -> Result<String> {
             .flat_map(|w| w.join().unwrap_or_default())
             .collect()
     });
-    if results.len() != entries.len() {
+    if results.len() != paths.len() {
         return Err(Error::Model("a hashing thread panicked".into()));
     }
     results.sort_by_key(|(i, _)| *i);
-    let mut dir_hash = Sha256::new();
-    for (_, h) in results {
-        dir_hash.update(h?.as_bytes());
-    }
-    Ok(BASE64.encode(dir_hash.finalize()))
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// taoverse `get_hash_of_two_strings`: base64(sha256(a + b)).

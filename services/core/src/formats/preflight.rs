@@ -1,0 +1,411 @@
+//! Competition pre-flight: the checks a validator makes before evaluating a model, made before a
+//! single byte is uploaded.
+//!
+//! A model that validators will refuse (too many bytes, wrong architecture, parameter count out
+//! of range, no safetensors weights) costs the miner an upload, a commitment and an evaluation
+//! window. Everything here reads only small files: `config.json`, the safetensors headers and
+//! directory listings, never tensor data, so it is cheap enough for `minerctl publish --dry-run`.
+//!
+//! Every failure names the limit and the measured value; all failures are reported together.
+
+use std::fmt;
+use std::path::Path;
+
+use crate::config::Profile;
+use crate::formats::competition::{Limits, TokenizerRule};
+use crate::formats::{hash, model_id, safetensors};
+use crate::{Error, Result};
+
+/// Files `AutoTokenizer.from_pretrained` looks for; any of them makes a tokenizer.
+pub const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "spiece.model",
+    "chat_template.jinja",
+    "chat_template.json",
+];
+
+/// Files that make a tokenizer loadable on their own.
+const TOKENIZER_CORE: &[&str] = &["tokenizer.json", "tokenizer.model", "vocab.json"];
+
+/// What the pre-flight measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub repo: String,
+    pub competition: String,
+    pub files: usize,
+    pub bytes: u64,
+    /// `config.json` `architectures[0]`, for transformers profiles.
+    pub architecture: Option<String>,
+    /// From the safetensors headers, for transformers profiles.
+    pub parameters: Option<u64>,
+    /// `model.safetensors`, or the index and its shard count.
+    pub weights: Option<String>,
+    pub tokenizer_files: Vec<String>,
+    /// The limits checked, when the competition has any.
+    pub limits: Option<Limits>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "repo         {}", self.repo)?;
+        writeln!(f, "competition  {}", self.competition)?;
+        let max = |v: u64| {
+            self.limits
+                .as_ref()
+                .map(|_| format!(" (limit {v})"))
+                .unwrap_or_default()
+        };
+        writeln!(
+            f,
+            "files        {} ({} bytes{})",
+            self.files,
+            self.bytes,
+            max(self.limits.as_ref().map_or(0, |l| l.max_bytes))
+        )?;
+        if let Some(a) = &self.architecture {
+            writeln!(f, "architecture {a}")?;
+        }
+        if let Some(p) = self.parameters {
+            match &self.limits {
+                Some(l) => writeln!(
+                    f,
+                    "parameters   {p} (allowed {}..={})",
+                    l.min_parameters, l.max_parameters
+                )?,
+                None => writeln!(f, "parameters   {p}")?,
+            }
+        }
+        if let Some(w) = &self.weights {
+            writeln!(f, "weights      {w}")?;
+        }
+        if let Some(l) = &self.limits {
+            writeln!(
+                f,
+                "tokenizer    {} [{}]",
+                l.tokenizer,
+                self.tokenizer_files.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs every check for publishing `dir` to `repo` in `competition`. `limits` are the
+/// competition's (from [`crate::config::PublisherConfig::limits_for`]); without them only the
+/// structural checks run.
+pub fn check(
+    dir: &Path,
+    profile: Profile,
+    repo: &str,
+    competition: &str,
+    limits: Option<&Limits>,
+) -> Result<Report> {
+    let mut failures: Vec<String> = Vec::new();
+    if let Err(e) = model_id::check_repo_id(profile, repo) {
+        failures.push(e.to_string());
+    }
+    let entries = hash::walk(dir, &|_| false)?;
+    let mut bytes = 0u64;
+    let mut names = Vec::with_capacity(entries.len());
+    for e in &entries {
+        bytes += std::fs::metadata(&e.path)
+            .map_err(|err| Error::io("cannot stat", &e.path, err))?
+            .len();
+        names.push(e.rel.clone());
+    }
+    let tokenizer_files: Vec<String> = names
+        .iter()
+        .filter(|n| TOKENIZER_FILES.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    let mut report = Report {
+        repo: repo.to_string(),
+        competition: competition.to_string(),
+        files: entries.len(),
+        bytes,
+        architecture: None,
+        parameters: None,
+        weights: None,
+        tokenizer_files,
+        limits: limits.cloned(),
+    };
+
+    if profile.is_llm() {
+        match architecture(dir) {
+            Ok(a) => report.architecture = Some(a),
+            Err(e) => failures.push(e.to_string()),
+        }
+        match safetensors::model_tensors(dir) {
+            Ok(tensors) => {
+                report.parameters = Some(tensors.values().map(|t| t.numel()).sum());
+                report.weights = Some(weights_kind(dir));
+            }
+            Err(e) => failures.push(format!(
+                "weights: {e} (validators load safetensors only: model.safetensors, or model.safetensors.index.json with its shards)"
+            )),
+        }
+    }
+
+    if let Some(l) = limits {
+        // The Hub adds `.gitattributes` (about 1.5 KB) on creation; the check after the upload
+        // sums every file exactly as validators do.
+        if bytes > l.max_bytes {
+            failures.push(format!(
+                "too large: {bytes} bytes in {} files, the competition allows at most {} bytes (max_bytes)",
+                entries.len(),
+                l.max_bytes
+            ));
+        }
+        if let Some(a) = &report.architecture {
+            if !l.architectures.iter().any(|x| x == a) {
+                failures.push(format!(
+                    "architecture {a} is not allowed; allowed: {}",
+                    l.architectures.join(", ")
+                ));
+            }
+        }
+        if let Some(p) = report.parameters {
+            if p < l.min_parameters || p > l.max_parameters {
+                failures.push(format!(
+                    "parameter count {p} is outside the allowed range {}..={} (min_parameters..=max_parameters)",
+                    l.min_parameters, l.max_parameters
+                ));
+            }
+        }
+        if l.tokenizer == TokenizerRule::Required
+            && !report
+                .tokenizer_files
+                .iter()
+                .any(|f| TOKENIZER_CORE.contains(&f.as_str()))
+        {
+            failures.push(format!(
+                "no tokenizer: the competition requires the repository to carry one ({})",
+                TOKENIZER_CORE.join(" or ")
+            ));
+        }
+    }
+
+    if failures.is_empty() {
+        Ok(report)
+    } else {
+        Err(Error::Model(format!(
+            "pre-flight for competition {competition} failed: {}",
+            failures.join("; ")
+        )))
+    }
+}
+
+/// `config.json` `architectures[0]`.
+fn architecture(dir: &Path) -> Result<String> {
+    let path = dir.join("config.json");
+    let text = std::fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+    let config: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::Model(format!("config.json is not valid JSON: {e}")))?;
+    config
+        .get("architectures")
+        .and_then(|a| a.get(0))
+        .and_then(|a| a.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            Error::Model(
+                "config.json has no \"architectures\" list; transformers needs it to pick the model class"
+                    .into(),
+            )
+        })
+}
+
+fn weights_kind(dir: &Path) -> String {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let shards = std::fs::read(&index)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+            .and_then(|v| {
+                v.get("weight_map").and_then(|m| m.as_object()).map(|m| {
+                    m.values()
+                        .filter_map(|s| s.as_str())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len()
+                })
+            })
+            .unwrap_or(0);
+        format!("model.safetensors.index.json ({shards} shards)")
+    } else {
+        "model.safetensors".into()
+    }
+}
+
+/// The files of a repository that validators download (and so hash) for a profile:
+/// taoverse and coldint hash the snapshot that `AutoModelForCausalLM.from_pretrained(...,
+/// use_safetensors=True)` and `AutoTokenizer.from_pretrained` fill: `config.json`,
+/// `generation_config.json`, the weights (`model.safetensors`, or the index and the shards it
+/// names) and the tokenizer files present. SoundsRight clones the whole repository.
+///
+/// `repo_files` is the repository's file list at the revision; `index_shards` the shard names
+/// of `model.safetensors.index.json` when the repository has no `model.safetensors`.
+pub fn validator_files(
+    profile: Profile,
+    repo_files: &[String],
+    index_shards: &[String],
+) -> Vec<String> {
+    if !profile.is_llm() {
+        return repo_files.to_vec();
+    }
+    let has = |n: &str| repo_files.iter().any(|f| f == n);
+    let mut out: Vec<String> = Vec::new();
+    for f in ["config.json", "generation_config.json"] {
+        if has(f) {
+            out.push(f.into());
+        }
+    }
+    if has("model.safetensors") {
+        out.push("model.safetensors".into());
+    } else if has("model.safetensors.index.json") {
+        out.push("model.safetensors.index.json".into());
+        for s in index_shards {
+            if has(s) && !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+    }
+    for f in TOKENIZER_FILES {
+        if has(f) {
+            out.push((*f).into());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor_file(path: &Path, shape: &[u64]) {
+        let n: u64 = shape.iter().product();
+        let header =
+            serde_json::json!({"w": {"dtype": "F32", "shape": shape, "data_offsets": [0, n * 4]}});
+        let mut h = serde_json::to_vec(&header).unwrap();
+        h.resize(h.len().div_ceil(8) * 8, b' ');
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&h);
+        out.resize(out.len() + (n * 4) as usize, 0);
+        std::fs::write(path, out).unwrap();
+    }
+
+    fn model(dir: &Path, arch: &str, shape: &[u64]) {
+        std::fs::write(
+            dir.join("config.json"),
+            format!("{{\"architectures\": [\"{arch}\"]}}"),
+        )
+        .unwrap();
+        tensor_file(&dir.join("model.safetensors"), shape);
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_bytes: 10_000,
+            min_parameters: 100,
+            max_parameters: 1000,
+            architectures: vec!["LlamaForCausalLM".into()],
+            tokenizer: TokenizerRule::Any,
+        }
+    }
+
+    #[test]
+    fn a_model_inside_the_limits_passes_and_is_measured() {
+        let d = tempfile::tempdir().unwrap();
+        model(d.path(), "LlamaForCausalLM", &[10, 20]);
+        let r = check(d.path(), Profile::Pretraining, "me/m", "2", Some(&limits())).unwrap();
+        assert_eq!(r.parameters, Some(200));
+        assert_eq!(r.architecture.as_deref(), Some("LlamaForCausalLM"));
+        assert_eq!(r.weights.as_deref(), Some("model.safetensors"));
+        assert!(r.to_string().contains("allowed 100..=1000"));
+    }
+
+    #[test]
+    fn each_violation_names_the_limit_and_the_measured_value() {
+        let d = tempfile::tempdir().unwrap();
+        model(d.path(), "GPT2LMHeadModel", &[50, 60]);
+        let e = check(
+            d.path(),
+            Profile::Pretraining,
+            "abcdefghijklmnopqrst/uvwxyzabcdefghijklmn",
+            "2",
+            Some(&limits()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("between 3 and 38 characters (it has 41)"), "{e}");
+        assert!(e.contains("at most 10000 bytes"), "{e}");
+        assert!(
+            e.contains("architecture GPT2LMHeadModel is not allowed"),
+            "{e}"
+        );
+        assert!(e.contains("parameter count 3000 is outside"), "{e}");
+
+        let mut l = limits();
+        l.tokenizer = TokenizerRule::Required;
+        let d = tempfile::tempdir().unwrap();
+        model(d.path(), "LlamaForCausalLM", &[10, 20]);
+        let e = check(d.path(), Profile::Coldint, "me/m", "c00", Some(&l))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no tokenizer"), "{e}");
+        std::fs::write(d.path().join("tokenizer.json"), b"{}").unwrap();
+        assert!(check(d.path(), Profile::Coldint, "me/m", "c00", Some(&l)).is_ok());
+    }
+
+    #[test]
+    fn missing_weights_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("config.json"),
+            br#"{"architectures":["LlamaForCausalLM"]}"#,
+        )
+        .unwrap();
+        std::fs::write(d.path().join("pytorch_model.bin"), b"x").unwrap();
+        let e = check(d.path(), Profile::Pretraining, "me/m", "2", Some(&limits()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no model.safetensors"), "{e}");
+    }
+
+    #[test]
+    fn validators_fetch_weights_config_and_tokenizer_only() {
+        let files: Vec<String> = [
+            ".gitattributes",
+            "README.md",
+            "config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "tokenizer.json",
+            "training_args.bin",
+        ]
+        .map(String::from)
+        .to_vec();
+        let shards = vec![
+            "model-00001-of-00002.safetensors".to_string(),
+            "model-00002-of-00002.safetensors".to_string(),
+        ];
+        assert_eq!(
+            validator_files(Profile::Pretraining, &files, &shards),
+            vec![
+                "config.json",
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors",
+                "model.safetensors.index.json",
+                "tokenizer.json"
+            ]
+        );
+        assert_eq!(validator_files(Profile::Soundsright, &files, &[]), files);
+    }
+}

@@ -1,0 +1,268 @@
+//! The online half of a publish job: upload the staged snapshot to the Hub as one commit, then
+//! download the committed revision into a fresh directory and hash it exactly as validators will.
+//!
+//! Why download what we just uploaded: validators hash the files `from_pretrained` fetches at the
+//! committed revision, not our directory. Hashing the Hub's copy proves the commitment matches
+//! what they will see (upstream's miner does the same: "to make sure we get the same hash as
+//! validators, we need to redownload it"), and comparing each file's sha256 with the staged
+//! one catches a corrupted transfer before it is committed to the chain.
+//!
+//! Each step is retried on transient errors ([`crate::retry`]). A job that died mid-upload
+//! finds its commit on the Hub by the job id in the commit message and never commits twice.
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use taominer_core::fault::crash_point;
+use taominer_core::formats::{hash, model_id, preflight};
+
+use crate::error::{Error, Result};
+use crate::hub::{upload, Hub, HubError};
+use crate::jobs::{PublishJob, Shared, Snapshot};
+use crate::retry::{retry, Backoff};
+
+fn backoff(shared: &Shared) -> Backoff {
+    let p = &shared.config.publisher;
+    Backoff::new(
+        Duration::from_millis(p.retry_initial_ms),
+        Duration::from_millis(p.retry_max_ms),
+    )
+}
+
+/// The text that identifies a job's commit on the Hub.
+pub fn commit_marker(job_id: &str) -> String {
+    format!("taominer job {job_id}")
+}
+
+/// Uploads the staged snapshot of `job` as one commit on `main`; returns the commit id.
+/// The repository is created private if missing, and files of an earlier model that are not in
+/// this one are deleted in the same commit, so the revision holds exactly this model.
+pub async fn upload(
+    shared: &Arc<Shared>,
+    hub: &Hub,
+    job: &PublishJob,
+    alive: &Arc<AtomicU64>,
+) -> Result<String> {
+    let mut backoff = backoff(shared);
+    let note = |e: &HubError| shared.note_error(&job.id, &e.to_string());
+    let repo = job.repo.as_str();
+    retry("create repository", &mut backoff, alive, &note, || {
+        hub.create_repo(repo)
+    })
+    .await?;
+
+    let staged = shared.staged_dir(&job.id);
+    let files = {
+        let digests = job.digests.clone();
+        tokio::task::spawn_blocking(move || upload::local_files(&staged, &digests))
+            .await
+            .map_err(|e| Error::Invalid(format!("reading the snapshot failed: {e}")))??
+    };
+    let marker = commit_marker(&job.id);
+    let summary = format!("Upload model for competition {}", job.competition);
+    let description = format!("{marker}\n\nPublished by taominer.");
+    let commit = retry("upload", &mut backoff, alive, &note, || async {
+        // After a crash or a lost answer the commit may already exist: never make a second.
+        if let Some(c) = hub.find_commit(repo, &marker).await? {
+            tracing::info!(JOB_ID = %job.id, COMMIT = %c, "the Hub already has this job's commit");
+            return Ok(c);
+        }
+        let existing = hub.files_at(repo, "main").await?.unwrap_or_default();
+        let modes = hub.preupload(repo, &files).await?;
+        let lfs: Vec<&upload::LocalFile> = files
+            .iter()
+            .filter(|f| modes.lfs.contains(&f.rel))
+            .collect();
+        hub.upload_lfs(repo, &lfs, alive).await?;
+        crash_point("publisher.lfs-uploaded");
+        let deletes = upload::stale(&existing, &files);
+        let c = hub
+            .commit(repo, &summary, &description, &files, &modes, &deletes)
+            .await?;
+        crash_point("publisher.hub-committed");
+        Ok(c)
+    })
+    .await?;
+    Ok(commit)
+}
+
+/// Downloads the files validators fetch at `commit`, checks them against the staged digests
+/// and the competition's byte limit, and hashes them; returns the job's snapshot.
+pub async fn verify(
+    shared: &Arc<Shared>,
+    hub: &Hub,
+    job: &PublishJob,
+    commit: &str,
+    alive: &Arc<AtomicU64>,
+) -> Result<Snapshot> {
+    let mut backoff = backoff(shared);
+    let note = |e: &HubError| shared.note_error(&job.id, &e.to_string());
+    let repo = job.repo.as_str();
+    let profile = shared.config.miner.profile;
+    let siblings = retry("model info", &mut backoff, alive, &note, || {
+        hub.files_at(repo, commit)
+    })
+    .await?
+    .ok_or_else(|| HubError::Refused(format!("the Hub has no revision {commit} in {repo}")))?;
+    // Validators sum every file of the revision, not just the ones they download.
+    let total: u64 = siblings.iter().map(|s| s.size.unwrap_or(0)).sum();
+    if let Some(l) = shared
+        .config
+        .publisher
+        .limits_for(profile, &job.competition)
+    {
+        if total > l.max_bytes {
+            return Err(Error::Rejected(format!(
+                "the repository at {commit} holds {total} bytes in {} files (every file counts, .gitattributes included); competition {} allows at most {} bytes",
+                siblings.len(),
+                job.competition,
+                l.max_bytes
+            )));
+        }
+    }
+    let names: Vec<String> = siblings.iter().map(|s| s.rfilename.clone()).collect();
+
+    let dest = shared.verify_dir(&job.id);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(|e| io_err("cannot clear", &dest, e))?;
+    }
+    std::fs::create_dir_all(&dest).map_err(|e| io_err("cannot create", &dest, e))?;
+    let index = "model.safetensors.index.json";
+    let mut shards = Vec::new();
+    if profile.is_llm()
+        && !names.iter().any(|n| n == "model.safetensors")
+        && names.iter().any(|n| n == index)
+    {
+        let path = retry("download index", &mut backoff, alive, &note, || {
+            hub.download(repo, commit, index, &dest)
+        })
+        .await?;
+        shards = shard_names(&path)?;
+    }
+    let wanted = preflight::validator_files(profile, &names, &shards);
+    for name in &wanted {
+        retry(
+            &format!("download {name}"),
+            &mut backoff,
+            alive,
+            &note,
+            || hub.download(repo, commit, name, &dest),
+        )
+        .await?;
+    }
+
+    let snapshot = {
+        let job = job.clone();
+        let dest = dest.clone();
+        let commit = commit.to_string();
+        let wanted = wanted.clone();
+        tokio::task::spawn_blocking(move || {
+            hash_download(profile, &job, &dest, &commit, &wanted, total)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("hashing failed: {e}")))??
+    };
+    std::fs::remove_dir_all(&dest).map_err(|e| io_err("cannot remove", &dest, e))?;
+    Ok(snapshot)
+}
+
+/// Hashes the downloaded revision; every file must be one we uploaded, byte for byte.
+fn hash_download(
+    profile: taominer_core::config::Profile,
+    job: &PublishJob,
+    dest: &Path,
+    commit: &str,
+    wanted: &[String],
+    total: u64,
+) -> Result<Snapshot> {
+    let entries = hash::walk(dest, &|_| false)?;
+    let got: Vec<&str> = entries.iter().map(|e| e.rel.as_str()).collect();
+    let mut want: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    want.sort();
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    if got_sorted != want {
+        return Err(Error::Invalid(format!(
+            "the download of {commit} holds {got_sorted:?}, expected {want:?}"
+        )));
+    }
+    let paths: Vec<&Path> = entries.iter().map(|e| e.path.as_path()).collect();
+    let digests = hash::file_digests(&paths)?;
+    for (e, d) in entries.iter().zip(&digests) {
+        let hex = hex::encode(d);
+        if job.digests.get(&e.rel) != Some(&hex) {
+            return Err(Error::Invalid(format!(
+                "the Hub serves {} at {commit} with sha256 {hex}, but the staged file has {}; not committing",
+                e.rel,
+                job.digests.get(&e.rel).map(String::as_str).unwrap_or("(no such file)")
+            )));
+        }
+    }
+    let model_hash = match profile {
+        taominer_core::config::Profile::Soundsright => hash::content_hash(dest)?,
+        _ => hash::model_hash_of_digests(&digests),
+    };
+    let secure_hash = hash::secure_hash_for(profile, &model_hash, &job.hotkey).unwrap_or_default();
+    let commitment = model_id::commitment(
+        profile,
+        &model_id::CommitmentInput {
+            repo: &job.repo,
+            commit,
+            model_hash: &model_hash,
+            hotkey_ss58: &job.hotkey,
+            competition: &job.competition,
+        },
+    )?;
+    Ok(Snapshot {
+        commit: commit.to_string(),
+        model_hash,
+        secure_hash,
+        commitment,
+        files: entries.len(),
+        bytes: total,
+    })
+}
+
+fn shard_names(index: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read(index).map_err(|e| io_err("cannot read", index, e))?;
+    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
+        Error::Invalid(format!(
+            "the Hub's model.safetensors.index.json is not JSON: {e}"
+        ))
+    })?;
+    let mut out: Vec<String> = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.values()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Makes the repository public after its commitment is on chain.
+pub async fn make_public(
+    shared: &Arc<Shared>,
+    hub: &Hub,
+    job: &PublishJob,
+    alive: &Arc<AtomicU64>,
+) -> Result<()> {
+    let mut backoff = backoff(shared);
+    let note =
+        |e: &HubError| shared.note_error(&job.id, &format!("making the repository public: {e}"));
+    retry("make public", &mut backoff, alive, &note, || {
+        hub.set_private(&job.repo, false)
+    })
+    .await?;
+    Ok(())
+}
+
+fn io_err(action: &'static str, path: &Path, e: std::io::Error) -> Error {
+    Error::Core(taominer_core::Error::io(action, path, e))
+}
