@@ -50,9 +50,10 @@ def get_directory_content_hash(directory):
                 hash_obj.update(f.read())
     return base64.b64encode(hash_obj.digest()).decode()
 
-d, hotkey = sys.argv[1], sys.argv[2]
-h = get_hash_of_directory(d)
-print(h)
-print(get_hash_of_two_strings(h, hotkey))
-if sys.argv[3:] != ["--taoverse-only"]:
-    print(get_directory_content_hash(d))
+if __name__ == "__main__":
+    d, hotkey = sys.argv[1], sys.argv[2]
+    h = get_hash_of_directory(d)
+    print(h)
+    print(get_hash_of_two_strings(h, hotkey))
+    if sys.argv[3:] != ["--taoverse-only"]:
+        print(get_directory_content_hash(d))

@@ -77,6 +77,8 @@ pub struct Spawn<'a> {
     pub state_dir: &'a Path,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Append the daemon's stderr (its log) to this file instead of the test's output.
+    pub log: Option<PathBuf>,
 }
 
 impl<'a> Spawn<'a> {
@@ -95,7 +97,14 @@ impl<'a> Spawn<'a> {
             state_dir,
             args,
             env: Vec::new(),
+            log: None,
         }
+    }
+
+    /// Sends the daemon's log (stderr) to `path`, appending.
+    pub fn log_to(mut self, path: &Path) -> Self {
+        self.log = Some(path.to_path_buf());
+        self
     }
 
     pub fn arg(mut self, a: &str) -> Self {
@@ -128,6 +137,14 @@ impl<'a> Spawn<'a> {
             .stdin(Stdio::null());
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        if let Some(log) = &self.log {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("open daemon log");
+            cmd.stderr(f);
         }
         let child = cmd.spawn().expect("spawn daemon");
         Daemon {
@@ -359,3 +376,148 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// The Alice development address, the offline default hotkey.
 pub const ALICE: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
+
+/// The repository root (the workspace).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The test venv's Python (`scripts/setup` creates `.venv` with `tests/requirements.txt`).
+pub fn venv_python() -> PathBuf {
+    let py = repo_root().join(".venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/setup (it creates the test venv with huggingface_hub)",
+        py.display()
+    );
+    py
+}
+
+/// Users of the test Hub: `alice` (the miner) and `mallory` (someone else).
+pub const HUB_USERS: [(&str, &str); 2] = [("alice", "tok-alice-0123456789"), ("mallory", "tok-mallory-9876543210")];
+
+/// The local Hub server (`tests/hub/hub_server.py`), killed on drop.
+pub struct HubServer {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+    _data: tempfile::TempDir,
+}
+
+impl HubServer {
+    /// Starts the server with the two users and any extra flags (`--multipart-threshold N`, ...).
+    pub fn start(extra: &[&str]) -> HubServer {
+        let data = tempfile::tempdir().expect("tempdir");
+        let port_file = data.path().join("port");
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo_root().join("tests/hub/hub_server.py"))
+            .args(["--port", "0", "--port-file"])
+            .arg(&port_file)
+            .arg("--data")
+            .arg(data.path().join("store"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (user, token) in HUB_USERS {
+            cmd.arg("--user").arg(format!("{user}:{token}"));
+        }
+        let child = cmd.spawn().expect("python3 runs the test Hub server");
+        let mut port = 0u16;
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                port = std::fs::read_to_string(&port_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                port != 0
+            }),
+            "the test Hub server did not start"
+        );
+        HubServer {
+            child,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            _data: data,
+        }
+    }
+
+    /// A plain HTTP request to the server; returns (status, body).
+    pub fn request(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to the test Hub");
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("read");
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let chunked = head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+        let body = if chunked { dechunk(rest) } else { rest.to_string() };
+        (status, body)
+    }
+
+    fn json(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> serde_json::Value {
+        let (status, text) = self.request(method, path, body);
+        assert_eq!(status, 200, "{method} {path}: {text}");
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Every request the server handled: `{method, path, status, bytes_in, user}`.
+    pub fn log(&self) -> Vec<serde_json::Value> {
+        self.json("GET", "/_test/log", None)
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn clear_log(&self) {
+        self.json("POST", "/_test/log/clear", None);
+    }
+
+    /// `{repo: {private, head, commits: [oldest first]}}`.
+    pub fn repos(&self) -> serde_json::Value {
+        self.json("GET", "/_test/repos", None)
+    }
+
+    /// Replaces the fault rules (see tests/hub/README.md).
+    pub fn faults(&self, rules: serde_json::Value) {
+        self.json("POST", "/_test/faults", Some(&serde_json::json!({ "rules": rules })));
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+impl Drop for HubServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
