@@ -507,8 +507,10 @@ def main() -> int:
             checks.run(name, fn)
     finally:
         code = stop_server(proc)
-    checks.run("+ server exits 0 on SIGTERM", lambda: None if code == 0 else (_ for _ in ()).throw(
-        AssertionError(f"exit code {code}")))
+    def exited_cleanly():
+        assert code == 0, f"exit code {code}"
+
+    checks.run("+ server exits 0 on SIGTERM", exited_cleanly)
     if checks.failed:
         print(f"server log: {workdir / 'server.log'}")
     else:

@@ -609,7 +609,8 @@ class Hub:
 
     def dispatch(self, req: Request) -> Response:
         method = "GET" if req.method == "HEAD" else req.method
-        segs = [unquote(s) for s in req.path.split("/")[1:]]
+        # Split before decoding, so a repo id sent as one "ns%2Fname" segment stays one.
+        segs = [unquote(s) for s in req.path.split("/")[1:]] or [""]
         head = segs[:2]
         if head == ["api", "whoami-v2"] and method == "GET":
             return self.whoami(req)
@@ -1351,10 +1352,12 @@ class HubHandler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def base_url(self) -> str:
-        host = self.headers.get("Host")
-        if not host:
-            address, port = self.server.server_address[:2]
-            host = f"{address}:{port}"
+        """Where the client reached us, so the URLs we hand out (upload hrefs, repo and
+        commit URLs) work for it. A Host without a port gets ours: nothing here is on 80."""
+        address, port = self.server.server_address[:2]
+        host = self.headers.get("Host") or address
+        if not re.search(r":\d+$", host):
+            host = f"{host}:{port}"
         return f"http://{host}"
 
     def record(self, path: str, status: int, bytes_in: int, user: str | None, control: bool = False) -> None:

@@ -397,7 +397,10 @@ pub fn venv_python() -> PathBuf {
 }
 
 /// Users of the test Hub: `alice` (the miner) and `mallory` (someone else).
-pub const HUB_USERS: [(&str, &str); 2] = [("alice", "tok-alice-0123456789"), ("mallory", "tok-mallory-9876543210")];
+pub const HUB_USERS: [(&str, &str); 2] = [
+    ("alice", "tok-alice-0123456789"),
+    ("mallory", "tok-mallory-9876543210"),
+];
 
 /// The local Hub server (`tests/hub/hub_server.py`), killed on drop.
 pub struct HubServer {
@@ -446,10 +449,15 @@ impl HubServer {
     }
 
     /// A plain HTTP request to the server; returns (status, body).
-    pub fn request(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, String) {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, String) {
         use std::io::{Read, Write};
-        let mut stream =
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to the test Hub");
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))
+            .expect("connect to the test Hub");
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         write!(
             stream,
@@ -466,14 +474,24 @@ impl HubServer {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let chunked = head
-            .lines()
-            .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-        let body = if chunked { dechunk(rest) } else { rest.to_string() };
+        let chunked = head.lines().any(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("transfer-encoding: chunked")
+        });
+        let body = if chunked {
+            dechunk(rest)
+        } else {
+            rest.to_string()
+        };
         (status, body)
     }
 
-    fn json(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> serde_json::Value {
+    fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> serde_json::Value {
         let (status, text) = self.request(method, path, body);
         assert_eq!(status, 200, "{method} {path}: {text}");
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
@@ -498,7 +516,11 @@ impl HubServer {
 
     /// Replaces the fault rules (see tests/hub/README.md).
     pub fn faults(&self, rules: serde_json::Value) {
-        self.json("POST", "/_test/faults", Some(&serde_json::json!({ "rules": rules })));
+        self.json(
+            "POST",
+            "/_test/faults",
+            Some(&serde_json::json!({ "rules": rules })),
+        );
     }
 }
 

@@ -112,7 +112,10 @@ impl Setup {
     }
 
     fn publish(&self, dir: &Path) -> std::process::Output {
-        minerctl(&self.bus, &["publish", dir.to_str().unwrap(), "--wait", "60"])
+        minerctl(
+            &self.bus,
+            &["publish", dir.to_str().unwrap(), "--wait", "60"],
+        )
     }
 
     fn jobs(&self) -> Vec<serde_json::Value> {
@@ -223,7 +226,10 @@ fn publish_uploads_and_commits_what_validators_compute() {
 
     // The committer got exactly the taoverse commitment.
     let ledger = json(&minerctl(&setup.bus, &["commitments", "--json"]));
-    let expected = format!("alice:tiny:{commit}:{}:2", v["secure_hash"].as_str().unwrap());
+    let expected = format!(
+        "alice:tiny:{commit}:{}:2",
+        v["secure_hash"].as_str().unwrap()
+    );
     assert_eq!(ledger[0]["commitment"], expected.as_str());
     assert_eq!(job["commitment"], expected.as_str());
 
@@ -231,17 +237,37 @@ fn publish_uploads_and_commits_what_validators_compute() {
     let _ = monitor.kill();
     let signals = monitor.wait_with_output().unwrap();
     let signals = String::from_utf8_lossy(&signals.stdout);
-    assert!(signals.contains(&format!("string \"{commit}\"")), "{signals}");
-    assert!(signals.contains(&format!("string \"{job_id}\"")), "{signals}");
+    assert!(
+        signals.contains(&format!("string \"{commit}\"")),
+        "{signals}"
+    );
+    assert!(
+        signals.contains(&format!("string \"{job_id}\"")),
+        "{signals}"
+    );
 
     // The large file went up in parts, the small binary in one PUT; nothing carried the token
     // into the log.
     let log = hub.log();
-    assert!(log.iter().any(|e| e["path"].as_str().unwrap().contains("/part/")), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|e| e["path"].as_str().unwrap().contains("/part/")),
+        "{log:?}"
+    );
     assert!(!setup.log_text().contains(HUB_USERS[0].1));
     // The verify download is gone; the staged copy too (the Hub holds the bytes now).
-    assert!(!setup.state.path().join("publisher/verify").join(&job_id).exists());
-    assert!(!setup.state.path().join("publisher/staged").join(&job_id).exists());
+    assert!(!setup
+        .state
+        .path()
+        .join("publisher/verify")
+        .join(&job_id)
+        .exists());
+    assert!(!setup
+        .state
+        .path()
+        .join("publisher/staged")
+        .join(&job_id)
+        .exists());
 }
 
 /// Total bytes of a job's snapshot as the publisher recorded it (from its job file).
@@ -274,23 +300,41 @@ fn objects_uploaded_by_huggingface_hub_are_reused_and_verified() {
         .env("HF_HOME", setup.state.path().join("hf-home"))
         .output()
         .unwrap();
-    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let python_commit = String::from_utf8_lossy(&py.stdout).trim().to_string();
     hub.clear_log();
 
     let job_id = ok(&setup.publish(&model));
-    let job = setup.jobs().into_iter().find(|j| j["id"] == job_id.as_str()).unwrap();
+    let job = setup
+        .jobs()
+        .into_iter()
+        .find(|j| j["id"] == job_id.as_str())
+        .unwrap();
     assert_eq!(job["state"], "committed", "{job}");
-    assert_ne!(job["commit"], python_commit.as_str(), "our own commit, with our job marker");
+    assert_ne!(
+        job["commit"],
+        python_commit.as_str(),
+        "our own commit, with our job marker"
+    );
     // The Hub had every LFS object: nothing was re-sent, and our download verified the bytes
     // huggingface_hub uploaded against the local files' sha256.
     let log = hub.log();
     assert!(
-        !log.iter().any(|e| e["path"].as_str().unwrap().starts_with("/_lfs/")),
+        !log.iter()
+            .any(|e| e["path"].as_str().unwrap().starts_with("/_lfs/")),
         "{log:?}"
     );
-    assert!(log.iter().any(|e| e["path"].as_str().unwrap().contains("/resolve/")));
-    let (model_hash, secure_hash, _) = python_hashes_of(&model, &["config.json", "generation_config.json", "model.safetensors"]);
+    assert!(log
+        .iter()
+        .any(|e| e["path"].as_str().unwrap().contains("/resolve/")));
+    let (model_hash, secure_hash, _) = python_hashes_of(
+        &model,
+        &["config.json", "generation_config.json", "model.safetensors"],
+    );
     assert_eq!(job["model_hash"], model_hash.as_str());
     assert_eq!(job["secure_hash"], secure_hash.as_str());
 }
@@ -304,6 +348,9 @@ fn python_hashes_of(dir: &Path, files: &[&str]) -> (String, String, String) {
     python_hashes(subset.path(), ALICE)
 }
 
+/// Turns a good fixture model into a bad one.
+type Change = Box<dyn Fn(&Path)>;
+
 #[test]
 fn pre_flight_rejections_upload_nothing() {
     let hub = HubServer::start(&[]);
@@ -312,7 +359,7 @@ fn pre_flight_rejections_upload_nothing() {
         HUB_USERS[0].1,
         "max_parameters = 20000\nmax_bytes = 200000\n",
     );
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    let cases: Vec<(&str, Change, &str)> = vec![
         (
             "too-large",
             Box::new(|d: &Path| std::fs::write(d.join("extra.bin"), vec![1u8; 250_000]).unwrap()),
@@ -321,7 +368,11 @@ fn pre_flight_rejections_upload_nothing() {
         (
             "wrong-arch",
             Box::new(|d: &Path| {
-                std::fs::write(d.join("config.json"), br#"{"architectures": ["GPT2LMHeadModel"]}"#).unwrap()
+                std::fs::write(
+                    d.join("config.json"),
+                    br#"{"architectures": ["GPT2LMHeadModel"]}"#,
+                )
+                .unwrap()
             }),
             "architecture GPT2LMHeadModel is not allowed",
         ),
@@ -353,12 +404,19 @@ fn pre_flight_rejections_upload_nothing() {
             .output()
             .unwrap();
         assert_eq!(dry.status.code(), Some(65), "{name}");
-        assert!(String::from_utf8_lossy(&dry.stderr).contains(message), "{name}: {}", String::from_utf8_lossy(&dry.stderr));
+        assert!(
+            String::from_utf8_lossy(&dry.stderr).contains(message),
+            "{name}: {}",
+            String::from_utf8_lossy(&dry.stderr)
+        );
 
         let out = setup.publish(&model);
         assert_eq!(out.status.code(), Some(65), "{name}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("rejected") && err.contains(message), "{name}: {err}");
+        assert!(
+            err.contains("rejected") && err.contains(message),
+            "{name}: {err}"
+        );
     }
     assert!(setup.jobs().iter().all(|j| j["state"] == "rejected"));
     // Not one request reached the Hub.
@@ -373,8 +431,14 @@ fn pre_flight_rejections_upload_nothing() {
         .output()
         .unwrap();
     let text = ok(&dry);
-    assert!(text.contains("parameters   17500 (allowed 0..=20000)"), "{text}");
-    assert!(text.contains("model.safetensors") && text.contains("local model hash"), "{text}");
+    assert!(
+        text.contains("parameters   17500 (allowed 0..=20000)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("model.safetensors") && text.contains("local model hash"),
+        "{text}"
+    );
     assert_eq!(hub.log(), Vec::<serde_json::Value>::new());
 
     // A repo id validators would refuse stops the daemon with the key and the measured length.
@@ -405,7 +469,11 @@ fn server_errors_and_dropped_connections_are_retried_without_a_second_commit() {
         {"method": "PUT", "path_regex": "^/_lfs/", "drop_after_bytes": 1000, "count": 1},
     ]));
     let job_id = ok(&setup.publish(&model));
-    let job = setup.jobs().into_iter().find(|j| j["id"] == job_id.as_str()).unwrap();
+    let job = setup
+        .jobs()
+        .into_iter()
+        .find(|j| j["id"] == job_id.as_str())
+        .unwrap();
     assert_eq!(job["state"], "committed", "{job}");
     assert_eq!(job["error"], "", "no error left once it succeeded");
     let log = hub.log();
@@ -414,7 +482,11 @@ fn server_errors_and_dropped_connections_are_retried_without_a_second_commit() {
         .filter(|e| e["path"].as_str().unwrap().contains("/commit/") && e["status"] == 500)
         .count();
     assert_eq!(commit_500s, 2, "{log:?}");
-    assert_eq!(commits(&hub, REPO).len(), 2, "initial commit + exactly one of ours");
+    assert_eq!(
+        commits(&hub, REPO).len(),
+        2,
+        "initial commit + exactly one of ours"
+    );
     assert_eq!(hub.repos()[REPO]["head"], job["commit"]);
     assert!(setup.log_text().contains("retrying"), "retries are logged");
 }
@@ -446,7 +518,11 @@ fn killed_mid_upload_resumes_and_commits_once() {
             setup.jobs()
         );
         assert_eq!(commits(&hub, REPO).len(), 2, "{point}: one commit of ours");
-        let job = setup.jobs().into_iter().find(|j| j["id"] == id.as_str()).unwrap();
+        let job = setup
+            .jobs()
+            .into_iter()
+            .find(|j| j["id"] == id.as_str())
+            .unwrap();
         assert_eq!(hub.repos()[REPO]["head"], job["commit"], "{point}");
     }
 }
@@ -460,7 +536,10 @@ fn a_wrong_token_fails_the_job_and_never_shows() {
     let out = setup.publish(&model);
     assert_eq!(out.status.code(), Some(65));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("failed") && err.contains("HF token rejected"), "{err}");
+    assert!(
+        err.contains("failed") && err.contains("HF token rejected"),
+        "{err}"
+    );
     let jobs = minerctl(&setup.bus, &["jobs", "--json"]);
     let status = minerctl(&setup.bus, &["status"]);
     for text in [
@@ -478,11 +557,13 @@ fn a_wrong_token_fails_the_job_and_never_shows() {
 #[test]
 fn the_repository_is_made_public_after_the_commitment() {
     let hub = HubServer::start(&[]);
-    let setup = Setup::new(&hub, HUB_USERS[0].1, "").restart_with("make_public_after_commit = true");
+    let setup =
+        Setup::new(&hub, HUB_USERS[0].1, "").restart_with("make_public_after_commit = true");
     let model = setup.model("model", 6);
     ok(&setup.publish(&model));
     assert!(
-        eventually(Duration::from_secs(20), || hub.repos()[REPO]["private"] == false),
+        eventually(Duration::from_secs(20), || hub.repos()[REPO]["private"]
+            == false),
         "{}",
         hub.repos()
     );

@@ -23,5 +23,8 @@ fn the_test_hub_passes_the_official_client_checks() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.lines().any(|l| l.ends_with(" passed, 0 failed")), "{text}");
+    assert!(
+        text.lines().any(|l| l.ends_with(" passed, 0 failed")),
+        "{text}"
+    );
 }

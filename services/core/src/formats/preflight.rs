@@ -56,19 +56,11 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "repo         {}", self.repo)?;
         writeln!(f, "competition  {}", self.competition)?;
-        let max = |v: u64| {
-            self.limits
-                .as_ref()
-                .map(|_| format!(" (limit {v})"))
-                .unwrap_or_default()
-        };
-        writeln!(
-            f,
-            "files        {} ({} bytes{})",
-            self.files,
-            self.bytes,
-            max(self.limits.as_ref().map_or(0, |l| l.max_bytes))
-        )?;
+        write!(f, "files        {}, {} bytes", self.files, self.bytes)?;
+        match &self.limits {
+            Some(l) => writeln!(f, " (limit {})", l.max_bytes)?,
+            None => writeln!(f)?,
+        }
         if let Some(a) = &self.architecture {
             writeln!(f, "architecture {a}")?;
         }
@@ -86,12 +78,12 @@ impl fmt::Display for Report {
             writeln!(f, "weights      {w}")?;
         }
         if let Some(l) = &self.limits {
-            writeln!(
-                f,
-                "tokenizer    {} [{}]",
-                l.tokenizer,
+            let present = if self.tokenizer_files.is_empty() {
+                "no tokenizer files".to_string()
+            } else {
                 self.tokenizer_files.join(", ")
-            )?;
+            };
+            writeln!(f, "tokenizer    {}; {present}", l.tokenizer)?;
         }
         Ok(())
     }

@@ -28,6 +28,8 @@ use super::{check, Hub, HubError};
 
 /// Bytes of each file the Hub wants to see to choose between regular and LFS.
 pub const SAMPLE_BYTES: usize = 512;
+/// LFS objects uploaded at once.
+const PARALLEL_OBJECTS: usize = 4;
 /// Files per preupload request (the Python client's chunk).
 const PREUPLOAD_CHUNK: usize = 256;
 /// A file the Hub calls `regular` travels base64 in the commit body; refuse to do that with
@@ -186,8 +188,9 @@ impl Hub {
             .json()
             .await
             .map_err(|e| HubError::from_reqwest(e, what))?;
+        let mut work = Vec::new();
         for object in answer.objects {
-            let Some(file) = by_oid.get(object.oid.as_str()) else {
+            let Some(file) = by_oid.get(object.oid.as_str()).copied() else {
                 return Err(HubError::Refused(format!(
                     "{what}: the Hub answered for an object we did not ask about ({})",
                     object.oid
@@ -200,27 +203,47 @@ impl Hub {
                 )));
             }
             // No actions: the Hub already has this object.
-            let Some(actions) = object.actions else {
-                tracing::debug!(path = %file.rel, "LFS object already on the Hub");
-                continue;
-            };
-            if let Some(upload) = actions.upload {
-                if upload.header.contains_key("chunk_size") {
-                    self.put_multipart(file, &upload, progress).await?;
-                } else {
-                    self.put_basic(file, &upload, progress).await?;
-                }
+            match object.actions {
+                Some(actions) => work.push((file, actions)),
+                None => tracing::debug!(path = %file.rel, "LFS object already on the Hub"),
             }
-            if let Some(verify) = actions.verify {
-                let mut req = self
-                    .http
-                    .post(&verify.href)
-                    .json(&serde_json::json!({"oid": file.oid, "size": file.size}));
-                for (k, v) in header_strings(&verify.header) {
-                    req = req.header(k, v);
-                }
-                self.send(req, &format!("LFS verify {}", file.rel)).await?;
+        }
+        // Shards go up side by side, as the Python client does: one stream to object storage
+        // rarely fills the link.
+        let mut futures = Vec::with_capacity(work.len());
+        for (file, actions) in work {
+            futures.push(self.upload_object(file, actions, progress));
+        }
+        let mut uploads = futures_util::stream::iter(futures).buffer_unordered(PARALLEL_OBJECTS);
+        while let Some(done) = uploads.next().await {
+            done?;
+        }
+        Ok(())
+    }
+
+    /// Uploads one object as the batch answer says, then asks the Hub to verify it.
+    async fn upload_object(
+        &self,
+        file: &LocalFile,
+        actions: Actions,
+        progress: &Arc<AtomicU64>,
+    ) -> Result<(), HubError> {
+        if let Some(upload) = actions.upload {
+            if upload.header.contains_key("chunk_size") {
+                self.put_multipart(file, &upload, progress).await?;
+            } else {
+                self.put_basic(file, &upload, progress).await?;
             }
+        }
+        if let Some(verify) = actions.verify {
+            let mut req = self
+                .http
+                .post(&verify.href)
+                .json(&serde_json::json!({"oid": file.oid, "size": file.size}));
+            for (k, v) in header_strings(&verify.header) {
+                req = req.header(k, v);
+            }
+            self.send(req, &format!("LFS verify {}", file.rel)).await?;
         }
         Ok(())
     }
