@@ -1,6 +1,6 @@
-# services.taominer: the NixOS module. Minimal until the packaging issue (hardening, GPU devices,
-# credentials for the HF token): it renders miner.toml from `settings` (RFC 42) and runs the
-# daemons as in units/.
+# services.taominer: the NixOS module. Minimal until the packaging issue (hardening, GPU
+# devices): it renders miner.toml from `settings` (RFC 42) and runs the daemons as in units/,
+# with the hotkey and the HF token as systemd credentials.
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.taominer;
@@ -32,6 +32,9 @@ let
       UMask = "0077";
     } // lib.optionalAttrs (part == "committer" && cfg.hotkeyFile != null) {
       LoadCredential = [ "hotkey:${cfg.hotkeyFile}" ];
+    } // lib.optionalAttrs (part == "publisher" && cfg.hfTokenFile != null) {
+      # The publisher reads $CREDENTIALS_DIRECTORY/hf-token; the token never enters the store.
+      LoadCredential = [ "hf-token:${cfg.hfTokenFile}" ];
     };
   };
 in
@@ -52,6 +55,12 @@ in
       type = lib.types.nullOr lib.types.path;
       default = null;
       description = "Hotkey keyfile, given to the committer only as a systemd credential.";
+    };
+    hfTokenFile = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "/run/secrets/hf-token";
+      description = "File with the Hugging Face token (a path string, so the secret stays out of the Nix store), given to the publisher only as a systemd credential.";
     };
     trainer.enable = lib.mkEnableOption "the trainer daemon";
     predictor.enable = lib.mkEnableOption "the predictor daemon";

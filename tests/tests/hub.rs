@@ -221,6 +221,33 @@ fn publish_uploads_and_commits_what_validators_compute() {
         v["files"],
         serde_json::json!(["config.json", "generation_config.json", "model.safetensors"])
     );
+    // The whole revision, as huggingface_hub's snapshot_download gets it, is the source tree
+    // byte for byte (plus the .gitattributes the Hub creates).
+    let snap = setup.state.path().join("snapshot");
+    let py = Command::new(venv_python())
+        .arg("-c")
+        .arg(
+            "import sys; from huggingface_hub import snapshot_download\n\
+             snapshot_download(sys.argv[1], revision=sys.argv[2], token=sys.argv[3], local_dir=sys.argv[4])",
+        )
+        .args([REPO, &commit, HUB_USERS[0].1, snap.to_str().unwrap()])
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HUB_DISABLE_XET", "1")
+        .env("HF_HOME", setup.state.path().join("hf-home"))
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    std::fs::remove_file(snap.join(".gitattributes")).unwrap();
+    let _ = std::fs::remove_dir_all(snap.join(".cache"));
+    assert_eq!(
+        git_tree_id(&snap),
+        git_tree_id(&model),
+        "snapshot_download differs from the source"
+    );
     // Validators sum every file of the revision; we reported the same.
     assert_eq!(v["total_size"], job_bytes(&setup, &job_id));
 

@@ -159,7 +159,8 @@ pub enum BusError {
 pub struct PublishJobInfo {
     /// Job id, carried end to end (publish job → commitment).
     pub id: String,
-    /// `received`, `staged`, `handed-off`, `committed` or `failed`.
+    /// `received`, `staged`, `uploaded`, `hashed`, `handed-off`, `committed`, `rejected` or
+    /// `failed`.
     pub state: String,
     /// The directory the job was published from.
     pub source: String,
@@ -173,7 +174,8 @@ pub struct PublishJobInfo {
     pub commitment: String,
     /// Block of the commitment (offline: ledger sequence); 0 until committed.
     pub block: u64,
-    /// Why the job failed; empty otherwise.
+    /// Why the job failed or was rejected; `retrying: …` with the last transient error while it
+    /// is retried; empty otherwise.
     pub error: String,
     /// Creation time, seconds since the epoch.
     pub created: u64,

@@ -15,6 +15,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use taominer_core::fault::crash_point;
 use taominer_core::formats::{hash, model_id, preflight};
 
@@ -23,7 +24,10 @@ use crate::hub::{upload, Hub, HubError};
 use crate::jobs::{PublishJob, Shared, Snapshot};
 use crate::retry::{retry, Backoff};
 
-fn backoff(shared: &Shared) -> Backoff {
+/// Files downloaded at once for the check.
+const PARALLEL_DOWNLOADS: usize = 4;
+
+fn new_backoff(shared: &Shared) -> Backoff {
     let p = &shared.config.publisher;
     Backoff::new(
         Duration::from_millis(p.retry_initial_ms),
@@ -45,7 +49,7 @@ pub async fn upload(
     job: &PublishJob,
     alive: &Arc<AtomicU64>,
 ) -> Result<String> {
-    let mut backoff = backoff(shared);
+    let mut backoff = new_backoff(shared);
     let note = |e: &HubError| shared.note_error(&job.id, &e.to_string());
     let repo = job.repo.as_str();
     retry("create repository", &mut backoff, alive, &note, || {
@@ -97,7 +101,7 @@ pub async fn verify(
     commit: &str,
     alive: &Arc<AtomicU64>,
 ) -> Result<Snapshot> {
-    let mut backoff = backoff(shared);
+    let mut backoff = new_backoff(shared);
     let note = |e: &HubError| shared.note_error(&job.id, &e.to_string());
     let repo = job.repo.as_str();
     let profile = shared.config.miner.profile;
@@ -136,21 +140,31 @@ pub async fn verify(
         && names.iter().any(|n| n == index)
     {
         let path = retry("download index", &mut backoff, alive, &note, || {
-            hub.download(repo, commit, index, &dest)
+            hub.download(repo, commit, index, &dest, alive)
         })
         .await?;
         shards = shard_names(&path)?;
     }
     let wanted = preflight::validator_files(profile, &names, &shards);
+    // Shards come down side by side, as `snapshot_download` fetches them.
+    let mut downloads = Vec::with_capacity(wanted.len());
     for name in &wanted {
-        retry(
-            &format!("download {name}"),
-            &mut backoff,
-            alive,
-            &note,
-            || hub.download(repo, commit, name, &dest),
-        )
-        .await?;
+        let mut backoff = new_backoff(shared);
+        let (dest, note) = (&dest, &note);
+        downloads.push(async move {
+            retry(
+                &format!("download {name}"),
+                &mut backoff,
+                alive,
+                note,
+                || hub.download(repo, commit, name, dest, alive),
+            )
+            .await
+        });
+    }
+    let mut downloads = futures_util::stream::iter(downloads).buffer_unordered(PARALLEL_DOWNLOADS);
+    while let Some(done) = downloads.next().await {
+        done?;
     }
 
     let snapshot = {
@@ -253,7 +267,7 @@ pub async fn make_public(
     job: &PublishJob,
     alive: &Arc<AtomicU64>,
 ) -> Result<()> {
-    let mut backoff = backoff(shared);
+    let mut backoff = new_backoff(shared);
     let note =
         |e: &HubError| shared.note_error(&job.id, &format!("making the repository public: {e}"));
     retry("make public", &mut backoff, alive, &note, || {

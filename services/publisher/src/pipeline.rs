@@ -155,7 +155,12 @@ async fn advance(
                 job.state = state;
                 job.error = Some(e.to_string());
                 job.last_error = None;
-                for dir in [shared.staging_dir(&job.id), shared.verify_dir(&job.id)] {
+                // The job is over: its copies would only fill the disk.
+                for dir in [
+                    shared.staging_dir(&job.id),
+                    shared.staged_dir(&job.id),
+                    shared.verify_dir(&job.id),
+                ] {
                     if dir.exists() {
                         let _ = std::fs::remove_dir_all(&dir);
                     }

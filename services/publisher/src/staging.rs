@@ -10,7 +10,7 @@
 //! fsynced, so a crash never leaves a half snapshot where a whole one is expected.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,22 +99,22 @@ pub fn stage(
     })
 }
 
+/// Copies in slices so `progress` moves during a multi-gigabyte file. `io::copy` between two
+/// files uses `copy_file_range(2)` (an in-kernel copy, a reflink where the filesystem can) and
+/// falls back to read/write by itself; a `Take` slice keeps that path.
 fn copy_file(from: &Path, to: &Path, progress: &AtomicU64) -> Result<u64> {
+    const SLICE: u64 = 64 << 20;
     let mut src = File::open(from).map_err(|e| io_err("cannot open", from, e))?;
     let mut dst = File::create(to).map_err(|e| io_err("cannot create", to, e))?;
-    let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = src
-            .read(&mut buf)
-            .map_err(|e| io_err("cannot read", from, e))?;
+        let n = io::copy(&mut (&mut src).take(SLICE), &mut dst)
+            .map_err(|e| io_err("cannot copy to", to, e))?;
         if n == 0 {
             break;
         }
-        dst.write_all(&buf[..n])
-            .map_err(|e| io_err("cannot write", to, e))?;
-        total += n as u64;
-        progress.fetch_add(n as u64, Ordering::Relaxed);
+        total += n;
+        progress.fetch_add(n, Ordering::Relaxed);
     }
     dst.sync_all().map_err(|e| io_err("cannot fsync", to, e))?;
     Ok(total)

@@ -16,9 +16,12 @@
 pub mod upload;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use hf_hub::progress::{Progress, ProgressEvent, ProgressHandler};
 use hf_hub::{HFClient, HFError, RepoTypeModel};
 use serde::Deserialize;
 
@@ -255,13 +258,15 @@ impl Hub {
         Ok(Some(info.siblings))
     }
 
-    /// Downloads one file at `revision` into `dest/<path>` (hf-hub's resolve download).
+    /// Downloads one file at `revision` into `dest/<path>` (hf-hub's resolve download);
+    /// `alive` moves with every progress event, so a long download is not taken for a hang.
     pub async fn download(
         &self,
         repo: &str,
         revision: &str,
         path: &str,
         dest: &Path,
+        alive: &Arc<AtomicU64>,
     ) -> Result<PathBuf, HubError> {
         self.repo(repo)
             .download_file()
@@ -269,6 +274,7 @@ impl Hub {
             .revision(revision)
             .local_dir(dest.to_path_buf())
             .force_download(true)
+            .progress(Progress::new(Alive(alive.clone())))
             .send()
             .await
             .map_err(|e| HubError::from_hf(e, &format!("download {path}")))
@@ -282,6 +288,15 @@ impl Hub {
             .send()
             .await
             .map_err(|e| HubError::from_hf(e, "update repository settings"))
+    }
+}
+
+/// Counts hf-hub's progress events into the job's liveness counter.
+struct Alive(Arc<AtomicU64>);
+
+impl ProgressHandler for Alive {
+    fn on_progress(&self, _event: &ProgressEvent) {
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
 
