@@ -22,7 +22,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{check, Hub, HubError};
 
@@ -30,6 +29,8 @@ use super::{check, Hub, HubError};
 pub const SAMPLE_BYTES: usize = 512;
 /// LFS objects uploaded at once.
 const PARALLEL_OBJECTS: usize = 4;
+/// Bytes read from disk per body chunk.
+const BODY_SLICE: u64 = 8 << 20;
 /// Files per preupload request (the Python client's chunk).
 const PREUPLOAD_CHUNK: usize = 256;
 /// A file the Hub calls `regular` travels base64 in the commit body; refuse to do that with
@@ -422,19 +423,42 @@ async fn file_body(
     len: u64,
     progress: &Arc<AtomicU64>,
 ) -> Result<reqwest::Body, HubError> {
-    let io =
-        |e: std::io::Error| HubError::Refused(format!("cannot read {}: {e}", file.path.display()));
-    let mut f = tokio::fs::File::open(&file.path).await.map_err(io)?;
-    f.seek(SeekFrom::Start(offset)).await.map_err(io)?;
+    use std::io::{Read, Seek};
+    let path = file.path.clone();
+    let mut f = std::fs::File::open(&path)
+        .and_then(|mut f| f.seek(SeekFrom::Start(offset)).map(|_| f))
+        .map_err(|e| HubError::Refused(format!("cannot read {}: {e}", path.display())))?;
+    // A plain thread reads big slices ahead of the socket; the channel bounds what is buffered.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
     let progress = progress.clone();
-    let stream =
-        tokio_util::io::ReaderStream::with_capacity(f.take(len), 1 << 20).map(move |chunk| {
-            if let Ok(c) = &chunk {
-                progress.fetch_add(c.len() as u64, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || {
+        let mut left = len;
+        while left > 0 {
+            let mut buf = vec![0u8; left.min(BODY_SLICE) as usize];
+            let sent = match f.read_exact(&mut buf) {
+                Ok(()) => {
+                    left -= buf.len() as u64;
+                    progress.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    tx.blocking_send(Ok(bytes::Bytes::from(buf)))
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            if sent.is_err() {
+                return; // the request was dropped
             }
-            chunk
-        });
-    Ok(reqwest::Body::wrap_stream(stream))
+        }
+    });
+    Ok(reqwest::Body::wrap_stream(tokio_stream_from(rx)))
+}
+
+/// A receiver as a stream of body chunks.
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// The sha256 (hex) of every file of a staged snapshot, by repository path, hashing on all
