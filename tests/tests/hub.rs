@@ -141,24 +141,44 @@ fn ok(out: &std::process::Output) -> String {
 
 /// Runs the validator-side check (official client + taoverse hash) on a revision.
 fn validator_check(hub: &HubServer, repo: &str, revision: &str, out: &Path) -> serde_json::Value {
-    let result = Command::new(venv_python())
-        .arg(repo_root().join("tests/hub/validator_check.py"))
-        .args(["--repo", repo, "--revision", revision, "--hotkey", ALICE])
-        .arg("--out")
-        .arg(out)
-        .args(["--token", HUB_USERS[0].1])
+    let script = repo_root().join("tests/hub/validator_check.py");
+    let text = hf_python(
+        hub,
+        &out.join("hf-home"),
+        &[
+            script.to_str().unwrap(),
+            "--repo",
+            repo,
+            "--revision",
+            revision,
+            "--hotkey",
+            ALICE,
+            "--out",
+            out.to_str().unwrap(),
+            "--token",
+            HUB_USERS[0].1,
+        ],
+    );
+    serde_json::from_str(&text).expect("JSON from validator_check.py")
+}
+
+/// Runs the venv's Python with the official client pointed at `hub` (Xet off: this server speaks
+/// Git LFS, as the Hub does for clients without Xet); returns its stdout, trimmed.
+fn hf_python(hub: &HubServer, hf_home: &Path, args: &[&str]) -> String {
+    let out = Command::new(venv_python())
+        .args(args)
         .env("HF_ENDPOINT", &hub.url)
         .env("HF_HUB_DISABLE_XET", "1")
         .env("HF_HUB_DISABLE_TELEMETRY", "1")
-        .env("HF_HOME", out.join("hf-home"))
+        .env("HF_HOME", hf_home)
         .output()
-        .expect("run validator_check.py");
+        .expect("run the venv's python");
     assert!(
-        result.status.success(),
+        out.status.success(),
         "{}",
-        String::from_utf8_lossy(&result.stderr)
+        String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&result.stdout).expect("JSON from validator_check.py")
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Commits of a repository on the server, oldest first (the first is the Hub's initial commit).
@@ -224,22 +244,18 @@ fn publish_uploads_and_commits_what_validators_compute() {
     // The whole revision, as huggingface_hub's snapshot_download gets it, is the source tree
     // byte for byte (plus the .gitattributes the Hub creates).
     let snap = setup.state.path().join("snapshot");
-    let py = Command::new(venv_python())
-        .arg("-c")
-        .arg(
+    hf_python(
+        &hub,
+        &setup.state.path().join("hf-home"),
+        &[
+            "-c",
             "import sys; from huggingface_hub import snapshot_download\n\
              snapshot_download(sys.argv[1], revision=sys.argv[2], token=sys.argv[3], local_dir=sys.argv[4])",
-        )
-        .args([REPO, &commit, HUB_USERS[0].1, snap.to_str().unwrap()])
-        .env("HF_ENDPOINT", &hub.url)
-        .env("HF_HUB_DISABLE_XET", "1")
-        .env("HF_HOME", setup.state.path().join("hf-home"))
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
+            REPO,
+            &commit,
+            HUB_USERS[0].1,
+            snap.to_str().unwrap(),
+        ],
     );
     std::fs::remove_file(snap.join(".gitattributes")).unwrap();
     let _ = std::fs::remove_dir_all(snap.join(".cache"));
@@ -314,25 +330,19 @@ fn objects_uploaded_by_huggingface_hub_are_reused_and_verified() {
     let setup = Setup::new(&hub, HUB_USERS[0].1, "");
     let model = setup.model("model", 2);
     // huggingface_hub creates the repo and uploads the folder (LFS objects and all).
-    let py = Command::new(venv_python())
-        .arg("-c")
-        .arg(
+    let python_commit = hf_python(
+        &hub,
+        &setup.state.path().join("hf-home"),
+        &[
+            "-c",
             "import sys; from huggingface_hub import HfApi\n\
              api = HfApi(token=sys.argv[3]); api.create_repo(sys.argv[1], private=True, exist_ok=True)\n\
              print(api.upload_folder(repo_id=sys.argv[1], folder_path=sys.argv[2]).oid)",
-        )
-        .args([REPO, model.to_str().unwrap(), HUB_USERS[0].1])
-        .env("HF_ENDPOINT", &hub.url)
-        .env("HF_HUB_DISABLE_XET", "1")
-        .env("HF_HOME", setup.state.path().join("hf-home"))
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
+            REPO,
+            model.to_str().unwrap(),
+            HUB_USERS[0].1,
+        ],
     );
-    let python_commit = String::from_utf8_lossy(&py.stdout).trim().to_string();
     hub.clear_log();
 
     let job_id = ok(&setup.publish(&model));
