@@ -137,7 +137,8 @@ struct ModelInfo {
     siblings: Vec<Sibling>,
 }
 
-/// A connection to one Hub endpoint with one token.
+/// A connection to one Hub endpoint with one token. Cloning is cheap (shared connection pools).
+#[derive(Clone)]
 pub struct Hub {
     endpoint: String,
     token: Token,

@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{check, Hub, HubError};
@@ -211,13 +210,24 @@ impl Hub {
         }
         // Shards go up side by side, as the Python client does: one stream to object storage
         // rarely fills the link.
-        let mut futures = Vec::with_capacity(work.len());
+        // Each object on its own task, so the transfers spread over the runtime's threads; the
+        // semaphore keeps PARALLEL_OBJECTS in flight. Dropping this future (shutdown) aborts them.
+        let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL_OBJECTS));
+        let mut tasks = tokio::task::JoinSet::new();
         for (file, actions) in work {
-            futures.push(self.upload_object(file, actions, progress));
+            let (hub, file, progress, permits) = (
+                self.clone(),
+                file.clone(),
+                progress.clone(),
+                permits.clone(),
+            );
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                hub.upload_object(&file, actions, &progress).await
+            });
         }
-        let mut uploads = futures_util::stream::iter(futures).buffer_unordered(PARALLEL_OBJECTS);
-        while let Some(done) = uploads.next().await {
-            done?;
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(|e| HubError::Refused(format!("LFS upload task failed: {e}")))??;
         }
         Ok(())
     }
