@@ -745,6 +745,52 @@ mod tests {
     }
 
     #[test]
+    fn competition_limits_are_built_in_and_overridable_field_by_field() {
+        let c = load(None, &["publisher.limits.2.min_parameters=0"]).unwrap();
+        let l = c.publisher.limits_for(Profile::Pretraining, "2").unwrap();
+        assert_eq!(l.min_parameters, 0);
+        assert_eq!(
+            l.max_parameters, 3_400_000_000,
+            "other fields stay built in"
+        );
+        assert!(l.architectures.iter().any(|a| a == "LlamaForCausalLM"));
+        assert_eq!(c.publisher.limits_for(Profile::Pretraining, "0"), None);
+        // A competition with no built-in limits needs the three that matter.
+        let e = load(
+            None,
+            &[
+                "miner.competitions=[\"7\"]",
+                "miner.competition=7",
+                "publisher.limits.7.max_bytes=100",
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "publisher.limits.\"7\".max_bytes");
+        let c = load(
+            None,
+            &[
+                "miner.competitions=[\"7\"]",
+                "miner.competition=7",
+                "publisher.limits.7.max_bytes=100",
+                "publisher.limits.7.max_parameters=10",
+                "publisher.limits.7.architectures=[\"LlamaForCausalLM\"]",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.publisher
+                .limits_for(Profile::Pretraining, "7")
+                .unwrap()
+                .max_bytes,
+            100
+        );
+        let e = load(None, &["publisher.endpoint=ftp://hub"]).unwrap_err();
+        assert_eq!(e.key, "publisher.endpoint");
+        assert!(!c.publisher.make_public_after_commit(Profile::Pretraining));
+        assert!(c.publisher.make_public_after_commit(Profile::Finetuning));
+    }
+
+    #[test]
     fn missing_file_and_bad_override_are_errors() {
         let e = load(Some(PathBuf::from("/nonexistent/miner.toml")), &[]).unwrap_err();
         assert_eq!(e.key, "--config");

@@ -65,8 +65,12 @@ pub async fn upload(
             .map_err(|e| Error::Invalid(format!("reading the snapshot failed: {e}")))??
     };
     let marker = commit_marker(&job.id);
-    let summary = format!("Upload model for competition {}", job.competition);
-    let description = format!("{marker}\n\nPublished by taominer.");
+    // The marker goes in the title, which every commit listing returns.
+    let summary = format!(
+        "Upload model for competition {} ({marker})",
+        job.competition
+    );
+    let description = "Published by taominer.".to_string();
     let commit = retry("upload", &mut backoff, alive, &note, || async {
         // After a crash or a lost answer the commit may already exist: never make a second.
         if let Some(c) = hub.find_commit(repo, &marker).await? {

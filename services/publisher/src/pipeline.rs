@@ -408,6 +408,7 @@ async fn hand_off_all(shared: &Shared, committer: &CommitterProxy<'_>) -> HandOf
                     job.state = JobState::HandedOff;
                 }
                 if job.state != before {
+                    job.last_error = None;
                     if let Err(e) = shared.update(job.clone()) {
                         tracing::error!(JOB_ID = %job.id, "cannot record hand-off: {e}");
                         continue;
@@ -434,7 +435,10 @@ async fn hand_off_all(shared: &Shared, committer: &CommitterProxy<'_>) -> HandOf
                 if bus::is_service_unknown(&e) {
                     tracing::debug!(JOB_ID = %job.id, "committer is not running; will retry");
                 } else {
-                    tracing::warn!(JOB_ID = %job.id, "hand-off failed, will retry: {}", bus::error_message(&e));
+                    let msg = bus::error_message(&e);
+                    tracing::warn!(JOB_ID = %job.id, "hand-off failed, will retry: {msg}");
+                    // Visible in `minerctl jobs`, e.g. a committer that cannot write yet.
+                    shared.note_error(&job.id, &format!("committer: {msg}"));
                 }
                 // The committer is unreachable for this job, so it is for the rest too.
                 break;

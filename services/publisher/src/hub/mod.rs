@@ -58,10 +58,6 @@ impl Token {
         }
         Ok(Token(token.to_string()))
     }
-
-    fn bearer(&self) -> String {
-        format!("Bearer {}", self.0)
-    }
 }
 
 /// What went wrong talking to the Hub, by what the caller should do about it.
@@ -183,14 +179,15 @@ impl Hub {
         format!("{}/api/models/{repo}{rest}", self.endpoint)
     }
 
-    /// Sends a request with the token; maps failures by status.
+    /// Sends a request with the token (as a header marked sensitive, which HTTP logging redacts);
+    /// maps failures by status.
     async fn send(
         &self,
         req: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<reqwest::Response, HubError> {
         let resp = req
-            .header(reqwest::header::AUTHORIZATION, self.token.bearer())
+            .bearer_auth(&self.token.0)
             .send()
             .await
             .map_err(|e| HubError::from_reqwest(e, what))?;
@@ -244,7 +241,7 @@ impl Hub {
             .http
             .get(url)
             .query(&[("blobs", "true")])
-            .header(reqwest::header::AUTHORIZATION, self.token.bearer())
+            .bearer_auth(&self.token.0)
             .send()
             .await
             .map_err(|e| HubError::from_reqwest(e, what))?;
