@@ -11,6 +11,7 @@
 //! * [`store`]: atomic files and the durable job store each daemon keeps its hand-offs in.
 //! * [`formats`]: model identities, commitment strings and the hashes validators recompute.
 //! * [`fault`]: named crash points used by the fault-injection tests.
+//! * [`wallet`]: the hotkey keyfile, sr25519 signing and verification.
 
 pub mod bus;
 pub mod config;
@@ -19,5 +20,6 @@ pub mod fault;
 pub mod formats;
 pub mod runtime;
 pub mod store;
+pub mod wallet;
 
 pub use error::{Error, Result};

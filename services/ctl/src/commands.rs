@@ -11,6 +11,7 @@ use taominer_core::bus::{
 };
 use taominer_core::config::{Config, Profile, Sources};
 use taominer_core::formats::{competition, hash, preflight, ss58};
+use taominer_core::wallet::{self, Hotkey};
 
 /// Control and inspect the taominer daemons.
 #[derive(Debug, Parser)]
@@ -62,6 +63,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a hotkey keyfile as the daemons will load it and print its address (no daemon needed).
+    Hotkey {
+        /// The keyfile (e.g. ~/.bittensor/wallets/NAME/hotkeys/HOTKEY).
+        file: PathBuf,
+        /// Also sign this text with the hotkey and print the signature (0x-hex, sr25519).
+        #[arg(long, value_name = "TEXT")]
+        sign: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Compute the model hash and secure hash of a directory as validators do (no daemon needed).
     Hash {
         dir: PathBuf,
@@ -109,6 +120,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             profile,
             json,
         } => hash_dir(&dir, &hotkey, profile, json),
+        Command::Hotkey { file, sign, json } => hotkey(&file, sign.as_deref(), json),
         Command::Status { json } => status(&cli.bus, json).await,
         Command::Publish {
             dir,
@@ -299,6 +311,37 @@ async fn publish(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+fn hotkey(file: &std::path::Path, sign: Option<&str>, json: bool) -> Result<()> {
+    let (key, source) =
+        Hotkey::load_with_source(file).map_err(|e| CtlError::Refused(e.to_string()))?;
+    if let Some(warning) = wallet::permissions_warning(file) {
+        eprintln!("minerctl: warning: {warning}");
+    }
+    let source = match source {
+        wallet::Source::Phrase => "secretPhrase",
+        wallet::Source::Seed => "secretSeed",
+        wallet::Source::PrivateKey => "privateKey",
+    };
+    let signature = sign.map(|text| format!("0x{}", hex::encode(key.sign(text.as_bytes()))));
+    if json {
+        let v = serde_json::json!({
+            "ss58_address": key.ss58(),
+            "public_key": format!("0x{}", hex::encode(key.public_key())),
+            "secret_from": source,
+            "signature": signature,
+        });
+        println!("{v}");
+    } else {
+        println!("ss58_address {}", key.ss58());
+        println!("public_key   0x{}", hex::encode(key.public_key()));
+        println!("secret from  {source}");
+        if let Some(sig) = signature {
+            println!("signature    {sig}");
+        }
+    }
+    Ok(())
 }
 
 /// The default configuration file the daemons are given under systemd.

@@ -38,6 +38,25 @@ pub fn decode(address: &str) -> Result<(u16, [u8; 32])> {
     Ok((prefix, key))
 }
 
+/// Encodes a 32-byte public key as an SS58 address with `prefix` (42 for Bittensor).
+pub fn encode(prefix: u16, key: &[u8; 32]) -> String {
+    let mut data = if prefix < 64 {
+        vec![prefix as u8]
+    } else {
+        // The two-byte form of the SS58 registry (prefixes 64..16383).
+        let first = ((prefix & 0b0000_0000_1111_1100) as u8 >> 2) | 0b0100_0000;
+        let second = ((prefix >> 8) as u8) | ((prefix & 0b0000_0000_0000_0011) as u8) << 6;
+        vec![first, second]
+    };
+    data.extend_from_slice(key);
+    let mut hasher = Blake2b512::new();
+    hasher.update(b"SS58PRE");
+    hasher.update(&data);
+    let checksum = hasher.finalize();
+    data.extend_from_slice(&checksum[..2]);
+    bs58::encode(data).into_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +69,22 @@ mod tests {
             hex::encode(key),
             "d43593c715fdd31c61141abd04a99fd6822c8558854ccde39a5684e7a56da27d"
         );
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let (_, key) = decode("5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY").unwrap();
+        assert_eq!(
+            encode(42, &key),
+            "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
+        );
+        for prefix in [0u16, 2, 63, 64, 255, 1284, 16383] {
+            assert_eq!(
+                decode(&encode(prefix, &key)).unwrap(),
+                (prefix, key),
+                "{prefix}"
+            );
+        }
     }
 
     #[test]
