@@ -66,6 +66,53 @@ fn bad_configuration_exits_78_naming_the_key() {
 }
 
 #[test]
+fn online_daemons_refuse_missing_or_wrong_secrets_with_78() {
+    let d = tempfile::tempdir().unwrap();
+    let online = format!(
+        "[miner]\noffline = false\nhotkey_ss58 = \"{ALICE}\"\n[publisher]\nrepo = \"alice/m\"\n"
+    );
+    // No credential and no configured file: the key to set is named.
+    for (part, key) in [
+        ("committer", "miner.hotkey_file"),
+        ("publisher", "publisher.token_file"),
+    ] {
+        let out = run_with_config(part, &online);
+        assert_eq!(out.status.code(), Some(78), "{part}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(key) && err.contains("LoadCredential"),
+            "{part}: {err}"
+        );
+    }
+    // An encrypted keyfile, and a good keyfile of another hotkey than miner.hotkey_ss58.
+    let enc = d.path().join("enc");
+    std::fs::write(&enc, "$NACL...").unwrap();
+    let other = d.path().join("other");
+    std::fs::write(
+        &other,
+        format!("{{\"secretSeed\": \"0x{}\"}}", "07".repeat(32)),
+    )
+    .unwrap();
+    for (file, expected) in [
+        (&enc, "encrypted"),
+        (
+            &other,
+            "is 5EsNLFaGe9XK5LzWH3i6eC2Wqv6YqZS1442N1C4yeSdP6uxy",
+        ),
+    ] {
+        let config = format!(
+            "[miner]\noffline = false\nhotkey_ss58 = \"{ALICE}\"\nhotkey_file = \"{}\"\n\
+             [publisher]\nrepo = \"alice/m\"\n",
+            file.display()
+        );
+        let out = run_with_config("committer", &config);
+        assert_eq!(out.status.code(), Some(78));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+#[test]
 fn bad_publishes_are_refused_and_stage_nothing() {
     let bus = Bus::start();
     let state = tempfile::tempdir().unwrap();

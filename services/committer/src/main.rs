@@ -12,7 +12,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use taominer_core::bus::Part;
+use taominer_core::config::{Config, ConfigError};
 use taominer_core::runtime::{self, DaemonArgs, Watchdog};
+use taominer_core::wallet::Hotkey;
 
 /// The taominer committer daemon (D-Bus name org.taominer.Committer1).
 #[derive(Parser)]
@@ -31,6 +33,8 @@ async fn main() -> anyhow::Result<()> {
             .context("cannot open the committer's state")?,
     );
     if !daemon.config.miner.offline {
+        let hotkey = load_hotkey(&daemon.config);
+        tracing::info!(HOTKEY = hotkey.ss58(), "hotkey loaded");
         tracing::warn!("miner.offline = false, but chain writes are not built yet: Commit will answer NotImplemented");
     }
     let service = interface::CommitterService {
@@ -44,4 +48,33 @@ async fn main() -> anyhow::Result<()> {
         res?;
     }
     Ok(())
+}
+
+/// The hotkey for online mode; any problem is a configuration error (exit 78) that says what to
+/// fix, including a keyfile that is not the hotkey `miner.hotkey_ss58` names.
+fn load_hotkey(config: &Config) -> Hotkey {
+    let Some(path) = config.miner.hotkey_path() else {
+        runtime::exit_config(&ConfigError::new(
+            "miner.hotkey_file",
+            "(unset)",
+            "online mode needs the hotkey: LoadCredential=hotkey:/path under systemd, or miner.hotkey_file",
+        ));
+    };
+    let hotkey = Hotkey::load(&path).unwrap_or_else(|e| {
+        runtime::exit_config(&ConfigError::new(
+            "miner.hotkey_file",
+            path.display(),
+            e.to_string(),
+        ))
+    });
+    if let Some(expected) = &config.miner.hotkey_ss58 {
+        if expected != hotkey.ss58() {
+            runtime::exit_config(&ConfigError::new(
+                "miner.hotkey_ss58",
+                expected,
+                format!("the hotkey file {} is {}", path.display(), hotkey.ss58()),
+            ));
+        }
+    }
+    hotkey
 }

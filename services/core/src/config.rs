@@ -178,6 +178,15 @@ impl MinerConfig {
             .or_else(|| competition::default_for(self.profile).map(str::to_string))
     }
 
+    /// Where the hotkey keyfile is read from: `hotkey_file`, else the systemd credential.
+    pub fn hotkey_path(&self) -> Option<PathBuf> {
+        self.hotkey_file.clone().or_else(|| {
+            std::env::var_os("CREDENTIALS_DIRECTORY")
+                .filter(|d| !d.is_empty())
+                .map(|d| PathBuf::from(d).join("hotkey"))
+        })
+    }
+
     /// The hotkey address in effect: the configured one, or the development account offline.
     pub fn hotkey(&self) -> Option<&str> {
         match &self.hotkey_ss58 {
