@@ -28,6 +28,8 @@ use serde::Deserialize;
 /// Idle limit on one read from the Hub; a stalled transfer fails and is retried.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many of the newest commits on `main` are searched for a job's commit.
+const RECENT_COMMITS: usize = 100;
 
 /// A Hugging Face access token. Deliberately not `Display`.
 #[derive(Clone)]
@@ -208,13 +210,16 @@ impl Hub {
             .map_err(|e| HubError::from_hf(e, "create repository"))
     }
 
-    /// The newest commit on `main` whose message contains `marker`, if any: how a restarted
-    /// job finds the commit it made before it died, instead of committing twice.
+    /// The newest commit on `main` (of the last [`RECENT_COMMITS`]) whose title or message
+    /// contains `marker`, if any: how a restarted job finds the commit it made before it died,
+    /// instead of committing twice.
     pub async fn find_commit(&self, repo: &str, marker: &str) -> Result<Option<String>, HubError> {
         let r = self.repo(repo);
         let stream = r
             .list_commits()
             .revision("main")
+            // A job's own commit is among the newest; a long history need not be paged through.
+            .limit(RECENT_COMMITS)
             .send()
             .map_err(|e| HubError::from_hf(e, "list commits"))?;
         futures_util::pin_mut!(stream);
