@@ -8,6 +8,8 @@
 //!   hash code hashes it (`tests/hub/validator_check.py`); the files are byte-identical;
 //! * LFS objects uploaded by `huggingface_hub` are recognised (not re-sent) and the bytes it
 //!   uploaded are what our download verifies;
+//! * sharded checkpoints and tokenizer files are downloaded and hashed as `from_pretrained`
+//!   fetches them, and a later model's commit removes the earlier one's files;
 //! * the pre-flight refuses too large, wrong architecture, parameter count out of range and
 //!   missing weights before any request reaches the Hub, and a too-long repo id stops the daemon;
 //! * 500s, a connection dropped mid-upload and a kill -9 mid-upload cost retries, never a second
@@ -311,6 +313,99 @@ fn publish_uploads_and_commits_what_validators_compute() {
         .join("publisher/staged")
         .join(&job_id)
         .exists());
+}
+
+#[test]
+fn sharded_models_with_tokenizers_hash_as_validators_download_them() {
+    let hub = HubServer::start(&[]);
+    let setup = Setup::new(&hub, HUB_USERS[0].1, "");
+    let model = setup.state.path().join("sharded");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        model.join("model-00001-of-00002.safetensors"),
+        safetensors_bytes("a", 5000, 31),
+    )
+    .unwrap();
+    std::fs::write(
+        model.join("model-00002-of-00002.safetensors"),
+        safetensors_bytes("b", 3000, 32),
+    )
+    .unwrap();
+    std::fs::write(
+        model.join("model.safetensors.index.json"),
+        r#"{"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    std::fs::write(model.join("tokenizer.json"), r#"{"version": "1.0"}"#).unwrap();
+    std::fs::write(model.join("tokenizer_config.json"), "{}").unwrap();
+    // Uploaded and counted against max_bytes, but not fetched by from_pretrained, so not hashed.
+    std::fs::write(model.join("README.md"), "# tiny\n").unwrap();
+    std::fs::write(model.join("training_args.bin"), pseudo_random(3, 100)).unwrap();
+
+    let job_id = ok(&setup.publish(&model));
+    let job = setup
+        .jobs()
+        .into_iter()
+        .find(|j| j["id"] == job_id.as_str())
+        .unwrap();
+    assert_eq!(job["state"], "committed", "{job}");
+    let commit = job["commit"].as_str().unwrap();
+    let v = validator_check(&hub, REPO, commit, &setup.state.path().join("validator"));
+    assert_eq!(
+        v["files"],
+        serde_json::json!([
+            "config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "tokenizer.json",
+            "tokenizer_config.json"
+        ])
+    );
+    assert_eq!(v["model_hash"], job["model_hash"], "{v}");
+    assert_eq!(v["secure_hash"], job["secure_hash"], "{v}");
+    assert_eq!(v["total_size"], job_bytes(&setup, &job_id));
+
+    // The next model replaces this one: its commit deletes the old shards, so validators see
+    // (and sum) only the new model's files.
+    let single = setup.model("single", 33);
+    let next_id = ok(&setup.publish(&single));
+    let next = setup
+        .jobs()
+        .into_iter()
+        .find(|j| j["id"] == next_id.as_str())
+        .unwrap();
+    let (status, body) = hub.request(
+        "GET",
+        &format!(
+            "/api/models/{REPO}/tree/{}?recursive=true",
+            next["commit"].as_str().unwrap()
+        ),
+        None,
+    );
+    assert_eq!(status, 401, "private: anonymous reads are refused");
+    let listing = hf_python(
+        &hub,
+        &setup.state.path().join("hf-home"),
+        &[
+            "-c",
+            "import sys; from huggingface_hub import HfApi\n\
+             print(' '.join(sorted(HfApi(token=sys.argv[3]).list_repo_files(sys.argv[1], revision=sys.argv[2]))))",
+            REPO,
+            next["commit"].as_str().unwrap(),
+            HUB_USERS[0].1,
+        ],
+    );
+    assert_eq!(
+        listing,
+        ".gitattributes config.json generation_config.json model.safetensors nested/tokenizer.json",
+        "{body}"
+    );
 }
 
 /// Total bytes of a job's snapshot as the publisher recorded it (from its job file).
