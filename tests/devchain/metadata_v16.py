@@ -272,7 +272,7 @@ def convert(blob: bytes) -> Converted:
 
 def _pallet(r: Reader):
     name = r.string()
-    info = {"name": name, "storage": {}}
+    info = {"name": name, "storage": {}, "constants": {}}
     out = enc_str(name)
 
     storage = None
@@ -284,7 +284,7 @@ def _pallet(r: Reader):
             modifier = r.u8()
             ty = _storage_type(r)
             default = r.bytes_()
-            docs = r.vec(r.string)
+            r.vec(r.string)  # docs are dropped: clients never need them
             _skip_item_deprecation(r)
             entries.append(enc_str(ename) + bytes([modifier]) + ty + enc_bytes(default) + enc_vec([], enc_str))
             info["storage"][ename] = {"modifier": modifier, "ty": Reader(ty).data, "default": default}
@@ -308,6 +308,7 @@ def _pallet(r: Reader):
         value = r.bytes_()
         r.vec(r.string)
         _skip_item_deprecation(r)
+        info["constants"][cname] = (cty, value)
         consts.append(enc_str(cname) + enc_compact(cty) + enc_bytes(value) + enc_vec([], enc_str))
     out += enc_compact(len(consts)) + b"".join(consts)
 

@@ -1,0 +1,33 @@
+//! The local subtensor dev chain (`tests/devchain/`) behaves as a node for the official
+//! `bittensor` 10.5.0 SDK: it connects, reads blocks and storage under the real keys, commits
+//! with `set_commitment` (signature and nonce checked over the real signing payload of the real
+//! finney metadata), reads the commitment back with `get_commitment`, and sees the pallet's
+//! refusals (`AccountNotAllowedCommit`, `SpaceLimitExceeded` until the next epoch) and
+//! `serve_axon`'s rules (`tests/devchain/check_devchain.py` lists every check).
+//!
+//! This is what lets the committer's tests stand in for a subtensor node.
+
+use std::process::Command;
+
+use taominer_tests::{repo_root, venv_python};
+
+#[test]
+fn the_dev_chain_passes_the_official_sdk_checks() {
+    let metadata = repo_root().join("../shared/testdata/subtensor/finney-metadata.scale");
+    let out = Command::new(venv_python())
+        .arg(repo_root().join("tests/devchain/check_devchain.py"))
+        .arg("--metadata")
+        .arg(&metadata)
+        .output()
+        .expect("run check_devchain.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().any(|l| l.ends_with(" passed, 0 failed")),
+        "{text}"
+    );
+}
