@@ -543,3 +543,103 @@ impl Drop for HubServer {
         let _ = self.child.wait();
     }
 }
+
+/// The local subtensor dev chain (`tests/devchain/devchain.py`, checked against the official
+/// `bittensor` SDK by `devchain_peer.rs`), killed on drop.
+pub struct DevChain {
+    child: Child,
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+impl DevChain {
+    /// Starts the chain with the real finney metadata, a fixture (`{"max_space", "subnets":
+    /// [{"netuid", "tempo", "neurons": [{"hotkey", "coldkey", "stake", "validator_permit"}]}]}`)
+    /// and a block every `block_ms`.
+    pub fn start(fixture: &serde_json::Value, block_ms: u64) -> DevChain {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fixture_path = dir.path().join("fixture.json");
+        std::fs::write(&fixture_path, fixture.to_string()).expect("write fixture");
+        let port_file = dir.path().join("port");
+        let log = std::fs::File::create(dir.path().join("devchain.log")).expect("log");
+        let child = Command::new(venv_python())
+            .arg(repo_root().join("tests/devchain/devchain.py"))
+            .arg("--metadata")
+            .arg(repo_root().join("../shared/testdata/subtensor/finney-metadata.scale"))
+            .args(["--port", "0", "--port-file"])
+            .arg(&port_file)
+            .arg("--fixture")
+            .arg(&fixture_path)
+            .args(["--block-ms", &block_ms.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the dev chain");
+        let mut port = 0u16;
+        assert!(
+            eventually(Duration::from_secs(120), || {
+                port = std::fs::read_to_string(&port_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                port != 0
+            }),
+            "the dev chain did not start"
+        );
+        DevChain {
+            child,
+            url: format!("ws://127.0.0.1:{port}"),
+            dir,
+        }
+    }
+
+    /// Calls a JSON-RPC method (e.g. the `dev_*` test controls) and returns its result.
+    pub fn rpc(&self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        let out = Command::new(venv_python())
+            .arg("-c")
+            .arg(
+                "import json, sys\n\
+                 from websockets.sync.client import connect\n\
+                 with connect(sys.argv[1]) as ws:\n\
+                 \x20   ws.send(json.dumps({'jsonrpc': '2.0', 'id': 1, 'method': sys.argv[2], 'params': json.loads(sys.argv[3])}))\n\
+                 \x20   print(json.dumps(json.loads(ws.recv()).get('result')))",
+            )
+            .args([&self.url, method, &params.to_string()])
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "{method}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON result")
+    }
+
+    /// The chain's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("devchain.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for DevChain {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A hotkey keyfile with a fixed seed (`0x07…07`), whose address is [`SEED7_SS58`].
+pub fn write_seed7_hotkey(path: &Path) {
+    std::fs::write(
+        path,
+        format!("{{\"secretSeed\": \"0x{}\"}}", "07".repeat(32)),
+    )
+    .expect("write hotkey");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// The address of [`write_seed7_hotkey`]'s key (checked against `bittensor_wallet` in
+/// `taominer_core::wallet`'s tests).
+pub const SEED7_SS58: &str = "5EsNLFaGe9XK5LzWH3i6eC2Wqv6YqZS1442N1C4yeSdP6uxy";

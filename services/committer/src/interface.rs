@@ -9,6 +9,7 @@ use std::sync::Arc;
 use taominer_core::bus::{BusError, CommitState, CommitmentRecord};
 use taominer_core::fault::crash_point;
 use taominer_core::formats::model_id::check_commitment;
+use taominer_core::formats::ss58;
 use taominer_core::store::unix_now;
 use zbus::object_server::SignalEmitter;
 
@@ -18,22 +19,22 @@ pub struct CommitterService {
     pub shared: Arc<Shared>,
 }
 
-const CHAIN_NOT_BUILT: &str =
-    "chain writes are not built yet (issue: Chain committer); set miner.offline = true";
-
 #[zbus::interface(name = "org.taominer.Committer1")]
 impl CommitterService {
     /// Queues a commitment for a publish job, durably, or reports the job's state if known.
     async fn commit(&self, job_id: &str, commitment: &str) -> Result<CommitState, BusError> {
         let shared = &self.shared;
-        if !shared.config.miner.offline {
-            return Err(BusError::NotImplemented(CHAIN_NOT_BUILT.into()));
-        }
         check_job_id(job_id)?;
         if let Some(known) = shared.jobs().get(job_id) {
             if known.commitment != commitment {
                 return Err(BusError::InvalidInput(format!(
                     "job {job_id} was queued with a different commitment"
+                )));
+            }
+            if known.state == CommitJobState::Failed {
+                return Err(BusError::InvalidInput(format!(
+                    "job {job_id} failed on chain: {}",
+                    known.error.as_deref().unwrap_or("unknown error")
                 )));
             }
             return Ok(known.answer());
@@ -46,6 +47,8 @@ impl CommitterService {
             state: CommitJobState::Queued,
             received: unix_now(),
             block: None,
+            error: None,
+            not_before_block: None,
         };
         shared
             .jobs()
@@ -57,20 +60,30 @@ impl CommitterService {
         Ok(job.answer())
     }
 
-    /// Every commitment written, oldest first (offline: the ledger).
+    /// Every commitment this committer wrote, oldest first, with its block (offline: the
+    /// ledger's sequence numbers).
     async fn commitments(&self) -> Result<Vec<CommitmentRecord>, BusError> {
-        if !self.shared.config.miner.offline {
-            return Err(BusError::NotImplemented(CHAIN_NOT_BUILT.into()));
-        }
         Ok(self.shared.ledger().entries().to_vec())
     }
 
     /// The current commitment of `hotkey` on the configured subnet; empty if it has none.
+    /// Online it is read from the chain (`CommitmentOf`), whoever wrote it.
     async fn commitment(&self, hotkey: &str) -> Result<String, BusError> {
-        if !self.shared.config.miner.offline {
-            return Err(BusError::NotImplemented(CHAIN_NOT_BUILT.into()));
-        }
         let netuid = self.shared.config.miner.netuid();
+        if !self.shared.config.miner.offline {
+            let (_, account) =
+                ss58::decode(hotkey).map_err(|e| BusError::InvalidInput(e.to_string()))?;
+            let chain = self.shared.chain.read().await.clone().ok_or_else(|| {
+                BusError::Failed("not connected to the chain yet; see minerctl status".into())
+            })?;
+            let found = chain
+                .commitment_of(netuid, account)
+                .await
+                .map_err(|e| BusError::Failed(e.to_string()))?;
+            return Ok(found
+                .map(|c| String::from_utf8_lossy(&c.data).into_owned())
+                .unwrap_or_default());
+        }
         Ok(self
             .shared
             .ledger()

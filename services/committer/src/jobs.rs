@@ -21,6 +21,8 @@ use crate::ledger::Ledger;
 pub enum CommitJobState {
     Queued,
     Committed,
+    /// The chain refused it for good (`error` says why); nothing will be written.
+    Failed,
 }
 
 /// One commit job as stored in `jobs/<id>.json`; the id is the publish job's id.
@@ -32,6 +34,12 @@ pub struct CommitJob {
     pub received: u64,
     #[serde(default)]
     pub block: Option<u64>,
+    /// Why the job failed (`Failed`), or the last transient error while it waits.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Do not submit before this block (the chain's space limit resets at the next epoch).
+    #[serde(default)]
+    pub not_before_block: Option<u64>,
 }
 
 impl Job for CommitJob {
@@ -46,6 +54,7 @@ impl CommitJob {
             state: match self.state {
                 CommitJobState::Queued => "queued".into(),
                 CommitJobState::Committed => "committed".into(),
+                CommitJobState::Failed => "failed".into(),
             },
             block: self.block.unwrap_or(0),
         }
@@ -53,17 +62,26 @@ impl CommitJob {
 }
 
 /// The committer's state, shared by the D-Bus interface and the worker.
-#[derive(Debug)]
 pub struct Shared {
     pub config: Config,
+    /// The hotkey (online only).
+    pub hotkey: Option<taominer_core::wallet::Hotkey>,
+    /// The worker's chain connection, when it has one (read by `Commitment`).
+    pub chain: tokio::sync::RwLock<Option<std::sync::Arc<crate::chain::Chain>>>,
     pub jobs: Mutex<JobStore<CommitJob>>,
     pub ledger: Mutex<Ledger>,
     pub wake: tokio::sync::Notify,
 }
 
 impl Shared {
-    pub fn open(config: Config, state_dir: &Path) -> Result<Shared> {
+    pub fn open(
+        config: Config,
+        state_dir: &Path,
+        hotkey: Option<taominer_core::wallet::Hotkey>,
+    ) -> Result<Shared> {
         Ok(Shared {
+            hotkey,
+            chain: tokio::sync::RwLock::new(None),
             jobs: Mutex::new(JobStore::open(&state_dir.join("jobs"))?),
             ledger: Mutex::new(Ledger::open(state_dir)?),
             config,
@@ -74,6 +92,17 @@ impl Shared {
     /// Locks the job store (a poisoned lock still guards a consistent on-disk store).
     pub fn jobs(&self) -> std::sync::MutexGuard<'_, JobStore<CommitJob>> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a transient error on a queued job.
+    pub fn note_error(&self, id: &str, error: &str) {
+        let mut jobs = self.jobs();
+        if let Some(mut job) = jobs.get(id).cloned() {
+            job.error = Some(error.to_string());
+            if let Err(e) = jobs.put(job) {
+                tracing::warn!(JOB_ID = %id, "cannot record the last error: {e}");
+            }
+        }
     }
 
     /// Locks the ledger.
@@ -89,9 +118,9 @@ impl Shared {
             .filter(|j| j.state == CommitJobState::Queued)
             .count();
         let mode = if self.config.miner.offline {
-            "offline (local ledger)"
+            "offline (local ledger)".to_string()
         } else {
-            "online: chain writes not built yet"
+            format!("online ({})", self.config.miner.chain_endpoint)
         };
         let mut line = format!(
             "{mode}, netuid {}, {} queued",
@@ -108,9 +137,7 @@ impl Shared {
     }
 
     pub fn state(&self) -> &'static str {
-        if !self.config.miner.offline {
-            "unavailable"
-        } else if self.jobs().all().any(|j| j.state == CommitJobState::Queued) {
+        if self.jobs().all().any(|j| j.state == CommitJobState::Queued) {
             "working"
         } else {
             "idle"

@@ -1,4 +1,5 @@
-//! The offline ledger: where an offline committer writes what it would have put on chain.
+//! The ledger: where an offline committer writes what it would have put on chain, and where an
+//! online one records what it wrote (with the chain's block), for `Commitments()`.
 //!
 //! It plays the chain's part for offline mode and is held to the same rule: a job's commitment is
 //! written at most once. Entries carry the job id, so "is it already written?" is a lookup, the
@@ -35,6 +36,15 @@ impl Ledger {
     /// Appends an entry with the next block number; durable when this returns.
     pub fn append(&mut self, mut record: CommitmentRecord) -> Result<CommitmentRecord> {
         record.block = self.entries.last().map_or(1, |e| e.block + 1);
+        let mut next = self.entries.clone();
+        next.push(record.clone());
+        write_json(&self.path, &next)?;
+        self.entries = next;
+        Ok(record)
+    }
+
+    /// Appends an entry as written on chain, with the chain's block; durable when this returns.
+    pub fn append_on_chain(&mut self, record: CommitmentRecord) -> Result<CommitmentRecord> {
         let mut next = self.entries.clone();
         next.push(record.clone());
         write_json(&self.path, &next)?;

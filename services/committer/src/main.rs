@@ -1,6 +1,7 @@
 //! `miner-committer`: the only process that writes to the chain. Offline, it writes the same
 //! commitments to a local ledger. Wiring only; see the modules.
 
+mod chain;
 mod error;
 mod interface;
 mod jobs;
@@ -28,15 +29,17 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let daemon = Args::parse().daemon.start(Part::Committer);
     let _lock = daemon.lock_state()?;
-    let shared = Arc::new(
-        jobs::Shared::open(daemon.config.clone(), &daemon.state_dir)
-            .context("cannot open the committer's state")?,
-    );
-    if !daemon.config.miner.offline {
+    let hotkey = if daemon.config.miner.offline {
+        None
+    } else {
         let hotkey = load_hotkey(&daemon.config);
         tracing::info!(HOTKEY = hotkey.ss58(), "hotkey loaded");
-        tracing::warn!("miner.offline = false, but chain writes are not built yet: Commit will answer NotImplemented");
-    }
+        Some(hotkey)
+    };
+    let shared = Arc::new(
+        jobs::Shared::open(daemon.config.clone(), &daemon.state_dir, hotkey)
+            .context("cannot open the committer's state")?,
+    );
     let service = interface::CommitterService {
         shared: shared.clone(),
     };

@@ -1,9 +1,17 @@
 //! The committer's worker: writes queued commitments, oldest first, exactly once each.
 //!
-//! For each queued job: if the ledger already has it (we died after writing it), adopt that
-//! block; otherwise write it. Then mark the job committed and emit `Committed`.
+//! Offline, for each queued job: if the ledger already has it (we died after writing it), adopt
+//! that block; otherwise append it. Online ([`Online`]): read `CommitmentOf` for our hotkey first;
+//! if it already holds this commitment (we died after submitting), adopt its block without a new
+//! extrinsic; otherwise submit, wait for the finalized block, and read it back. Then record it in
+//! the ledger, mark the job committed and emit `Committed`.
+//!
+//! Online failures are sorted by what helps: a lost connection reconnects with backoff; the
+//! space limit (`SpaceLimitExceeded`) waits for the next epoch; an unregistered hotkey
+//! (`AccountNotAllowedCommit`) or any other pallet error fails the job with the chain's reason.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use taominer_core::bus::{CommitmentRecord, COMMITTER_PATH};
 use taominer_core::fault::crash_point;
@@ -11,6 +19,7 @@ use taominer_core::runtime::{notify_status, Watchdog};
 use taominer_core::store::unix_now;
 use zbus::object_server::SignalEmitter;
 
+use crate::chain::{Chain, ChainError};
 use crate::error::{Error, Result};
 use crate::interface::CommitterService;
 use crate::jobs::{CommitJob, CommitJobState, Shared};
@@ -22,10 +31,13 @@ pub async fn run(
     mut watchdog: Watchdog,
 ) -> Result<()> {
     let emitter = SignalEmitter::new(&conn, COMMITTER_PATH)?.into_owned();
+    let mut online = Online::new(&shared);
     loop {
         watchdog.tick();
         if shared.config.miner.offline {
             commit_queued(&shared, &emitter).await;
+        } else {
+            online.commit_queued(&shared, &emitter).await;
         }
         notify_status(&shared.summary());
         tokio::select! {
@@ -92,4 +104,242 @@ fn commit_one(shared: &Shared, mut job: CommitJob) -> Result<u64> {
     job.block = Some(block);
     shared.jobs().put(job)?;
     Ok(block)
+}
+
+/// Errors the chain gives when a commitment is refused for now, not for good.
+const LIMITS: &[&str] = &[
+    "SpaceLimitExceeded",
+    "CommitmentSetRateLimitExceeded",
+    "RateLimitExceeded",
+];
+
+/// The online worker's connection and retry state.
+struct Online {
+    chain: Option<Arc<Chain>>,
+    backoff: Duration,
+    retry_at: Instant,
+    initial: Duration,
+    max: Duration,
+}
+
+impl Online {
+    fn new(shared: &Shared) -> Online {
+        let p = &shared.config.publisher;
+        let initial = Duration::from_millis(p.retry_initial_ms);
+        Online {
+            chain: None,
+            backoff: initial,
+            retry_at: Instant::now(),
+            initial,
+            max: Duration::from_millis(p.retry_max_ms),
+        }
+    }
+
+    /// A connection to the node, reconnecting (with backoff) when there is none.
+    async fn chain(&mut self, shared: &Shared) -> Option<Arc<Chain>> {
+        if let Some(c) = &self.chain {
+            return Some(c.clone());
+        }
+        if Instant::now() < self.retry_at {
+            return None;
+        }
+        let endpoint = &shared.config.miner.chain_endpoint;
+        match tokio::time::timeout(CONNECT_TIMEOUT, Chain::connect(endpoint)).await {
+            Ok(Ok(c)) => {
+                tracing::info!("connected to the chain at {endpoint}");
+                let c = Arc::new(c);
+                *shared.chain.write().await = Some(c.clone());
+                self.chain = Some(c.clone());
+                self.backoff = self.initial;
+                Some(c)
+            }
+            Ok(Err(e)) => {
+                self.lost(shared, &e.to_string()).await;
+                None
+            }
+            Err(_) => {
+                self.lost(
+                    shared,
+                    &format!("no answer from {endpoint} in {CONNECT_TIMEOUT:?}"),
+                )
+                .await;
+                None
+            }
+        }
+    }
+
+    /// Drops the connection and schedules the next attempt.
+    async fn lost(&mut self, shared: &Shared, why: &str) {
+        tracing::warn!(
+            "chain connection lost or refused, retrying in {} ms: {why}",
+            self.backoff.as_millis()
+        );
+        self.chain = None;
+        *shared.chain.write().await = None;
+        self.retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(self.max);
+    }
+
+    async fn commit_queued(&mut self, shared: &Shared, emitter: &SignalEmitter<'static>) {
+        let queued: Vec<CommitJob> = shared
+            .jobs()
+            .all()
+            .filter(|j| j.state == CommitJobState::Queued)
+            .cloned()
+            .collect();
+        if queued.is_empty() {
+            return;
+        }
+        let Some(chain) = self.chain(shared).await else {
+            return;
+        };
+        for job in queued {
+            match self.commit_one(shared, &chain, job.clone()).await {
+                Ok(Some(block)) => {
+                    crash_point("committer.job-committed");
+                    tracing::info!(JOB_ID = %job.id, BLOCK = block, "commitment on chain: {}", job.commitment);
+                    if let Err(e) = CommitterService::committed(emitter, &job.id, block).await {
+                        tracing::warn!(JOB_ID = %job.id, "cannot emit Committed: {e}");
+                    }
+                }
+                Ok(None) => {} // waiting (space limit) or failed for good; recorded on the job
+                Err(ChainError::Unreachable(why)) => {
+                    shared.note_error(&job.id, &format!("chain unreachable: {why}"));
+                    self.lost(shared, &why).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(JOB_ID = %job.id, "cannot write commitment: {e}");
+                    shared.note_error(&job.id, &e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes one job's commitment unless the chain has it already. `Ok(Some(block))` when it
+    /// is on chain, `Ok(None)` when the job waits or failed for good (recorded on the job).
+    async fn commit_one(
+        &mut self,
+        shared: &Shared,
+        chain: &Chain,
+        mut job: CommitJob,
+    ) -> Result<Option<u64>, ChainError> {
+        let miner = &shared.config.miner;
+        let netuid = miner.netuid();
+        let hotkey = shared
+            .hotkey
+            .as_ref()
+            .ok_or_else(|| ChainError::Refused("online without a hotkey".into()))?;
+        let now = chain.block_number().await?;
+        if job.not_before_block.is_some_and(|b| now < b) {
+            return Ok(None);
+        }
+        let target = job.commitment.as_bytes();
+        let existing = chain.commitment_of(netuid, hotkey.public_key()).await?;
+        let block = match existing {
+            Some(c) if c.data == target => {
+                tracing::info!(JOB_ID = %job.id, "the chain already holds this commitment (block {}); not writing again", c.block);
+                c.block
+            }
+            _ => match chain.set_commitment(netuid, target, hotkey).await {
+                Ok(block) => {
+                    let back = chain.commitment_of(netuid, hotkey.public_key()).await?;
+                    if back.as_ref().map(|c| c.data.as_slice()) != Some(target) {
+                        return Err(ChainError::Refused(format!(
+                            "included at block {block}, but CommitmentOf reads back {:?}",
+                            back.map(|c| String::from_utf8_lossy(&c.data).into_owned())
+                        )));
+                    }
+                    block
+                }
+                Err(ChainError::Dispatch { pallet, name }) if LIMITS.contains(&name.as_str()) => {
+                    let tempo = chain.tempo(netuid).await?;
+                    let next = next_epoch_start(now, netuid, tempo);
+                    tracing::warn!(JOB_ID = %job.id, "{pallet}.{name}: the commitment space of this epoch is used; retrying at block {next}");
+                    job.not_before_block = Some(next);
+                    job.error = Some(format!(
+                        "{pallet}.{name}: waiting for the next epoch (block {next})"
+                    ));
+                    shared
+                        .jobs()
+                        .put(job)
+                        .map_err(|e| ChainError::Refused(e.to_string()))?;
+                    return Ok(None);
+                }
+                Err(ChainError::Dispatch { pallet, name }) => {
+                    let why = if name == "AccountNotAllowedCommit" {
+                        format!(
+                            "hotkey {} is not registered on netuid {netuid} ({pallet}.{name})",
+                            hotkey.ss58()
+                        )
+                    } else {
+                        format!("{pallet}.{name}")
+                    };
+                    tracing::error!(JOB_ID = %job.id, "the chain refused the commitment: {why}");
+                    job.state = CommitJobState::Failed;
+                    job.error = Some(why);
+                    shared
+                        .jobs()
+                        .put(job)
+                        .map_err(|e| ChainError::Refused(e.to_string()))?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        crash_point("committer.chain-written");
+        {
+            let mut ledger = shared.ledger();
+            if ledger.find(&job.id).is_none() {
+                ledger
+                    .append_on_chain(CommitmentRecord {
+                        block,
+                        job_id: job.id.clone(),
+                        netuid,
+                        hotkey: hotkey.ss58().to_string(),
+                        data_type: format!("Raw{}", job.commitment.len()),
+                        commitment: job.commitment.clone(),
+                        time: unix_now(),
+                    })
+                    .map_err(|e| ChainError::Refused(e.to_string()))?;
+            }
+        }
+        job.state = CommitJobState::Committed;
+        job.block = Some(block);
+        job.error = None;
+        shared
+            .jobs()
+            .put(job)
+            .map_err(|e| ChainError::Refused(e.to_string()))?;
+        Ok(Some(block))
+    }
+}
+
+/// The first block of the next epoch: subtensor's `blocks_until_next_epoch`,
+/// `tempo - (block + netuid + 1) % (tempo + 1)`, after `block`.
+fn next_epoch_start(block: u64, netuid: u16, tempo: u64) -> u64 {
+    if tempo == 0 {
+        return block + 1;
+    }
+    let until = tempo - (block + u64::from(netuid) + 1) % (tempo + 1);
+    block + until + 1
+}
+
+/// How long to wait for a node to accept a connection and serve its metadata.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_epoch_follows_subtensors_formula() {
+        // tempo 10, netuid 1: the epoch index (block + 2) / 11 turns at 9, 20, 31, ...
+        assert_eq!(next_epoch_start(0, 1, 10), 9);
+        assert_eq!(next_epoch_start(8, 1, 10), 9);
+        assert_eq!(next_epoch_start(9, 1, 10), 20);
+        assert_eq!(next_epoch_start(10, 1, 10), 20);
+        assert_eq!(next_epoch_start(5, 1, 0), 6);
+    }
 }

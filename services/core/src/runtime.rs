@@ -167,13 +167,26 @@ pub async fn serve<I: zbus::object_server::Interface>(
         .await
 }
 
+/// The last `STATUS=` line sent, so that an unchanged status is not sent again.
+static LAST_STATUS: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
 /// `READY=1` with a first status line.
 pub fn notify_ready(status: &str) {
+    *LAST_STATUS.lock().unwrap_or_else(|p| p.into_inner()) = status.to_string();
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
-/// `STATUS=<line>`.
+/// `STATUS=<line>`, when it differs from the last one. Working loops call this every turn;
+/// sending only changes keeps the notification socket quiet (a datagram socket whose reader
+/// falls behind blocks the sender, and a daemon must never stall on its own status line).
 pub fn notify_status(status: &str) {
+    {
+        let mut last = LAST_STATUS.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == status {
+            return;
+        }
+        *last = status.to_string();
+    }
     notify(&[NotifyState::Status(status)]);
 }
 

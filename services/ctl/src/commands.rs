@@ -58,6 +58,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A hotkey's current commitment on the configured subnet, as the chain holds it (offline:
+    /// the local ledger), whoever wrote it.
+    Commitment {
+        /// The hotkey's SS58 address.
+        hotkey: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// The commitments written (offline: the local ledger).
     Commitments {
         #[arg(long)]
@@ -138,6 +146,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => publish(&cli.bus, &dir, competition, wait).await,
         Command::Jobs { json } => jobs(&cli.bus, json).await,
         Command::Commitments { json } => commitments(&cli.bus, json).await,
+        Command::Commitment { hotkey, json } => commitment(&cli.bus, &hotkey, json).await,
     }
 }
 
@@ -433,6 +442,29 @@ async fn jobs(bus: &BusSpec, json: bool) -> Result<()> {
             j.commitment.clone()
         };
         println!("{}  {:<10}  {}  {}", j.id, j.state, j.source, detail);
+    }
+    Ok(())
+}
+
+async fn commitment(bus: &BusSpec, hotkey: &str, json: bool) -> Result<()> {
+    ss58::decode(hotkey).map_err(|e| CtlError::Failed(format!("HOTKEY: {e}")))?;
+    let conn = connect(bus).await?;
+    let committer = CommitterProxy::new(&conn)
+        .await
+        .map_err(|e| call_error(Part::Committer, e))?;
+    let value = committer
+        .commitment(hotkey)
+        .await
+        .map_err(|e| call_error(Part::Committer, e))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "hotkey": hotkey, "commitment": value })
+        );
+    } else if value.is_empty() {
+        println!("(no commitment)");
+    } else {
+        println!("{value}");
     }
     Ok(())
 }

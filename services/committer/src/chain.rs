@@ -1,0 +1,242 @@
+//! The subtensor chain, as the committer uses it: `subxt` with the metadata the node serves at run
+//! time (subtensor upgrades its runtime often; nothing is generated from a metadata file at
+//! build time), through the dynamic API.
+//!
+//! * [`Chain::commitment_of`] reads `Commitments.CommitmentOf(netuid, hotkey)`: the block it was
+//!   written in and the bytes of its first `Raw` field, what validators decode.
+//! * [`Chain::set_commitment`] submits `Commitments.set_commitment(netuid, {fields: [RawN(bytes)]})`
+//!   signed by the hotkey (`RawN` with N the length, as the Python SDK writes it), waits for it to
+//!   be in a finalized block and returns that block; a failed dispatch comes back as the pallet's
+//!   error name (`AccountNotAllowedCommit`, `SpaceLimitExceeded`, ...).
+//!
+//! Errors are sorted by what helps: reconnecting ([`ChainError::Unreachable`]), nothing
+//! ([`ChainError::Dispatch`], the pallet's verdict), or a person ([`ChainError::Refused`]).
+
+use subxt::dynamic::{self, Value};
+use subxt::utils::{AccountId32, MultiSignature};
+use subxt::{OnlineClient, SubstrateConfig};
+use taominer_core::wallet::Hotkey;
+
+/// What went wrong talking to the chain.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChainError {
+    /// The node is unreachable or the connection broke: reconnect and retry.
+    #[error("chain unreachable: {0}")]
+    Unreachable(String),
+    /// The extrinsic was included and failed with this pallet error.
+    #[error("{pallet}.{name}")]
+    Dispatch { pallet: String, name: String },
+    /// Anything else the node refused (bad data, invalid transaction).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The hotkey as a subxt signer.
+struct Signer<'a>(&'a Hotkey);
+
+impl subxt::transactions::Signer<SubstrateConfig> for Signer<'_> {
+    fn account_id(&self) -> AccountId32 {
+        AccountId32(self.0.public_key())
+    }
+
+    fn sign(&self, payload: &[u8]) -> MultiSignature {
+        MultiSignature::Sr25519(self.0.sign(payload))
+    }
+}
+
+/// A commitment as stored on chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnChain {
+    /// The block it was written in (`Registration.block`).
+    pub block: u64,
+    /// The first field's bytes.
+    pub data: Vec<u8>,
+}
+
+/// A connection to one node.
+pub struct Chain {
+    api: OnlineClient<SubstrateConfig>,
+}
+
+impl Chain {
+    /// Connects to a node (`ws://` or `wss://`); fetches its metadata.
+    pub async fn connect(endpoint: &str) -> Result<Chain, ChainError> {
+        let api = if endpoint.starts_with("ws://") {
+            OnlineClient::<SubstrateConfig>::from_insecure_url(endpoint).await
+        } else {
+            OnlineClient::<SubstrateConfig>::from_url(endpoint).await
+        }
+        .map_err(|e| ChainError::Unreachable(format!("{endpoint}: {e}")))?;
+        Ok(Chain { api })
+    }
+
+    /// The newest block number.
+    pub async fn block_number(&self) -> Result<u64, ChainError> {
+        let at = self.api.at_current_block().await.map_err(unreachable)?;
+        Ok(at.block_number())
+    }
+
+    /// `Commitments.CommitmentOf(netuid, account)`, if any.
+    pub async fn commitment_of(
+        &self,
+        netuid: u16,
+        account: [u8; 32],
+    ) -> Result<Option<OnChain>, ChainError> {
+        let at = self.api.at_current_block().await.map_err(unreachable)?;
+        let addr = dynamic::storage::<(u16, [u8; 32]), Value>("Commitments", "CommitmentOf");
+        let Some(entry) = at
+            .storage()
+            .try_fetch(addr, (netuid, account))
+            .await
+            .map_err(unreachable)?
+        else {
+            return Ok(None);
+        };
+        let value = entry
+            .decode()
+            .map_err(|e| ChainError::Refused(format!("cannot decode CommitmentOf: {e}")))?;
+        registration(&value)
+            .map(Some)
+            .ok_or_else(|| ChainError::Refused(format!("unexpected CommitmentOf value: {value}")))
+    }
+
+    /// `SubtensorModule.Tempo(netuid)`: blocks per epoch, less one.
+    pub async fn tempo(&self, netuid: u16) -> Result<u64, ChainError> {
+        let at = self.api.at_current_block().await.map_err(unreachable)?;
+        let addr = dynamic::storage::<(u16,), u16>("SubtensorModule", "Tempo");
+        let entry = at
+            .storage()
+            .fetch(addr, (netuid,))
+            .await
+            .map_err(unreachable)?;
+        let tempo = entry
+            .decode()
+            .map_err(|e| ChainError::Refused(format!("cannot decode Tempo: {e}")))?;
+        Ok(u64::from(tempo))
+    }
+
+    /// Writes a commitment signed by `hotkey`; returns the finalized block it is in.
+    pub async fn set_commitment(
+        &self,
+        netuid: u16,
+        data: &[u8],
+        hotkey: &Hotkey,
+    ) -> Result<u64, ChainError> {
+        let tx = dynamic::transaction(
+            "Commitments",
+            "set_commitment",
+            vec![
+                Value::u128(u128::from(netuid)),
+                Value::named_composite([(
+                    "fields",
+                    Value::unnamed_composite([Value::unnamed_variant(
+                        format!("Raw{}", data.len()),
+                        [Value::from_bytes(data)],
+                    )]),
+                )]),
+            ],
+        );
+        let at = self.api.at_current_block().await.map_err(unreachable)?;
+        let progress = at
+            .transactions()
+            .sign_and_submit_then_watch_default(&tx, &Signer(hotkey))
+            .await
+            .map_err(|e| classify(e.to_string()))?;
+        taominer_core::fault::crash_point("committer.chain-submitted");
+        let in_block = progress
+            .wait_for_finalized()
+            .await
+            .map_err(|e| classify(e.to_string()))?;
+        let block_hash = in_block.block_hash();
+        match in_block.wait_for_success().await {
+            Ok(_) => {}
+            Err(subxt::error::TransactionEventsError::ExtrinsicFailed(
+                subxt::error::DispatchError::Module(m),
+            )) => {
+                return Err(match m.details() {
+                    Ok(d) => ChainError::Dispatch {
+                        pallet: d.pallet.name().to_string(),
+                        name: d.variant.name.clone(),
+                    },
+                    Err(_) => ChainError::Refused(format!("module error {}", m.details_string())),
+                })
+            }
+            Err(e) => return Err(ChainError::Refused(e.to_string())),
+        }
+        let at = self.api.at_block(block_hash).await.map_err(unreachable)?;
+        Ok(at.block_number())
+    }
+}
+
+fn unreachable(e: impl std::fmt::Display) -> ChainError {
+    ChainError::Unreachable(e.to_string())
+}
+
+/// Submission errors: a broken connection is worth retrying; a transaction the pool refuses
+/// (bad signature, stale nonce, priority) is reported as it is.
+fn classify(message: String) -> ChainError {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("restart")
+        || lower.contains("connection")
+        || lower.contains("closed")
+        || lower.contains("transport")
+    {
+        ChainError::Unreachable(message)
+    } else {
+        ChainError::Refused(message)
+    }
+}
+
+/// `Registration { deposit, block, info: { fields: [Data, ...] } }` → block and the first
+/// field's bytes (`RawN` variants carry them as one unnamed field).
+fn registration(value: &Value) -> Option<OnChain> {
+    use subxt::ext::scale_value::{Composite, ValueDef};
+    let ValueDef::Composite(Composite::Named(fields)) = &value.value else {
+        return None;
+    };
+    let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    let block = get("block")?.as_u128()? as u64;
+    let info = get("info")?;
+    let ValueDef::Composite(Composite::Named(info)) = &info.value else {
+        return None;
+    };
+    let fields = &info.iter().find(|(n, _)| n == "fields")?.1;
+    // BoundedVec<Data> decodes as a composite of one unnamed composite (the inner Vec).
+    let first = first_variant(fields)?;
+    let ValueDef::Variant(variant) = &first.value else {
+        return None;
+    };
+    let bytes_value = variant.values.values().next()?;
+    Some(OnChain {
+        block,
+        data: bytes_of(bytes_value)?,
+    })
+}
+
+/// The first variant value inside nested composites.
+fn first_variant(value: &Value) -> Option<&Value> {
+    use subxt::ext::scale_value::ValueDef;
+    match &value.value {
+        ValueDef::Variant(_) => Some(value),
+        ValueDef::Composite(c) => c.values().find_map(first_variant),
+        _ => None,
+    }
+}
+
+/// A `[u8; N]` or `Vec<u8>` value as bytes.
+fn bytes_of(value: &Value) -> Option<Vec<u8>> {
+    use subxt::ext::scale_value::ValueDef;
+    match &value.value {
+        ValueDef::Composite(c) => {
+            let items: Vec<&Value> = c.values().collect();
+            if items.len() == 1 && !matches!(items[0].value, ValueDef::Primitive(_)) {
+                return bytes_of(items[0]);
+            }
+            items
+                .into_iter()
+                .map(|v| v.as_u128().and_then(|n| u8::try_from(n).ok()))
+                .collect()
+        }
+        _ => None,
+    }
+}
