@@ -4,7 +4,8 @@
 //! Proves: `minerctl publish` (publisher offline: no Hub here) → committer → a signed
 //! `Commitments.set_commitment` in a finalized block, which the official SDK's `get_commitment`
 //! reads back as exactly our string, and a commitment the SDK writes is what `minerctl
-//! commitment` reads; an unregistered hotkey fails the job with "not registered";
+//! commitment` reads; `Metagraph()` lists the neurons with stake and permit; `ServeAxon`
+//! announces once (an unchanged address sends nothing) and the SDK's metagraph shows it; an unregistered hotkey fails the job with "not registered";
 //! a committer killed after submitting and before recording writes one extrinsic in total; the
 //! space limit defers the next commitment to the next epoch, where it succeeds; a node that drops
 //! every connection is reconnected to and the job finishes.

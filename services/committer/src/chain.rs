@@ -136,10 +136,20 @@ impl Chain {
                 )]),
             ],
         );
+        self.submit(&tx, hotkey).await
+    }
+
+    /// Signs `tx` with the hotkey, submits it, waits for a finalized block and returns its
+    /// number; a failed dispatch comes back as the pallet's error name.
+    async fn submit(
+        &self,
+        tx: &impl subxt::transactions::Payload,
+        hotkey: &Hotkey,
+    ) -> Result<u64, ChainError> {
         let at = self.api.at_current_block().await.map_err(unreachable)?;
         let progress = at
             .transactions()
-            .sign_and_submit_then_watch_default(&tx, &Signer(hotkey))
+            .sign_and_submit_then_watch_default(tx, &Signer(hotkey))
             .await
             .map_err(|e| classify(e.to_string()))?;
         taominer_core::fault::crash_point("committer.chain-submitted");
@@ -166,6 +176,172 @@ impl Chain {
         let at = self.api.at_block(block_hash).await.map_err(unreachable)?;
         Ok(at.block_number())
     }
+
+    /// `NeuronInfoRuntimeApi.get_neurons_lite(netuid)`: the subnet's neurons.
+    pub async fn neurons(&self, netuid: u16) -> Result<Vec<Neuron>, ChainError> {
+        let at = self.api.at_current_block().await.map_err(unreachable)?;
+        let call = dynamic::runtime_api_call::<_, Value>(
+            "NeuronInfoRuntimeApi",
+            "get_neurons_lite",
+            (netuid,),
+        );
+        let value = at
+            .runtime_apis()
+            .call(call)
+            .await
+            .map_err(|e| ChainError::Unreachable(e.to_string()))?;
+        let list = items(&value);
+        Ok(list.into_iter().filter_map(neuron).collect())
+    }
+
+    /// `SubtensorModule.Axons(netuid, hotkey)`: what the chain announces for this axon.
+    pub async fn axon_of(
+        &self,
+        netuid: u16,
+        account: [u8; 32],
+    ) -> Result<Option<Axon>, ChainError> {
+        let at = self.api.at_current_block().await.map_err(unreachable)?;
+        let addr = dynamic::storage::<(u16, [u8; 32]), Value>("SubtensorModule", "Axons");
+        let Some(entry) = at
+            .storage()
+            .try_fetch(addr, (netuid, account))
+            .await
+            .map_err(unreachable)?
+        else {
+            return Ok(None);
+        };
+        let value = entry
+            .decode()
+            .map_err(|e| ChainError::Refused(format!("cannot decode Axons: {e}")))?;
+        Ok(axon(&value))
+    }
+
+    /// `SubtensorModule.serve_axon` signed by the hotkey; returns the finalized block.
+    pub async fn serve_axon(
+        &self,
+        netuid: u16,
+        axon: &Axon,
+        hotkey: &Hotkey,
+    ) -> Result<u64, ChainError> {
+        let tx = dynamic::transaction(
+            "SubtensorModule",
+            "serve_axon",
+            vec![
+                Value::u128(u128::from(netuid)),
+                Value::u128(u128::from(axon.version)),
+                Value::u128(axon.ip),
+                Value::u128(u128::from(axon.port)),
+                Value::u128(u128::from(axon.ip_type)),
+                Value::u128(u128::from(axon.protocol)),
+                Value::u128(0),
+                Value::u128(0),
+            ],
+        );
+        self.submit(&tx, hotkey).await
+    }
+}
+
+/// One neuron of a subnet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Neuron {
+    pub uid: u16,
+    pub hotkey: [u8; 32],
+    pub coldkey: [u8; 32],
+    /// Total stake, in the chain's smallest unit.
+    pub stake: u64,
+    pub validator_permit: bool,
+    /// `incentive / u16::MAX`.
+    pub incentive: f64,
+    pub axon: Axon,
+}
+
+/// An axon as the chain stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Axon {
+    pub version: u32,
+    /// IPv4 in the low 32 bits, or IPv6.
+    pub ip: u128,
+    pub port: u16,
+    /// 4 or 6.
+    pub ip_type: u8,
+    pub protocol: u8,
+}
+
+/// The elements of a sequence value (possibly wrapped in a one-field composite).
+fn items(value: &Value) -> Vec<&Value> {
+    use subxt::ext::scale_value::ValueDef;
+    match &value.value {
+        ValueDef::Composite(c) => {
+            let v: Vec<&Value> = c.values().collect();
+            if v.len() == 1
+                && matches!(v[0].value, ValueDef::Composite(_))
+                && field(v[0], "hotkey").is_none()
+            {
+                items(v[0])
+            } else {
+                v
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A named field of a composite value.
+fn field<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
+    use subxt::ext::scale_value::{Composite, ValueDef};
+    match &value.value {
+        ValueDef::Composite(Composite::Named(fields)) => {
+            fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        }
+        _ => None,
+    }
+}
+
+fn number(value: &Value) -> Option<u128> {
+    use subxt::ext::scale_value::ValueDef;
+    value.as_u128().or_else(|| match &value.value {
+        // Compact<T> and newtypes decode as one-field composites.
+        ValueDef::Composite(c) if c.values().count() == 1 => c.values().next().and_then(number),
+        _ => None,
+    })
+}
+
+fn account(value: &Value) -> Option<[u8; 32]> {
+    bytes_of(value)?.try_into().ok()
+}
+
+fn neuron(value: &Value) -> Option<Neuron> {
+    let stake = match field(value, "stake") {
+        // Vec<(coldkey, Compact<u64>)>: the stake of each nominator.
+        Some(s) => items(s)
+            .into_iter()
+            .filter_map(|pair| items(pair).get(1).and_then(|v| number(v)))
+            .sum::<u128>() as u64,
+        None => 0,
+    };
+    Some(Neuron {
+        uid: number(field(value, "uid")?)? as u16,
+        hotkey: account(field(value, "hotkey")?)?,
+        coldkey: account(field(value, "coldkey")?)?,
+        stake,
+        validator_permit: field(value, "validator_permit")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+        incentive: field(value, "incentive").and_then(number).unwrap_or(0) as f64
+            / f64::from(u16::MAX),
+        axon: field(value, "axon_info").and_then(axon).unwrap_or_default(),
+    })
+}
+
+fn axon(value: &Value) -> Option<Axon> {
+    let n = |name: &str| field(value, name).and_then(number);
+    Some(Axon {
+        version: n("version")? as u32,
+        ip: n("ip")?,
+        port: n("port")? as u16,
+        ip_type: n("ip_type")? as u8,
+        protocol: n("protocol").unwrap_or(0) as u8,
+    })
 }
 
 fn unreachable(e: impl std::fmt::Display) -> ChainError {

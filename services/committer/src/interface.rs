@@ -6,7 +6,10 @@
 
 use std::sync::Arc;
 
-use taominer_core::bus::{BusError, CommitState, CommitmentRecord};
+use taominer_core::bus::{BusError, CommitState, CommitmentRecord, NeuronInfo};
+use taominer_core::wallet::SS58_PREFIX;
+
+use crate::chain::Axon;
 use taominer_core::fault::crash_point;
 use taominer_core::formats::model_id::check_commitment;
 use taominer_core::formats::ss58;
@@ -73,9 +76,7 @@ impl CommitterService {
         if !self.shared.config.miner.offline {
             let (_, account) =
                 ss58::decode(hotkey).map_err(|e| BusError::InvalidInput(e.to_string()))?;
-            let chain = self.shared.chain.read().await.clone().ok_or_else(|| {
-                BusError::Failed("not connected to the chain yet; see minerctl status".into())
-            })?;
+            let chain = self.chain().await?;
             let found = chain
                 .commitment_of(netuid, account)
                 .await
@@ -92,16 +93,69 @@ impl CommitterService {
             .unwrap_or_default())
     }
 
-    async fn metagraph(&self) -> Result<String, BusError> {
-        Err(BusError::NotImplemented(
-            "the metagraph needs the chain client (issue: Chain committer)".into(),
-        ))
+    /// The subnet's neurons, read from the chain (`get_neurons_lite`).
+    async fn metagraph(&self) -> Result<Vec<NeuronInfo>, BusError> {
+        let chain = self.chain().await?;
+        let netuid = self.shared.config.miner.netuid();
+        let neurons = chain
+            .neurons(netuid)
+            .await
+            .map_err(|e| BusError::Failed(e.to_string()))?;
+        Ok(neurons
+            .into_iter()
+            .map(|n| NeuronInfo {
+                uid: n.uid,
+                hotkey: ss58::encode(SS58_PREFIX, &n.hotkey),
+                coldkey: ss58::encode(SS58_PREFIX, &n.coldkey),
+                stake: n.stake,
+                validator_permit: n.validator_permit,
+                incentive: n.incentive,
+                axon: axon_text(&n.axon),
+            })
+            .collect())
     }
 
+    /// Announces our axon on chain (`serve_axon`), only when the chain's value differs.
     async fn serve_axon(&self, ip: &str, port: u16) -> Result<(), BusError> {
-        Err(BusError::NotImplemented(format!(
-            "serving the axon at {ip}:{port} needs the chain client (issue: Chain committer)"
-        )))
+        let addr: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| BusError::InvalidInput(format!("{ip:?} is not an IP address")))?;
+        if port == 0 {
+            return Err(BusError::InvalidInput("port 0 is not a port".into()));
+        }
+        let hotkey =
+            self.shared.hotkey.as_ref().ok_or_else(|| {
+                BusError::InvalidInput("offline mode does not serve an axon".into())
+            })?;
+        let chain = self.chain().await?;
+        let netuid = self.shared.config.miner.netuid();
+        let (ip, ip_type) = match addr {
+            std::net::IpAddr::V4(v4) => (u128::from(u32::from(v4)), 4),
+            std::net::IpAddr::V6(v6) => (u128::from(v6), 6),
+        };
+        let wanted = Axon {
+            version: AXON_VERSION,
+            ip,
+            port,
+            ip_type,
+            protocol: 4,
+        };
+        let current = chain
+            .axon_of(netuid, hotkey.public_key())
+            .await
+            .map_err(|e| BusError::Failed(e.to_string()))?;
+        if current.as_ref().is_some_and(|a| {
+            a.ip == wanted.ip && a.port == wanted.port && a.ip_type == wanted.ip_type
+        }) {
+            tracing::info!("axon {addr}:{port} is already announced; nothing to do");
+            return Ok(());
+        }
+        let block = chain
+            .serve_axon(netuid, &wanted, hotkey)
+            .await
+            .map_err(|e| BusError::Failed(e.to_string()))?;
+        tracing::info!(BLOCK = block, "axon {addr}:{port} announced on chain");
+        Ok(())
     }
 
     async fn status(&self) -> String {
@@ -119,6 +173,32 @@ impl CommitterService {
         job_id: &str,
         block: u64,
     ) -> zbus::Result<()>;
+}
+
+/// The version number written with our axon: the Bittensor protocol version it speaks (10.5.0 as
+/// `bittensor.__version_as_int__` counts it).
+const AXON_VERSION: u32 = 10_005_000;
+
+impl CommitterService {
+    /// The worker's chain connection, or an error saying there is none yet.
+    async fn chain(&self) -> Result<std::sync::Arc<crate::chain::Chain>, BusError> {
+        if self.shared.config.miner.offline {
+            return Err(BusError::InvalidInput(
+                "offline mode has no chain (miner.offline = true)".into(),
+            ));
+        }
+        self.shared.chain.read().await.clone().ok_or_else(|| {
+            BusError::Failed("not connected to the chain yet; see minerctl status".into())
+        })
+    }
+}
+
+fn axon_text(a: &Axon) -> String {
+    match a.ip_type {
+        4 if a.ip != 0 => format!("{}:{}", std::net::Ipv4Addr::from(a.ip as u32), a.port),
+        6 => format!("[{}]:{}", std::net::Ipv6Addr::from(a.ip), a.port),
+        _ => String::new(),
+    }
 }
 
 /// Job ids come from another process; keep them to a safe file-name alphabet.

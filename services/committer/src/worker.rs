@@ -187,12 +187,17 @@ impl Online {
             .filter(|j| j.state == CommitJobState::Queued)
             .cloned()
             .collect();
-        if queued.is_empty() {
-            return;
-        }
+        // Connected even with nothing to write: Metagraph() and ServeAxon() use it too.
         let Some(chain) = self.chain(shared).await else {
             return;
         };
+        if queued.is_empty() {
+            // Idle: check the connection is alive, so it is mended before anyone needs it.
+            if let Err(e) = chain.block_number().await {
+                self.lost(shared, &e.to_string()).await;
+            }
+            return;
+        }
         for job in queued {
             match self.commit_one(shared, &chain, job.clone()).await {
                 Ok(Some(block)) => {

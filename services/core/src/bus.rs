@@ -197,6 +197,21 @@ pub struct CommitmentRecord {
     pub time: u64,
 }
 
+/// One neuron of the subnet, as `Metagraph()` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Type)]
+pub struct NeuronInfo {
+    pub uid: u16,
+    pub hotkey: String,
+    pub coldkey: String,
+    /// Total stake in the chain's smallest unit (rao).
+    pub stake: u64,
+    pub validator_permit: bool,
+    /// Incentive, 0 to 1.
+    pub incentive: f64,
+    /// The announced axon, `ip:port` (`[ip]:port` for IPv6), empty if none.
+    pub axon: String,
+}
+
 /// The answer to `Commit`: where the job stands now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct CommitState {
@@ -247,8 +262,8 @@ pub trait Committer {
     async fn commitments(&self) -> zbus::Result<Vec<CommitmentRecord>>;
     /// The current commitment of a hotkey on this subnet (empty if none).
     async fn commitment(&self, hotkey: &str) -> zbus::Result<String>;
-    /// The subnet's metagraph.
-    async fn metagraph(&self) -> zbus::Result<String>;
+    /// The subnet's neurons (cached for a few blocks).
+    async fn metagraph(&self) -> zbus::Result<Vec<NeuronInfo>>;
     /// Announces the axon's address on chain.
     async fn serve_axon(&self, ip: &str, port: u16) -> zbus::Result<()>;
     /// One line for `minerctl status`.

@@ -66,6 +66,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The subnet's neurons as the chain reports them (uid, hotkey, stake, permit, incentive, axon).
+    Metagraph {
+        #[arg(long)]
+        json: bool,
+    },
     /// The commitments written (offline: the local ledger).
     Commitments {
         #[arg(long)]
@@ -147,6 +152,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Jobs { json } => jobs(&cli.bus, json).await,
         Command::Commitments { json } => commitments(&cli.bus, json).await,
         Command::Commitment { hotkey, json } => commitment(&cli.bus, &hotkey, json).await,
+        Command::Metagraph { json } => metagraph(&cli.bus, json).await,
     }
 }
 
@@ -465,6 +471,40 @@ async fn commitment(bus: &BusSpec, hotkey: &str, json: bool) -> Result<()> {
         println!("(no commitment)");
     } else {
         println!("{value}");
+    }
+    Ok(())
+}
+
+async fn metagraph(bus: &BusSpec, json: bool) -> Result<()> {
+    let conn = connect(bus).await?;
+    let committer = CommitterProxy::new(&conn)
+        .await
+        .map_err(|e| call_error(Part::Committer, e))?;
+    let neurons = committer
+        .metagraph()
+        .await
+        .map_err(|e| call_error(Part::Committer, e))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&neurons).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    println!(
+        "{:>5}  {:<48}  {:>20}  {:<6}  {:>9}  axon",
+        "uid", "hotkey", "stake (rao)", "permit", "incentive"
+    );
+    for n in neurons {
+        println!(
+            "{:>5}  {:<48}  {:>20}  {:<6}  {:>9.6}  {}",
+            n.uid,
+            n.hotkey,
+            n.stake,
+            if n.validator_permit { "yes" } else { "no" },
+            n.incentive,
+            n.axon
+        );
     }
     Ok(())
 }
