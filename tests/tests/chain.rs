@@ -203,6 +203,11 @@ fn a_published_model_is_committed_on_chain_and_the_sdk_reads_it() {
     assert_eq!(chain.rpc("dev_extrinsicCount", serde_json::json!([])), 1);
     let ours = json(&minerctl(&setup.bus, &["commitment", SEED7_SS58, "--json"]));
     assert_eq!(ours["commitment"], commitment.as_str());
+    let by_uid = json(&minerctl(
+        &setup.bus,
+        &["commitment", "--uid", "0", "--json"],
+    ));
+    assert_eq!(by_uid["commitment"], commitment.as_str());
 
     // The other way round: a commitment the SDK writes for another miner is what our
     // `minerctl commitment` reads.

@@ -93,14 +93,19 @@ impl CommitterService {
             .unwrap_or_default())
     }
 
-    /// The subnet's neurons, read from the chain (`get_neurons_lite`).
+    /// The subnet's neurons, read from the chain (`get_neurons_lite`) and reused for
+    /// [`METAGRAPH_BLOCKS`] blocks: the predictor asks on every allow-list refresh.
     async fn metagraph(&self) -> Result<Vec<NeuronInfo>, BusError> {
         let chain = self.chain().await?;
         let netuid = self.shared.config.miner.netuid();
-        let neurons = chain
-            .neurons(netuid)
-            .await
-            .map_err(|e| BusError::Failed(e.to_string()))?;
+        let failed = |e: crate::chain::ChainError| BusError::Failed(e.to_string());
+        let now = chain.block_number().await.map_err(failed)?;
+        let mut cache = self.shared.metagraph.lock().await;
+        let fresh = matches!(&*cache, Some((at, _)) if now < at + METAGRAPH_BLOCKS && now >= *at);
+        if !fresh {
+            *cache = Some((now, chain.neurons(netuid).await.map_err(failed)?));
+        }
+        let neurons = cache.as_ref().map(|(_, n)| n.clone()).unwrap_or_default();
         Ok(neurons
             .into_iter()
             .map(|n| NeuronInfo {
@@ -155,6 +160,8 @@ impl CommitterService {
             .await
             .map_err(|e| BusError::Failed(e.to_string()))?;
         tracing::info!(BLOCK = block, "axon {addr}:{port} announced on chain");
+        // Our own change: the cached metagraph no longer says what the chain does.
+        *self.shared.metagraph.lock().await = None;
         Ok(())
     }
 
@@ -174,6 +181,9 @@ impl CommitterService {
         block: u64,
     ) -> zbus::Result<()>;
 }
+
+/// How many blocks a metagraph read is reused for (about a minute on finney).
+const METAGRAPH_BLOCKS: u64 = 5;
 
 /// The version number written with our axon: the Bittensor protocol version it speaks (10.5.0 as
 /// `bittensor.__version_as_int__` counts it).

@@ -68,6 +68,8 @@ pub struct Shared {
     pub hotkey: Option<taominer_core::wallet::Hotkey>,
     /// The worker's chain connection, when it has one (read by `Commitment`).
     pub chain: tokio::sync::RwLock<Option<std::sync::Arc<crate::chain::Chain>>>,
+    /// The last metagraph read and the block it was read at.
+    pub metagraph: tokio::sync::Mutex<Option<(u64, Vec<crate::chain::Neuron>)>>,
     pub jobs: Mutex<JobStore<CommitJob>>,
     pub ledger: Mutex<Ledger>,
     pub wake: tokio::sync::Notify,
@@ -82,6 +84,7 @@ impl Shared {
         Ok(Shared {
             hotkey,
             chain: tokio::sync::RwLock::new(None),
+            metagraph: tokio::sync::Mutex::new(None),
             jobs: Mutex::new(JobStore::open(&state_dir.join("jobs"))?),
             ledger: Mutex::new(Ledger::open(state_dir)?),
             config,

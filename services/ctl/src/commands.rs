@@ -62,7 +62,11 @@ enum Command {
     /// the local ledger), whoever wrote it.
     Commitment {
         /// The hotkey's SS58 address.
-        hotkey: String,
+        #[arg(required_unless_present = "uid")]
+        hotkey: Option<String>,
+        /// The miner's uid on the subnet instead of its hotkey (looked up in the metagraph).
+        #[arg(long, conflicts_with = "hotkey")]
+        uid: Option<u16>,
         #[arg(long)]
         json: bool,
     },
@@ -151,7 +155,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => publish(&cli.bus, &dir, competition, wait).await,
         Command::Jobs { json } => jobs(&cli.bus, json).await,
         Command::Commitments { json } => commitments(&cli.bus, json).await,
-        Command::Commitment { hotkey, json } => commitment(&cli.bus, &hotkey, json).await,
+        Command::Commitment { hotkey, uid, json } => {
+            commitment(&cli.bus, hotkey.as_deref(), uid, json).await
+        }
         Command::Metagraph { json } => metagraph(&cli.bus, json).await,
     }
 }
@@ -452,12 +458,32 @@ async fn jobs(bus: &BusSpec, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn commitment(bus: &BusSpec, hotkey: &str, json: bool) -> Result<()> {
-    ss58::decode(hotkey).map_err(|e| CtlError::Failed(format!("HOTKEY: {e}")))?;
+async fn commitment(
+    bus: &BusSpec,
+    hotkey: Option<&str>,
+    uid: Option<u16>,
+    json: bool,
+) -> Result<()> {
     let conn = connect(bus).await?;
     let committer = CommitterProxy::new(&conn)
         .await
         .map_err(|e| call_error(Part::Committer, e))?;
+    let hotkey = match (hotkey, uid) {
+        (Some(h), _) => {
+            ss58::decode(h).map_err(|e| CtlError::Failed(format!("HOTKEY: {e}")))?;
+            h.to_string()
+        }
+        (None, Some(uid)) => committer
+            .metagraph()
+            .await
+            .map_err(|e| call_error(Part::Committer, e))?
+            .into_iter()
+            .find(|n| n.uid == uid)
+            .map(|n| n.hotkey)
+            .ok_or_else(|| CtlError::Refused(format!("no uid {uid} on this subnet")))?,
+        (None, None) => return Err(CtlError::Failed("give a HOTKEY or --uid N".into())),
+    };
+    let hotkey = hotkey.as_str();
     let value = committer
         .commitment(hotkey)
         .await
