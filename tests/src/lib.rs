@@ -557,6 +557,12 @@ impl DevChain {
     /// [{"netuid", "tempo", "neurons": [{"hotkey", "coldkey", "stake", "validator_permit"}]}]}`)
     /// and a block every `block_ms`.
     pub fn start(fixture: &serde_json::Value, block_ms: u64) -> DevChain {
+        let metadata = repo_root().join("../shared/testdata/subtensor/finney-metadata.scale");
+        assert!(
+            metadata.is_file(),
+            "{} is missing: the tests read the real subtensor metadata from shared/ beside the checkout",
+            metadata.display()
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let fixture_path = dir.path().join("fixture.json");
         std::fs::write(&fixture_path, fixture.to_string()).expect("write fixture");
@@ -565,7 +571,7 @@ impl DevChain {
         let child = Command::new(venv_python())
             .arg(repo_root().join("tests/devchain/devchain.py"))
             .arg("--metadata")
-            .arg(repo_root().join("../shared/testdata/subtensor/finney-metadata.scale"))
+            .arg(&metadata)
             .args(["--port", "0", "--port-file"])
             .arg(&port_file)
             .arg("--fixture")
