@@ -649,3 +649,24 @@ pub fn write_seed7_hotkey(path: &Path) {
 /// The address of [`write_seed7_hotkey`]'s key (checked against `bittensor_wallet` in
 /// `taominer_core::wallet`'s tests).
 pub const SEED7_SS58: &str = "5EsNLFaGe9XK5LzWH3i6eC2Wqv6YqZS1442N1C4yeSdP6uxy";
+
+/// Runs one of the Python proof scripts (`tests/hub/check_hub_server.py`,
+/// `tests/devchain/check_devchain.py`) with the venv's official clients and asserts that it
+/// passed every check: exit 0 and a closing `N passed, 0 failed` line.
+pub fn assert_python_checks_pass(script: &Path, args: &[&std::ffi::OsStr]) {
+    let out = Command::new(venv_python())
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run the Python checks");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().any(|l| l.ends_with(" passed, 0 failed")),
+        "{text}"
+    );
+}

@@ -7,27 +7,13 @@
 //!
 //! This is what lets the committer's tests stand in for a subtensor node.
 
-use std::process::Command;
-
-use taominer_tests::{repo_root, venv_python};
+use taominer_tests::{assert_python_checks_pass, repo_root};
 
 #[test]
 fn the_dev_chain_passes_the_official_sdk_checks() {
     let metadata = repo_root().join("../shared/testdata/subtensor/finney-metadata.scale");
-    let out = Command::new(venv_python())
-        .arg(repo_root().join("tests/devchain/check_devchain.py"))
-        .arg("--metadata")
-        .arg(&metadata)
-        .output()
-        .expect("run check_devchain.py");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.lines().any(|l| l.ends_with(" passed, 0 failed")),
-        "{text}"
+    assert_python_checks_pass(
+        &repo_root().join("tests/devchain/check_devchain.py"),
+        &["--metadata".as_ref(), metadata.as_os_str()],
     );
 }

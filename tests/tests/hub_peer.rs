@@ -7,24 +7,9 @@
 //! This is what lets `hub.rs` stand in for huggingface.co: the peer the publisher is tested
 //! against is itself tested against the client validators use.
 
-use std::process::Command;
-
-use taominer_tests::{repo_root, venv_python};
+use taominer_tests::{assert_python_checks_pass, repo_root};
 
 #[test]
 fn the_test_hub_passes_the_official_client_checks() {
-    let out = Command::new(venv_python())
-        .arg(repo_root().join("tests/hub/check_hub_server.py"))
-        .output()
-        .expect("run check_hub_server.py");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.lines().any(|l| l.ends_with(" passed, 0 failed")),
-        "{text}"
-    );
+    assert_python_checks_pass(&repo_root().join("tests/hub/check_hub_server.py"), &[]);
 }

@@ -82,8 +82,27 @@ impl Chain {
         netuid: u16,
         account: [u8; 32],
     ) -> Result<Option<OnChain>, ChainError> {
+        let Some(value) = self
+            .fetch_by_account("Commitments", "CommitmentOf", netuid, account)
+            .await?
+        else {
+            return Ok(None);
+        };
+        registration(&value)
+            .map(Some)
+            .ok_or_else(|| ChainError::Refused(format!("unexpected CommitmentOf value: {value}")))
+    }
+
+    /// A `(netuid, account)` storage map entry at the newest block, decoded, if present.
+    async fn fetch_by_account(
+        &self,
+        pallet: &str,
+        item: &str,
+        netuid: u16,
+        account: [u8; 32],
+    ) -> Result<Option<Value>, ChainError> {
         let at = self.api.at_current_block().await.map_err(unreachable)?;
-        let addr = dynamic::storage::<(u16, [u8; 32]), Value>("Commitments", "CommitmentOf");
+        let addr = dynamic::storage::<(u16, [u8; 32]), Value>(pallet, item);
         let Some(entry) = at
             .storage()
             .try_fetch(addr, (netuid, account))
@@ -92,12 +111,10 @@ impl Chain {
         else {
             return Ok(None);
         };
-        let value = entry
+        entry
             .decode()
-            .map_err(|e| ChainError::Refused(format!("cannot decode CommitmentOf: {e}")))?;
-        registration(&value)
             .map(Some)
-            .ok_or_else(|| ChainError::Refused(format!("unexpected CommitmentOf value: {value}")))
+            .map_err(|e| ChainError::Refused(format!("cannot decode {pallet}.{item}: {e}")))
     }
 
     /// `SubtensorModule.Tempo(netuid)`: blocks per epoch, less one.
@@ -200,19 +217,12 @@ impl Chain {
         netuid: u16,
         account: [u8; 32],
     ) -> Result<Option<Axon>, ChainError> {
-        let at = self.api.at_current_block().await.map_err(unreachable)?;
-        let addr = dynamic::storage::<(u16, [u8; 32]), Value>("SubtensorModule", "Axons");
-        let Some(entry) = at
-            .storage()
-            .try_fetch(addr, (netuid, account))
-            .await
-            .map_err(unreachable)?
+        let Some(value) = self
+            .fetch_by_account("SubtensorModule", "Axons", netuid, account)
+            .await?
         else {
             return Ok(None);
         };
-        let value = entry
-            .decode()
-            .map_err(|e| ChainError::Refused(format!("cannot decode Axons: {e}")))?;
         Ok(axon(&value))
     }
 
