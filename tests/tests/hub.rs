@@ -127,6 +127,14 @@ impl Setup {
             .unwrap()
     }
 
+    /// One job, by id, as `minerctl jobs` shows it.
+    fn job(&self, id: &str) -> serde_json::Value {
+        self.jobs()
+            .into_iter()
+            .find(|j| j["id"] == id)
+            .unwrap_or_else(|| panic!("no job {id}"))
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -348,11 +356,7 @@ fn sharded_models_with_tokenizers_hash_as_validators_download_them() {
     std::fs::write(model.join("training_args.bin"), pseudo_random(3, 100)).unwrap();
 
     let job_id = ok(&setup.publish(&model));
-    let job = setup
-        .jobs()
-        .into_iter()
-        .find(|j| j["id"] == job_id.as_str())
-        .unwrap();
+    let job = setup.job(&job_id);
     assert_eq!(job["state"], "committed", "{job}");
     let commit = job["commit"].as_str().unwrap();
     let v = validator_check(&hub, REPO, commit, &setup.state.path().join("validator"));
@@ -375,11 +379,7 @@ fn sharded_models_with_tokenizers_hash_as_validators_download_them() {
     // (and sum) only the new model's files.
     let single = setup.model("single", 33);
     let next_id = ok(&setup.publish(&single));
-    let next = setup
-        .jobs()
-        .into_iter()
-        .find(|j| j["id"] == next_id.as_str())
-        .unwrap();
+    let next = setup.job(&next_id);
     let (status, body) = hub.request(
         "GET",
         &format!(
@@ -441,11 +441,7 @@ fn objects_uploaded_by_huggingface_hub_are_reused_and_verified() {
     hub.clear_log();
 
     let job_id = ok(&setup.publish(&model));
-    let job = setup
-        .jobs()
-        .into_iter()
-        .find(|j| j["id"] == job_id.as_str())
-        .unwrap();
+    let job = setup.job(&job_id);
     assert_eq!(job["state"], "committed", "{job}");
     assert_ne!(
         job["commit"],
@@ -601,11 +597,7 @@ fn server_errors_and_dropped_connections_are_retried_without_a_second_commit() {
         {"method": "PUT", "path_regex": "^/_lfs/", "drop_after_bytes": 1000, "count": 1},
     ]));
     let job_id = ok(&setup.publish(&model));
-    let job = setup
-        .jobs()
-        .into_iter()
-        .find(|j| j["id"] == job_id.as_str())
-        .unwrap();
+    let job = setup.job(&job_id);
     assert_eq!(job["state"], "committed", "{job}");
     assert_eq!(job["error"], "", "no error left once it succeeded");
     let log = hub.log();
@@ -650,11 +642,7 @@ fn killed_mid_upload_resumes_and_commits_once() {
             setup.jobs()
         );
         assert_eq!(commits(&hub, REPO).len(), 2, "{point}: one commit of ours");
-        let job = setup
-            .jobs()
-            .into_iter()
-            .find(|j| j["id"] == id.as_str())
-            .unwrap();
+        let job = setup.job(&id);
         assert_eq!(hub.repos()[REPO]["head"], job["commit"], "{point}");
     }
 }
