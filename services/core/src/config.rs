@@ -319,10 +319,274 @@ impl PublisherConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CommitterConfig {}
 
-/// `[trainer]`: the training loop. Its settings arrive with the trainer issue.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `[trainer]`: the training run. Names follow upstream's miner flags where one exists
+/// (`lr`, `accumulation_steps`, `pages_per_epoch`, `avg_loss_upload_threshold`, …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct TrainerConfig {}
+pub struct TrainerConfig {
+    /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
+    pub device: String,
+    /// Start training when the daemon starts (else wait for `minerctl train start`).
+    pub autostart: bool,
+    /// Where the first weights come from: `scratch` (sizes in `[trainer.model]`), `model-dir`
+    /// (`load_model_dir`), `uid` (`load_uid`'s committed model) or `best` (the competition's best).
+    pub start: String,
+    pub load_model_dir: Option<PathBuf>,
+    pub load_uid: Option<u16>,
+    /// `tokenizer.json`; unset: the model directory's tokenizer, else the built-in byte tokenizer.
+    pub tokenizer: Option<PathBuf>,
+    /// Local training text: files or directories of `.txt`, `.jsonl` and `.parquet`.
+    pub data: Vec<PathBuf>,
+    /// A Hugging Face dataset repo whose Parquet shards are trained on (online mode).
+    pub dataset_repo: Option<String>,
+    /// The text column of JSONL and Parquet sources.
+    pub text_field: String,
+    /// Parts per thousand of documents held out for evaluation (chosen by content hash).
+    pub eval_permille: u32,
+    /// Most eval sequences scored per evaluation (0: all).
+    pub eval_sequences: usize,
+    pub sequence_length: usize,
+    pub batch_size: usize,
+    pub accumulation_steps: usize,
+    pub lr: f64,
+    pub min_lr_ratio: f64,
+    pub warmup_steps: u64,
+    /// Steps of the cosine schedule and of the run (0: until `num_epochs`).
+    pub max_steps: u64,
+    /// Epochs to train (-1: no limit, as upstream).
+    pub num_epochs: i64,
+    /// Sequences per page; each epoch draws `pages_per_epoch` pages (0: all).
+    pub page_sequences: usize,
+    pub pages_per_epoch: usize,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Global gradient-norm clip (0: off).
+    pub grad_clip: f64,
+    pub seed: u64,
+    pub eval_every: u64,
+    pub checkpoint_every: u64,
+    /// Checkpoints kept besides the best one and pending candidates.
+    pub keep_checkpoints: usize,
+    /// A checkpoint whose eval loss is below this becomes a candidate (0: never, as upstream).
+    pub avg_loss_upload_threshold: f64,
+    /// Emit a candidate only when it beats the competition's current best model.
+    pub gate_on_best: bool,
+    /// Safetensors shard size above which the checkpoint is sharded with an index.
+    pub max_shard_bytes: u64,
+    /// Model sizes for `start = "scratch"`.
+    pub model: TrainerModelConfig,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        TrainerConfig {
+            device: "cpu".into(),
+            autostart: true,
+            start: "scratch".into(),
+            load_model_dir: None,
+            load_uid: None,
+            tokenizer: None,
+            data: Vec::new(),
+            dataset_repo: None,
+            text_field: "text".into(),
+            eval_permille: 50,
+            eval_sequences: 64,
+            sequence_length: 256,
+            batch_size: 4,
+            accumulation_steps: 1,
+            lr: 3e-4,
+            min_lr_ratio: 0.1,
+            warmup_steps: 20,
+            max_steps: 0,
+            num_epochs: -1,
+            page_sequences: 100,
+            pages_per_epoch: 0,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            seed: 42,
+            eval_every: 50,
+            checkpoint_every: 100,
+            keep_checkpoints: 2,
+            avg_loss_upload_threshold: 0.0,
+            gate_on_best: false,
+            max_shard_bytes: 5 * 1024 * 1024 * 1024,
+            model: TrainerModelConfig::default(),
+        }
+    }
+}
+
+/// `[trainer.model]`: a LLaMA configuration in transformers' terms, for training from scratch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainerModelConfig {
+    /// 0: the tokenizer's vocabulary size.
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub max_position_embeddings: usize,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    pub tie_word_embeddings: bool,
+}
+
+impl Default for TrainerModelConfig {
+    fn default() -> Self {
+        TrainerModelConfig {
+            vocab_size: 0,
+            hidden_size: 128,
+            intermediate_size: 352,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            max_position_embeddings: 2048,
+            rope_theta: 10000.0,
+            rms_norm_eps: 1e-5,
+            tie_word_embeddings: false,
+        }
+    }
+}
+
+impl TrainerConfig {
+    /// The checks the trainer needs before it touches a device or a file.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("trainer.sequence_length", self.sequence_length),
+            ("trainer.batch_size", self.batch_size),
+            ("trainer.accumulation_steps", self.accumulation_steps),
+            ("trainer.page_sequences", self.page_sequences),
+            ("trainer.model.hidden_size", self.model.hidden_size),
+            (
+                "trainer.model.intermediate_size",
+                self.model.intermediate_size,
+            ),
+            (
+                "trainer.model.num_hidden_layers",
+                self.model.num_hidden_layers,
+            ),
+            (
+                "trainer.model.num_attention_heads",
+                self.model.num_attention_heads,
+            ),
+            (
+                "trainer.model.num_key_value_heads",
+                self.model.num_key_value_heads,
+            ),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(ConfigError::new(key, 0, "a positive integer"));
+            }
+        }
+        if self.sequence_length < 2 {
+            return Err(ConfigError::new(
+                "trainer.sequence_length",
+                self.sequence_length,
+                "at least 2 (a token and the one after it)",
+            ));
+        }
+        let m = &self.model;
+        if m.hidden_size % m.num_attention_heads != 0
+            || m.num_attention_heads % m.num_key_value_heads != 0
+            || (m.hidden_size / m.num_attention_heads) % 2 != 0
+        {
+            return Err(ConfigError::new(
+                "trainer.model.num_attention_heads",
+                m.num_attention_heads,
+                format!(
+                    "a divisor of hidden_size ({}) giving an even head size, and a multiple of num_key_value_heads ({})",
+                    m.hidden_size, m.num_key_value_heads
+                ),
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(ConfigError::new("trainer.lr", self.lr, "a positive number"));
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return Err(ConfigError::new(
+                "trainer.min_lr_ratio",
+                self.min_lr_ratio,
+                "between 0 and 1",
+            ));
+        }
+        for (key, v) in [("trainer.beta1", self.beta1), ("trainer.beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(ConfigError::new(key, v, "at least 0 and below 1"));
+            }
+        }
+        if self.eval_permille == 0 || self.eval_permille >= 1000 {
+            return Err(ConfigError::new(
+                "trainer.eval_permille",
+                self.eval_permille,
+                "between 1 and 999 (parts per thousand of documents held out for evaluation)",
+            ));
+        }
+        if self.eval_every == 0 || self.checkpoint_every == 0 {
+            return Err(ConfigError::new(
+                if self.eval_every == 0 {
+                    "trainer.eval_every"
+                } else {
+                    "trainer.checkpoint_every"
+                },
+                0,
+                "a positive number of steps",
+            ));
+        }
+        if self.num_epochs == 0 || self.num_epochs < -1 {
+            return Err(ConfigError::new(
+                "trainer.num_epochs",
+                self.num_epochs,
+                "-1 (no limit) or a positive number",
+            ));
+        }
+        let device_ok = self.device == "cpu"
+            || self.device == "cuda"
+            || self
+                .device
+                .strip_prefix("cuda:")
+                .is_some_and(|n| n.parse::<usize>().is_ok());
+        if !device_ok {
+            return Err(ConfigError::new(
+                "trainer.device",
+                format!("{:?}", self.device),
+                "\"cpu\", \"cuda\" or \"cuda:N\"",
+            ));
+        }
+        match self.start.as_str() {
+            "scratch" | "best" => {}
+            "model-dir" if self.load_model_dir.is_none() => {
+                return Err(ConfigError::new(
+                    "trainer.load_model_dir",
+                    "(unset)",
+                    "a model directory when trainer.start = \"model-dir\"",
+                ))
+            }
+            "uid" if self.load_uid.is_none() => {
+                return Err(ConfigError::new(
+                    "trainer.load_uid",
+                    "(unset)",
+                    "a UID when trainer.start = \"uid\"",
+                ))
+            }
+            "model-dir" | "uid" => {}
+            other => {
+                return Err(ConfigError::new(
+                    "trainer.start",
+                    format!("{other:?}"),
+                    "\"scratch\", \"model-dir\", \"uid\" or \"best\"",
+                ))
+            }
+        }
+        Ok(())
+    }
+}
 
 /// `[predictor]`: the ONNX axon. Its settings arrive with the predictor issue.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -490,6 +754,21 @@ impl Config {
                     ));
                 }
             }
+        }
+        self.trainer.validate()?;
+        if matches!(self.trainer.start.as_str(), "uid" | "best") {
+            return Err(ConfigError::new(
+                "trainer.start",
+                format!("{:?}", self.trainer.start),
+                "\"scratch\" or \"model-dir\": starting from a miner's committed model (uid, best) is not built yet; download it and use trainer.load_model_dir",
+            ));
+        }
+        if self.trainer.gate_on_best {
+            return Err(ConfigError::new(
+                "trainer.gate_on_best",
+                true,
+                "false: gating candidates on the competition's best model is not built yet",
+            ));
         }
         if self.publisher.retry_initial_ms == 0
             || self.publisher.retry_max_ms < self.publisher.retry_initial_ms

@@ -1,0 +1,15 @@
+//! taominer's trainer: a LLaMA decoder in candle that trains on local text and writes checkpoints
+//! transformers loads as `LlamaForCausalLM`, with a resumable loop and candidate hand-off to the
+//! publisher. The daemon is `miner-trainer`; `miner-eval` scores a model directory on text.
+
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+#[cfg(feature = "cuda")]
+pub mod flash;
+pub mod handoff;
+pub mod interface;
+pub mod model;
+pub mod optim;
+pub mod rng;
+pub mod train;

@@ -1,0 +1,464 @@
+//! The LLaMA decoder the trainer trains, written out so that every position's logits come back
+//! (candle-transformers' `llama` returns the last position only and carries a KV cache; a
+//! language-model loss needs all of them).
+//!
+//! It is transformers' `LlamaForCausalLM` op for op: RMSNorm in f32, rotary embeddings with the
+//! rotate-half layout (and `llama3`/`linear` rope scaling), grouped-query attention, SwiGLU MLP,
+//! optionally tied embeddings. Parameter names are transformers' tensor names, so a checkpoint is
+//! the weights map saved as is (see `checkpoint.rs`). The weights are `Var`s in f32 (the master
+//! copy the optimiser updates); the forward pass computes in `compute_dtype` (f32 on CPU, bf16 on
+//! CUDA), which is mixed-precision training with no extra machinery.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// `config.json` of a `LlamaForCausalLM`, with transformers' keys. Unknown keys are kept so a
+/// model trained elsewhere keeps its config when we fine-tune it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    #[serde(default = "llama")]
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "silu")]
+    pub hidden_act: String,
+    #[serde(default = "max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "rms_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    /// transformers 5 writes `rope_parameters` (theta and scaling together); 4.x wrote
+    /// `rope_theta`/`rope_scaling`, which both read, so that is what we write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_parameters: Option<serde_json::Value>,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub mlp_bias: bool,
+    #[serde(default)]
+    pub bos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub pad_token_id: Option<serde_json::Value>,
+    #[serde(default = "init_range")]
+    pub initializer_range: f64,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+fn llama() -> String {
+    "llama".into()
+}
+fn silu() -> String {
+    "silu".into()
+}
+fn max_pos() -> usize {
+    2048
+}
+fn rms_eps() -> f64 {
+    1e-6
+}
+fn rope_theta() -> f64 {
+    10000.0
+}
+fn init_range() -> f64 {
+    0.02
+}
+
+impl LlamaConfig {
+    /// A config for training from scratch, as transformers' `LlamaConfig(...).to_dict()` writes it.
+    pub fn from_sizes(m: &taominer_core::config::TrainerModelConfig, vocab_size: usize) -> Self {
+        let mut other = BTreeMap::new();
+        other.insert("attention_dropout".into(), 0.0.into());
+        other.insert("pretraining_tp".into(), 1.into());
+        other.insert("use_cache".into(), true.into());
+        other.insert("torch_dtype".into(), "float32".into());
+        LlamaConfig {
+            architectures: vec!["LlamaForCausalLM".into()],
+            model_type: "llama".into(),
+            vocab_size,
+            hidden_size: m.hidden_size,
+            intermediate_size: m.intermediate_size,
+            num_hidden_layers: m.num_hidden_layers,
+            num_attention_heads: m.num_attention_heads,
+            num_key_value_heads: Some(m.num_key_value_heads),
+            head_dim: Some(m.hidden_size / m.num_attention_heads),
+            hidden_act: "silu".into(),
+            max_position_embeddings: m.max_position_embeddings,
+            rms_norm_eps: m.rms_norm_eps,
+            rope_theta: m.rope_theta,
+            rope_scaling: None,
+            rope_parameters: None,
+            tie_word_embeddings: m.tie_word_embeddings,
+            attention_bias: false,
+            mlp_bias: false,
+            bos_token_id: None,
+            eos_token_id: None,
+            pad_token_id: None,
+            initializer_range: 0.02,
+            other,
+        }
+    }
+
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    pub fn head_size(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Refuses what this implementation would get wrong rather than train a different model.
+    pub fn check(&self) -> Result<()> {
+        let arch_ok = self.architectures.iter().any(|a| a == "LlamaForCausalLM")
+            || (self.architectures.is_empty() && self.model_type == "llama");
+        if !arch_ok || self.model_type != "llama" {
+            return Err(Error::Model(format!(
+                "config.json: architectures {:?} (model_type {:?}) is not supported; the trainer trains LlamaForCausalLM (model_type \"llama\")",
+                self.architectures, self.model_type
+            )));
+        }
+        if self.hidden_act != "silu" {
+            return Err(Error::Model(format!(
+                "config.json: hidden_act {:?} is not supported (only \"silu\")",
+                self.hidden_act
+            )));
+        }
+        if self.attention_bias || self.mlp_bias {
+            return Err(Error::Model(
+                "config.json: attention_bias/mlp_bias = true is not supported".into(),
+            ));
+        }
+        let heads = self.num_attention_heads;
+        let kv = self.kv_heads();
+        if heads == 0 || kv == 0 || heads % kv != 0 {
+            return Err(Error::Model(format!(
+                "config.json: num_attention_heads {heads} must be a positive multiple of num_key_value_heads {kv}"
+            )));
+        }
+        if self.head_size() % 2 != 0 || self.vocab_size == 0 || self.num_hidden_layers == 0 {
+            return Err(Error::Model(format!(
+                "config.json: head size {} must be even and vocab_size, num_hidden_layers positive",
+                self.head_size()
+            )));
+        }
+        self.rope_inv_freq()?;
+        Ok(())
+    }
+
+    /// Rotary inverse frequencies, with the rope scalings transformers applies to LLaMA.
+    fn rope_inv_freq(&self) -> Result<Vec<f64>> {
+        let dim = self.head_size();
+        let params = self.rope_parameters.as_ref().filter(|v| !v.is_null());
+        let theta = params
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(|v| v.as_f64())
+            .unwrap_or(self.rope_theta);
+        let base: Vec<f64> = (0..dim / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f64 / dim as f64))
+            .collect();
+        let scaling = params.or(self.rope_scaling.as_ref().filter(|v| !v.is_null()));
+        let Some(scaling) = scaling else {
+            return Ok(base);
+        };
+        let kind = scaling
+            .get("rope_type")
+            .or_else(|| scaling.get("type"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("default");
+        let num = |k: &str| scaling.get(k).and_then(|v| v.as_f64());
+        match kind {
+            "default" => Ok(base),
+            "linear" => {
+                let f = num("factor").ok_or_else(|| {
+                    Error::Model("config.json: rope_scaling linear needs factor".into())
+                })?;
+                Ok(base.into_iter().map(|x| x / f).collect())
+            }
+            "llama3" => {
+                let (Some(factor), Some(low), Some(high), Some(orig)) = (
+                    num("factor"),
+                    num("low_freq_factor"),
+                    num("high_freq_factor"),
+                    num("original_max_position_embeddings"),
+                ) else {
+                    return Err(Error::Model(
+                        "config.json: rope_scaling llama3 needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings".into(),
+                    ));
+                };
+                let low_wavelen = orig / low;
+                let high_wavelen = orig / high;
+                Ok(base
+                    .into_iter()
+                    .map(|f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen > low_wavelen {
+                            f / factor
+                        } else if wavelen < high_wavelen {
+                            f
+                        } else {
+                            let smooth = (orig / wavelen - low) / (high - low);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect())
+            }
+            other => Err(Error::Model(format!(
+                "config.json: rope_scaling type {other:?} is not supported (default, linear, llama3)"
+            ))),
+        }
+    }
+
+    /// Every parameter's transformers name and shape, in a fixed order.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let hd = self.head_size();
+        let (q, kv) = (self.num_attention_heads * hd, self.kv_heads() * hd);
+        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
+        for l in 0..self.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+            out.push((format!("{p}.self_attn.q_proj.weight"), vec![q, h]));
+            out.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
+            out.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
+            out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
+            out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+            out.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
+            out.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
+            out.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
+        }
+        out.push(("model.norm.weight".to_string(), vec![h]));
+        if !self.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), vec![v, h]));
+        }
+        out
+    }
+}
+
+/// The weights, by transformers name (sorted: the optimiser and the checkpoint walk them in the
+/// same order every run).
+pub type Params = BTreeMap<String, Var>;
+
+/// Fresh weights as transformers initialises LLaMA: normal(0, initializer_range) for matrices,
+/// ones for norms; drawn from our own seeded generator, so a seed means the same model on any
+/// device and any candle version.
+pub fn init_params(cfg: &LlamaConfig, seed: u64, device: &Device) -> Result<Params> {
+    let mut rng = crate::rng::Rng::new(seed ^ 0x5eed_1a11);
+    let mut params = Params::new();
+    for (name, shape) in cfg.parameter_shapes() {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = if name.ends_with("norm.weight") {
+            vec![1.0; n]
+        } else {
+            (0..n)
+                .map(|_| (rng.normal() * cfg.initializer_range) as f32)
+                .collect()
+        };
+        let t = Tensor::from_vec(data, shape, device)?;
+        params.insert(name, Var::from_tensor(&t)?);
+    }
+    Ok(params)
+}
+
+pub fn parameter_count(params: &Params) -> u64 {
+    params.values().map(|v| v.elem_count() as u64).sum()
+}
+
+/// The model: the config, the weights, and the rotary tables.
+pub struct Llama {
+    pub cfg: LlamaConfig,
+    pub params: Params,
+    compute: DType,
+    inv_freq: Vec<f32>,
+}
+
+impl Llama {
+    pub fn new(cfg: LlamaConfig, params: Params, compute: DType) -> Result<Self> {
+        cfg.check()?;
+        for (name, shape) in cfg.parameter_shapes() {
+            let Some(v) = params.get(&name) else {
+                return Err(Error::Model(format!("weights: {name} is missing")));
+            };
+            if v.dims() != shape.as_slice() {
+                return Err(Error::Model(format!(
+                    "weights: {name} has shape {:?} but config.json implies {shape:?}",
+                    v.dims()
+                )));
+            }
+        }
+        let inv_freq = cfg.rope_inv_freq()?.into_iter().map(|f| f as f32).collect();
+        Ok(Llama {
+            cfg,
+            params,
+            compute,
+            inv_freq,
+        })
+    }
+
+    fn w(&self, name: &str) -> Result<Tensor> {
+        let v = self
+            .params
+            .get(name)
+            .ok_or_else(|| Error::Model(format!("weights: {name} is missing")))?;
+        Ok(v.as_tensor().to_dtype(self.compute)?)
+    }
+
+    /// `x @ W^T` for a `[out, in]` weight, on `[b, t, in]`.
+    fn linear(&self, x: &Tensor, name: &str) -> Result<Tensor> {
+        let w = self.w(name)?;
+        Ok(x.broadcast_matmul(&w.t()?)?)
+    }
+
+    /// RMSNorm computed in f32 as transformers does, then back to the compute dtype.
+    fn rms_norm(&self, x: &Tensor, name: &str) -> Result<Tensor> {
+        let x32 = x.to_dtype(DType::F32)?;
+        let var = x32.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = x32.broadcast_div(&(var + self.cfg.rms_norm_eps)?.sqrt()?)?;
+        let w = self.params[name].as_tensor();
+        Ok(normed
+            .to_dtype(self.compute)?
+            .broadcast_mul(&w.to_dtype(self.compute)?)?)
+    }
+
+    /// cos/sin tables `[t, head_dim]` (frequencies repeated, transformers' layout).
+    fn rotary(&self, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut freqs = Vec::with_capacity(t * half * 2);
+        for pos in 0..t {
+            let row: Vec<f32> = self.inv_freq.iter().map(|f| pos as f32 * f).collect();
+            freqs.extend_from_slice(&row);
+            freqs.extend_from_slice(&row);
+        }
+        let f = Tensor::from_vec(freqs, (t, half * 2), device)?;
+        Ok((
+            f.cos()?.to_dtype(self.compute)?,
+            f.sin()?.to_dtype(self.compute)?,
+        ))
+    }
+
+    /// Logits `[b, t, vocab]` in f32 for token ids `[b, t]` (u32).
+    pub fn forward(&self, ids: &Tensor, training: bool) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let cfg = &self.cfg;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_size());
+        let rep = nh / nkv;
+        let device = ids.device();
+        let (cos, sin) = self.rotary(t, device)?;
+        let mask = causal_mask(t, device)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+
+        let emb = self.params["model.embed_tokens.weight"].as_tensor();
+        let mut x = emb
+            .embedding(&ids.flatten_all()?)?
+            .reshape((b, t, cfg.hidden_size))?
+            .to_dtype(self.compute)?;
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let h = self.rms_norm(&x, &format!("{p}.input_layernorm.weight"))?;
+            let heads = |name: &str, n: usize| -> Result<Tensor> {
+                Ok(self
+                    .linear(&h, &format!("{p}.self_attn.{name}.weight"))?
+                    .reshape((b, t, n, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?)
+            };
+            let q = rope(&heads("q_proj", nh)?, &cos, &sin)?;
+            let k = rope(&heads("k_proj", nkv)?, &cos, &sin)?;
+            let v = heads("v_proj", nkv)?;
+            let attn = attention(&q, &k, &v, &mask, scale, rep, training)?;
+            let attn = attn.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+            x = (x + self.linear(&attn, &format!("{p}.self_attn.o_proj.weight"))?)?;
+
+            let h = self.rms_norm(&x, &format!("{p}.post_attention_layernorm.weight"))?;
+            let gate = self
+                .linear(&h, &format!("{p}.mlp.gate_proj.weight"))?
+                .silu()?;
+            let up = self.linear(&h, &format!("{p}.mlp.up_proj.weight"))?;
+            x = (x + self.linear(&(gate * up)?, &format!("{p}.mlp.down_proj.weight"))?)?;
+        }
+        let x = self.rms_norm(&x, "model.norm.weight")?;
+        let head = if cfg.tie_word_embeddings {
+            "model.embed_tokens.weight"
+        } else {
+            "lm_head.weight"
+        };
+        Ok(self.linear(&x, head)?.to_dtype(DType::F32)?)
+    }
+
+    /// Mean next-token cross-entropy over a batch `[b, t]`, as `model(ids, labels=ids).loss`.
+    pub fn loss(&self, ids: &Tensor, training: bool) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let logits = self.forward(ids, training)?;
+        let v = logits.dim(D::Minus1)?;
+        let pred = logits.narrow(1, 0, t - 1)?.reshape((b * (t - 1), v))?;
+        let target = ids.narrow(1, 1, t - 1)?.flatten_all()?;
+        Ok(candle_nn::loss::cross_entropy(&pred, &target)?)
+    }
+}
+
+/// `[t, t]` additive mask: 0 on and below the diagonal, -inf above.
+fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
+    let data: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(data, (t, t), device)?)
+}
+
+/// Rotary embedding, rotate-half layout, on `[b, heads, t, hd]`.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let hd = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+}
+
+/// Causal grouped-query attention. Query heads that share a key/value head are folded into the
+/// sequence axis (`[b, kv, rep*t, hd]`), so keys and values are never copied `rep` times.
+fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+    rep: usize,
+    training: bool,
+) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if !training && q.device().is_cuda() && q.dtype() == DType::BF16 {
+        return crate::flash::attention(q, k, v, scale);
+    }
+    let _ = training;
+    let (b, nh, t, hd) = q.dims4()?;
+    let nkv = nh / rep;
+    let dtype = q.dtype();
+    let qg = q.reshape((b, nkv, rep * t, hd))?;
+    let scores = (qg.matmul(&k.t()?)? * scale)?
+        .reshape((b, nh, t, t))?
+        .to_dtype(DType::F32)?
+        .broadcast_add(mask)?;
+    let probs = candle_nn::ops::softmax(&scores, D::Minus1)?
+        .to_dtype(dtype)?
+        .reshape((b, nkv, rep * t, t))?;
+    Ok(probs.matmul(v)?.reshape((b, nh, t, hd))?)
+}

@@ -1,0 +1,720 @@
+//! The training loop, top to bottom: prepare (device, tokenizer, data, model, optimiser, resume),
+//! then step until paused, stopped or done, evaluating and checkpointing on the way and recording
+//! candidates.
+//!
+//! It runs on its own thread (a step is seconds of CPU/GPU work, not something to put on the async
+//! runtime) and talks to the daemon through [`Shared`]: the progress the D-Bus properties read, the
+//! run/pause/stop switch, a heartbeat the watchdog loop checks, and a channel of candidates.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use taominer_core::config::Config;
+
+use crate::checkpoint::{Candidate, CheckpointRecord, Checkpoints, RunState, TrainingState};
+use crate::data::{read_documents, Dataset, Tok};
+use crate::error::{Error, Result};
+use crate::model::{init_params, parameter_count, Llama, LlamaConfig};
+use crate::optim::{self, AdamW};
+
+/// What the D-Bus properties and `STATUS=` show.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// `starting`, `training`, `pausing`, `paused`, `finished`, `failed`.
+    pub state: String,
+    pub step: u64,
+    pub epoch: u64,
+    pub loss: f64,
+    pub eval_loss: f64,
+    pub best_loss: f64,
+    pub tokens_per_second: f64,
+    /// Seconds left, or -1 when the run has no end (`max_steps = 0`, `num_epochs = -1`).
+    pub eta_seconds: f64,
+    pub parameters: u64,
+    pub last_error: String,
+    pub candidates: u64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            state: "starting".into(),
+            step: 0,
+            epoch: 0,
+            loss: f64::NAN,
+            eval_loss: f64::NAN,
+            best_loss: f64::NAN,
+            tokens_per_second: 0.0,
+            eta_seconds: -1.0,
+            parameters: 0,
+            last_error: String::new(),
+            candidates: 0,
+        }
+    }
+}
+
+impl Progress {
+    /// The one-line `STATUS=` / `Status()` text, e.g. `step 1200 loss 3.41 8.1k tok/s`.
+    pub fn line(&self) -> String {
+        match self.state.as_str() {
+            "training" | "pausing" => {
+                let mut s = format!(
+                    "step {} loss {:.3} {} tok/s",
+                    self.step,
+                    self.loss,
+                    human(self.tokens_per_second)
+                );
+                if self.best_loss.is_finite() {
+                    s.push_str(&format!(" best {:.3}", self.best_loss));
+                }
+                if self.eta_seconds >= 0.0 {
+                    s.push_str(&format!(" eta {}", duration(self.eta_seconds)));
+                }
+                s
+            }
+            "failed" => format!("failed: {}", self.last_error),
+            "paused" => format!("paused at step {} (best {:.3})", self.step, self.best_loss),
+            "finished" => format!(
+                "finished at step {} (best {:.3})",
+                self.step, self.best_loss
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn human(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.1}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+/// What the daemon asks of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Run,
+    Pause,
+    Stop,
+}
+
+/// A candidate announced to the daemon (which emits `CandidateReady` and hands it to the
+/// publisher).
+#[derive(Debug, Clone)]
+pub struct CandidateEvent {
+    pub candidate: Candidate,
+}
+
+/// State shared between the loop thread and the daemon.
+pub struct Shared {
+    pub progress: Mutex<Progress>,
+    control: Mutex<Control>,
+    wake: Condvar,
+    /// Bumped whenever the loop makes progress (a micro-batch, an eval batch, a file written).
+    pub heartbeat: AtomicU64,
+    candidates: tokio::sync::mpsc::UnboundedSender<CandidateEvent>,
+}
+
+impl Shared {
+    pub fn new(
+        autostart: bool,
+        candidates: tokio::sync::mpsc::UnboundedSender<CandidateEvent>,
+    ) -> Shared {
+        Shared {
+            progress: Mutex::new(Progress::default()),
+            control: Mutex::new(if autostart {
+                Control::Run
+            } else {
+                Control::Pause
+            }),
+            wake: Condvar::new(),
+            heartbeat: AtomicU64::new(0),
+            candidates,
+        }
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Progress)) {
+        if let Ok(mut p) = self.progress.lock() {
+            f(&mut p);
+        }
+        self.beat();
+    }
+
+    pub fn update_state(&self, state: &str) {
+        self.update(|p| p.state = state.to_string());
+    }
+
+    pub fn beat(&self) {
+        self.heartbeat.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_control(&self, c: Control) {
+        if let Ok(mut g) = self.control.lock() {
+            // A stop is final.
+            if *g != Control::Stop {
+                *g = c;
+            }
+        }
+        self.wake.notify_all();
+    }
+
+    pub fn control(&self) -> Control {
+        self.control.lock().map(|g| *g).unwrap_or(Control::Stop)
+    }
+
+    /// Blocks while paused (beating, so the watchdog knows the thread is alive); returns the
+    /// control that ended the wait.
+    fn wait_while_paused(&self) -> Control {
+        let Ok(mut g) = self.control.lock() else {
+            return Control::Stop;
+        };
+        while *g == Control::Pause {
+            self.beat();
+            g = match self.wake.wait_timeout(g, Duration::from_millis(500)) {
+                Ok((g, _)) => g,
+                Err(_) => return Control::Stop,
+            };
+        }
+        *g
+    }
+}
+
+/// Picks the candle device for `trainer.device`.
+pub fn device_for(name: &str) -> Result<Device> {
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = name
+        .strip_prefix("cuda:")
+        .map(|n| n.parse::<usize>().unwrap_or(0))
+        .unwrap_or(0);
+    #[cfg(feature = "cuda")]
+    {
+        Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("{name}: {e}")))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = ordinal;
+        Err(Error::Device(format!(
+            "{name}: this miner-trainer was built without CUDA; build it with `--features cuda` (see README) or set trainer.device = \"cpu\""
+        )))
+    }
+}
+
+/// Where the starting weights come from (config `trainer.start`, or the command line).
+#[derive(Debug, Clone)]
+pub enum Start {
+    Scratch,
+    ModelDir(PathBuf),
+    Uid(u16),
+    Best,
+}
+
+/// Everything the loop needs, ready to step.
+pub struct Run {
+    cfg: Config,
+    device: Device,
+    model: Llama,
+    opt: AdamW,
+    tok: Tok,
+    data: Dataset,
+    store: Checkpoints,
+    state: RunState,
+    save_dtype: DType,
+    competition: String,
+}
+
+/// What identifies a run across restarts: the model's shape and the data.
+fn fingerprint(cfg: &LlamaConfig) -> String {
+    format!(
+        "llama v{} h{} i{} l{} a{} kv{} tied{}",
+        cfg.vocab_size,
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        cfg.kv_heads(),
+        cfg.tie_word_embeddings
+    )
+}
+
+impl Run {
+    /// Prepares a run: resumes the latest checkpoint in `state_dir` if there is one, else starts
+    /// from `start`.
+    pub fn prepare(cfg: &Config, state_dir: &Path, start: Start, shared: &Shared) -> Result<Run> {
+        let t = &cfg.trainer;
+        let device = device_for(&t.device)?;
+        let compute = if device.is_cpu() {
+            DType::F32
+        } else {
+            DType::BF16
+        };
+        let store = Checkpoints::open(state_dir)?;
+
+        let resume = store.index.latest().cloned();
+        let (model_cfg, params, opt_state, state, tok) = if let Some(rec) = resume {
+            tracing::info!("resuming from checkpoint {} (step {})", rec.name, rec.step);
+            let (mcfg, params, opt_state, state) = store.load(&rec.name, &device)?;
+            let tok = Tok::from_file(&store.path_of(&rec.name).join("model/tokenizer.json"))?;
+            (mcfg, params, Some(opt_state), state, tok)
+        } else {
+            let (mcfg, params, tok) = match start {
+                Start::Scratch => {
+                    let tok = match &t.tokenizer {
+                        Some(p) => Tok::from_file(p)?,
+                        None => Tok::builtin_bytes()?,
+                    };
+                    let vocab = if t.model.vocab_size == 0 {
+                        tok.vocab_size()
+                    } else {
+                        t.model.vocab_size
+                    };
+                    let mcfg = LlamaConfig::from_sizes(&t.model, vocab);
+                    mcfg.check()?;
+                    let params = init_params(&mcfg, t.seed, &device)?;
+                    (mcfg, params, tok)
+                }
+                Start::ModelDir(dir) => {
+                    let (mcfg, params) = crate::checkpoint::read_model_dir(&dir, &device)?;
+                    let tok = match &t.tokenizer {
+                        Some(p) => Tok::from_file(p)?,
+                        None if dir.join("tokenizer.json").exists() => {
+                            Tok::from_file(&dir.join("tokenizer.json"))?
+                        }
+                        None => {
+                            return Err(Error::Tokenizer(format!(
+                                "{} has no tokenizer.json; set trainer.tokenizer",
+                                dir.display()
+                            )))
+                        }
+                    };
+                    (mcfg, params, tok)
+                }
+                Start::Uid(uid) => {
+                    return Err(Error::Model(format!(
+                        "starting from UID {uid}'s committed model is not built yet; download it and use --load-model-dir"
+                    )))
+                }
+                Start::Best => {
+                    return Err(Error::Model(
+                        "starting from the competition's best model is not built yet; download it and use --load-model-dir".into(),
+                    ))
+                }
+            };
+            let state = RunState {
+                step: 0,
+                epoch: 0,
+                batch_in_epoch: 0,
+                tokens_seen: 0,
+                eval_loss: None,
+                train_loss: None,
+                best_loss: None,
+                fingerprint: fingerprint(&mcfg),
+                data_fingerprint: String::new(),
+            };
+            (mcfg, params, None, state, tok)
+        };
+        if state.fingerprint != fingerprint(&model_cfg) {
+            return Err(Error::Model(format!(
+                "the checkpoint in {} is of another model ({}); move run.json and checkpoints/ away to start a new run",
+                state_dir.display(),
+                state.fingerprint
+            )));
+        }
+        tok.check_fits(model_cfg.vocab_size)?;
+        shared.beat();
+
+        let docs = read_documents(&t.data, &t.text_field)?;
+        let data = Dataset::build(&docs, &tok, t)?;
+        if state.step > 0 && state.data_fingerprint != data.fingerprint {
+            tracing::warn!(
+                "the training data changed since step {}: the run goes on from its data position over the new data",
+                state.step
+            );
+        }
+        let mut state = state;
+        state.data_fingerprint = data.fingerprint.clone();
+        if data.max_token() as usize >= model_cfg.vocab_size {
+            return Err(Error::Tokenizer(format!(
+                "token id {} does not fit the model's vocab_size {}",
+                data.max_token(),
+                model_cfg.vocab_size
+            )));
+        }
+        if t.sequence_length > model_cfg.max_position_embeddings {
+            return Err(Error::Model(format!(
+                "trainer.sequence_length {} exceeds the model's max_position_embeddings {}",
+                t.sequence_length, model_cfg.max_position_embeddings
+            )));
+        }
+        let mut opt = AdamW::new(&params, t)?;
+        if let Some(saved) = &opt_state {
+            opt.load_state(&params, saved)?;
+        }
+        let model = Llama::new(model_cfg, params, compute)?;
+        let competition = cfg.miner.competition().unwrap_or_default();
+        shared.update(|p| {
+            p.step = state.step;
+            p.epoch = state.epoch;
+            p.best_loss = state.best_loss.unwrap_or(f64::NAN);
+            p.loss = state.train_loss.unwrap_or(f64::NAN);
+            p.parameters = parameter_count(&model.params);
+            p.candidates = store.index.candidates.len() as u64;
+        });
+        tracing::info!(
+            "model: {} parameters, {} layers, hidden {}, vocab {}; device {}, compute {:?}",
+            parameter_count(&model.params),
+            model.cfg.num_hidden_layers,
+            model.cfg.hidden_size,
+            model.cfg.vocab_size,
+            t.device,
+            compute
+        );
+        Ok(Run {
+            cfg: cfg.clone(),
+            save_dtype: compute,
+            device,
+            model,
+            opt,
+            tok,
+            data,
+            store,
+            state,
+            competition,
+        })
+    }
+
+    fn batches_per_epoch(&self) -> usize {
+        self.data.epoch_order(self.state.epoch).len() / self.cfg.trainer.batch_size
+    }
+
+    /// Steps until done, paused-then-stopped, or stopped. Errors end the run (`failed`).
+    pub fn train(&mut self, shared: &Shared) -> Result<()> {
+        let t = self.cfg.trainer.clone();
+        let tokens_per_step = (t.batch_size * t.sequence_length * t.accumulation_steps) as f64;
+        let mut order = self.data.epoch_order(self.state.epoch);
+        let mut rate = 0.0f64;
+        let mut last_saved = self.state.step;
+        shared.update(|p| p.state = "training".into());
+        loop {
+            match shared.control() {
+                Control::Stop => break,
+                Control::Pause => {
+                    if self.state.step != last_saved {
+                        self.checkpoint(None)?;
+                        last_saved = self.state.step;
+                    }
+                    shared.update(|p| p.state = "paused".into());
+                    tracing::info!("paused at step {}", self.state.step);
+                    if shared.wait_while_paused() == Control::Stop {
+                        break;
+                    }
+                    shared.update(|p| p.state = "training".into());
+                    tracing::info!("resumed at step {}", self.state.step);
+                }
+                Control::Run => {}
+            }
+            if self.done() {
+                break;
+            }
+            let started = Instant::now();
+            let mut grads: HashMap<String, Tensor> = HashMap::new();
+            let mut loss_sum = 0.0;
+            let mut epoch_ended = false;
+            for _ in 0..t.accumulation_steps {
+                if self.state.batch_in_epoch + 1 > order.len() / t.batch_size {
+                    self.end_epoch(shared)?;
+                    epoch_ended = true;
+                    if self.done() {
+                        break;
+                    }
+                    order = self.data.epoch_order(self.state.epoch);
+                }
+                let b = self.state.batch_in_epoch;
+                let idx = &order[b * t.batch_size..(b + 1) * t.batch_size];
+                let ids = Tensor::from_vec(
+                    self.data.train_batch(idx),
+                    (t.batch_size, t.sequence_length),
+                    &self.device,
+                )?;
+                let loss = self.model.loss(&ids, true)?;
+                loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                let scaled = (loss / t.accumulation_steps as f64)?;
+                optim::accumulate(&mut grads, &self.model.params, &scaled.backward()?)?;
+                self.state.batch_in_epoch += 1;
+                self.state.tokens_seen += (t.batch_size * t.sequence_length) as u64;
+                shared.beat();
+            }
+            if grads.is_empty() {
+                break;
+            }
+            optim::clip_global_norm(&mut grads, t.grad_clip)?;
+            let lr = optim::learning_rate(
+                self.state.step,
+                t.lr,
+                t.warmup_steps,
+                t.max_steps,
+                t.min_lr_ratio,
+            );
+            self.opt.step(&self.model.params, &grads, lr)?;
+            drop(grads);
+            self.state.step += 1;
+            let loss = loss_sum / t.accumulation_steps as f64;
+            if !loss.is_finite() {
+                return Err(Error::Model(format!(
+                    "training loss is {loss} at step {}: lower trainer.lr or check the data",
+                    self.state.step
+                )));
+            }
+            self.state.train_loss = Some(loss);
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            let now = tokens_per_step / secs;
+            rate = if rate == 0.0 {
+                now
+            } else {
+                0.8 * rate + 0.2 * now
+            };
+            let eta = self.eta(secs);
+            let step = self.state.step;
+            shared.update(|p| {
+                p.step = step;
+                p.loss = loss;
+                p.tokens_per_second = rate;
+                p.eta_seconds = eta;
+            });
+            tracing::debug!(STEP = step, "step {step} loss {loss:.4} lr {lr:.2e}");
+
+            let mut saved = false;
+            // Upstream evaluates at each epoch's end; we also do every `eval_every` steps.
+            if step % t.eval_every == 0 || epoch_ended {
+                saved = self.evaluate_and_offer(shared)?;
+            }
+            if !saved && step % t.checkpoint_every == 0 {
+                self.checkpoint(None)?;
+                saved = true;
+            }
+            if saved {
+                last_saved = step;
+            }
+        }
+        if self.state.step != last_saved {
+            if self.done() && self.state.eval_loss.is_none() {
+                self.evaluate_and_offer(shared)?;
+            } else {
+                self.checkpoint(None)?;
+            }
+        }
+        if self.done() {
+            shared.update(|p| p.state = "finished".into());
+            tracing::info!(
+                "finished at step {}; best eval loss {:?}",
+                self.state.step,
+                self.state.best_loss
+            );
+        }
+        Ok(())
+    }
+
+    fn done(&self) -> bool {
+        let t = &self.cfg.trainer;
+        (t.max_steps > 0 && self.state.step >= t.max_steps)
+            || (t.num_epochs > 0 && self.state.epoch >= t.num_epochs as u64)
+    }
+
+    fn eta(&self, secs_per_step: f64) -> f64 {
+        let t = &self.cfg.trainer;
+        let mut left = None;
+        if t.max_steps > 0 {
+            left = Some(t.max_steps.saturating_sub(self.state.step) as f64);
+        }
+        if t.num_epochs > 0 {
+            let per_epoch = (self.batches_per_epoch() / t.accumulation_steps).max(1) as f64;
+            let remaining_epochs = (t.num_epochs as u64).saturating_sub(self.state.epoch) as f64;
+            let by_epochs = remaining_epochs * per_epoch
+                - (self.state.batch_in_epoch / t.accumulation_steps) as f64;
+            left = Some(left.map_or(by_epochs, |l: f64| l.min(by_epochs)));
+        }
+        left.map_or(-1.0, |l| l.max(0.0) * secs_per_step)
+    }
+
+    /// Epoch boundary: evaluate (upstream saves on a new best epoch) and move the data position.
+    fn end_epoch(&mut self, shared: &Shared) -> Result<()> {
+        tracing::info!(
+            "epoch {} done at step {}",
+            self.state.epoch,
+            self.state.step
+        );
+        self.state.epoch += 1;
+        self.state.batch_in_epoch = 0;
+        shared.update(|p| p.epoch += 1);
+        Ok(())
+    }
+
+    /// Mean token cross-entropy over the eval sequences, with no gradient kept.
+    pub fn eval_loss(&self, shared: &Shared) -> Result<f64> {
+        let t = &self.cfg.trainer;
+        let seqs = self.data.eval_sequences();
+        let (mut sum, mut n) = (0.0f64, 0usize);
+        for chunk in seqs.chunks(t.batch_size) {
+            let flat: Vec<u32> = chunk.iter().flat_map(|s| s.iter().copied()).collect();
+            let ids = Tensor::from_vec(flat, (chunk.len(), t.sequence_length), &self.device)?;
+            let loss = self.model.loss(&ids, false)?.detach();
+            sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
+            n += chunk.len();
+            shared.beat();
+        }
+        Ok(sum / n.max(1) as f64)
+    }
+
+    /// Evaluates; on a new best checkpoints, and records a candidate when the threshold rule
+    /// says so. Returns whether a checkpoint was written.
+    fn evaluate_and_offer(&mut self, shared: &Shared) -> Result<bool> {
+        let loss = self.eval_loss(shared)?;
+        self.state.eval_loss = Some(loss);
+        self.store.index.history.push((self.state.step, loss));
+        let improved = self.state.best_loss.is_none_or(|b| loss < b);
+        tracing::info!(
+            STEP = self.state.step,
+            "eval loss {loss:.4} at step {}{}",
+            self.state.step,
+            if improved { " (best)" } else { "" }
+        );
+        if improved {
+            self.state.best_loss = Some(loss);
+        }
+        let best = self.state.best_loss.unwrap_or(loss);
+        shared.update(|p| {
+            p.eval_loss = loss;
+            p.best_loss = best;
+        });
+        let name = self.checkpoint(Some(loss))?;
+        if improved {
+            self.store.index.best = Some(CheckpointRecord {
+                name: name.clone(),
+                step: self.state.step,
+                eval_loss: Some(loss),
+            });
+        }
+        let threshold = self.cfg.trainer.avg_loss_upload_threshold;
+        let last = self.store.index.last_candidate().map(|c| c.loss);
+        if is_candidate(loss, threshold, last) {
+            let candidate = Candidate {
+                checkpoint: name.clone(),
+                path: self.store.path_of(&name).join("model"),
+                step: self.state.step,
+                loss,
+                competition: self.competition.clone(),
+                job_id: None,
+            };
+            self.store.index.candidates.push(candidate.clone());
+            // Recorded before it is announced: a restart never announces it again.
+            self.store.save_index()?;
+            taominer_core::fault::crash_point("trainer.candidate-recorded");
+            tracing::info!(
+                STEP = self.state.step,
+                "candidate: eval loss {loss:.4} < threshold {threshold} at step {} ({})",
+                self.state.step,
+                candidate.path.display()
+            );
+            let count = self.store.index.candidates.len() as u64;
+            shared.update(|p| p.candidates = count);
+            let _ = shared.candidates.send(CandidateEvent { candidate });
+        } else {
+            self.store.save_index()?;
+        }
+        self.state.eval_loss = None;
+        Ok(true)
+    }
+
+    /// Writes a checkpoint of the current state and prunes old ones. Returns its name.
+    fn checkpoint(&mut self, eval_loss: Option<f64>) -> Result<String> {
+        let mut run = self.state.clone();
+        run.eval_loss = eval_loss;
+        let opt_state = self.opt.state_tensors()?;
+        let master = (self.save_dtype != DType::F32).then_some(&self.model.params);
+        let name = self.store.save(
+            &self.model.cfg,
+            &self.model.params,
+            &self.tok,
+            self.save_dtype,
+            self.cfg.trainer.max_shard_bytes,
+            TrainingState {
+                run: &run,
+                optimizer: opt_state.iter().map(|(k, t)| (k.clone(), t)).collect(),
+                master,
+            },
+        )?;
+        self.store.prune(self.cfg.trainer.keep_checkpoints)?;
+        tracing::info!(STEP = run.step, "checkpoint {name}");
+        Ok(name)
+    }
+}
+
+/// The threshold rule: below `avg_loss_upload_threshold` (0 disables, as upstream) and better
+/// than the last candidate.
+pub fn is_candidate(loss: f64, threshold: f64, last_candidate: Option<f64>) -> bool {
+    threshold > 0.0 && loss < threshold && last_candidate.is_none_or(|l| loss < l)
+}
+
+/// The loop thread's body: prepare, train, and record a failure for `Status`.
+pub fn run_thread(cfg: Config, state_dir: PathBuf, start: Start, shared: &Shared) {
+    if shared.wait_while_paused() == Control::Stop {
+        return;
+    }
+    let result =
+        Run::prepare(&cfg, &state_dir, start, shared).and_then(|mut run| run.train(shared));
+    if let Err(e) = result {
+        tracing::error!("training failed: {e}");
+        shared.update(|p| {
+            p.state = "failed".into();
+            p.last_error = e.to_string();
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_rule() {
+        assert!(!is_candidate(1.0, 0.0, None), "threshold 0 never uploads");
+        assert!(is_candidate(1.0, 2.0, None));
+        assert!(!is_candidate(2.5, 2.0, None));
+        assert!(!is_candidate(1.0, 2.0, Some(0.9)));
+        assert!(is_candidate(0.8, 2.0, Some(0.9)));
+        assert!(!is_candidate(0.9, 2.0, Some(0.9)), "equal is not better");
+    }
+
+    #[test]
+    fn status_line() {
+        let p = Progress {
+            state: "training".into(),
+            step: 1200,
+            loss: 3.41,
+            tokens_per_second: 8100.0,
+            ..Default::default()
+        };
+        assert_eq!(p.line(), "step 1200 loss 3.410 8.1k tok/s");
+    }
+}
