@@ -293,6 +293,19 @@ pub trait Trainer {
     fn best_loss(&self) -> zbus::Result<f64>;
     #[zbus(property)]
     fn tokens_per_second(&self) -> zbus::Result<f64>;
+    #[zbus(property)]
+    fn epoch(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn eval_loss(&self) -> zbus::Result<f64>;
+    /// Seconds left; -1 when the run has no end.
+    #[zbus(property)]
+    fn eta(&self) -> zbus::Result<f64>;
+    #[zbus(property)]
+    fn parameters(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn candidates(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_error(&self) -> zbus::Result<String>;
     #[zbus(signal)]
     fn candidate_ready(&self, path: &str, avg_loss: f64, competition: &str) -> zbus::Result<()>;
 }

@@ -90,6 +90,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Control and watch the training run.
+    Train {
+        #[command(subcommand)]
+        action: TrainAction,
+    },
     /// Compute the model hash and secure hash of a directory as validators do (no daemon needed).
     Hash {
         dir: PathBuf,
@@ -98,6 +103,19 @@ enum Command {
         hotkey: String,
         #[arg(long, default_value = "pretraining")]
         profile: Profile,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TrainAction {
+    /// Start (or resume) training.
+    Start,
+    /// Pause after the current step; a checkpoint keeps the progress.
+    Pause,
+    /// Step, losses, speed, ETA and candidates.
+    Status {
         #[arg(long)]
         json: bool,
     },
@@ -159,6 +177,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             commitment(&cli.bus, hotkey.as_deref(), uid, json).await
         }
         Command::Metagraph { json } => metagraph(&cli.bus, json).await,
+        Command::Train { action } => train(&cli.bus, action).await,
     }
 }
 
@@ -556,6 +575,85 @@ async fn commitments(bus: &BusSpec, json: bool) -> Result<()> {
             "{:>6}  {}  netuid {}  {}  {}",
             c.block, c.job_id, c.netuid, c.hotkey, c.commitment
         );
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct TrainStatus {
+    state: String,
+    step: u64,
+    epoch: u64,
+    loss: f64,
+    eval_loss: f64,
+    best_loss: f64,
+    tokens_per_second: f64,
+    eta_seconds: f64,
+    parameters: u64,
+    candidates: u64,
+    last_error: String,
+}
+
+async fn train(bus: &BusSpec, action: TrainAction) -> Result<()> {
+    let conn = connect(bus).await?;
+    let err = |e| call_error(Part::Trainer, e);
+    let trainer = TrainerProxy::builder(&conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(err)?;
+    match action {
+        TrainAction::Start => {
+            trainer.start().await.map_err(err)?;
+            println!("training started");
+        }
+        TrainAction::Pause => {
+            trainer.pause().await.map_err(err)?;
+            println!("pausing after the current step");
+        }
+        TrainAction::Status { json } => {
+            let s = TrainStatus {
+                state: trainer.state().await.map_err(err)?,
+                step: trainer.step().await.map_err(err)?,
+                epoch: trainer.epoch().await.map_err(err)?,
+                loss: trainer.loss().await.map_err(err)?,
+                eval_loss: trainer.eval_loss().await.map_err(err)?,
+                best_loss: trainer.best_loss().await.map_err(err)?,
+                tokens_per_second: trainer.tokens_per_second().await.map_err(err)?,
+                eta_seconds: trainer.eta().await.map_err(err)?,
+                parameters: trainer.parameters().await.map_err(err)?,
+                candidates: trainer.candidates().await.map_err(err)?,
+                last_error: trainer.last_error().await.map_err(err)?,
+            };
+            if json {
+                // JSON has no NaN: a loss not measured yet is null.
+                let mut v = serde_json::to_value(&s).unwrap_or_default();
+                if let Some(obj) = v.as_object_mut() {
+                    for (k, x) in [("loss", s.loss), ("eval_loss", s.eval_loss), ("best_loss", s.best_loss)] {
+                        if !x.is_finite() {
+                            obj.insert(k.into(), serde_json::Value::Null);
+                        }
+                    }
+                }
+                println!("{v}");
+            } else {
+                let f = |x: f64| if x.is_finite() { format!("{x:.4}") } else { "-".into() };
+                println!("state       {}", s.state);
+                println!("step        {} (epoch {})", s.step, s.epoch);
+                println!("loss        {} (eval {}, best {})", f(s.loss), f(s.eval_loss), f(s.best_loss));
+                println!("speed       {:.0} tokens/s", s.tokens_per_second);
+                if s.eta_seconds >= 0.0 {
+                    println!("eta         {:.0} s", s.eta_seconds);
+                } else {
+                    println!("eta         - (no end set: trainer.max_steps / trainer.num_epochs)");
+                }
+                println!("parameters  {}", s.parameters);
+                println!("candidates  {}", s.candidates);
+                if !s.last_error.is_empty() {
+                    println!("error       {}", s.last_error);
+                }
+            }
+        }
     }
     Ok(())
 }

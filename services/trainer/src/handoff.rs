@@ -29,6 +29,9 @@ use crate::train::{CandidateEvent, Shared};
 /// checkpoint of a big model or a slow first step shows no beat for a while.
 const STALL_LIMIT: Duration = Duration::from_secs(600);
 
+/// How often `STATUS=` is refreshed while the state stays the same.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
 /// `handoffs.json`: candidate model directory → what the publisher said.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HandOffs {
@@ -77,6 +80,8 @@ pub async fn run(
     let mut last_beat = Instant::now();
     let mut backoff = Duration::from_secs(1);
     let mut next_try = Instant::now();
+    let mut last_state = String::new();
+    let mut last_status = Instant::now();
     loop {
         let beat = shared.heartbeat.load(Ordering::Relaxed);
         if beat != seen_beat {
@@ -90,7 +95,13 @@ pub async fn run(
         } else {
             tracing::error!("the training loop shows no progress for {STALL_LIMIT:?}; leaving it to the watchdog");
         }
-        runtime::notify_status(&progress.line());
+        // STATUS= changes every step; systemd needs it every few seconds at most (and a test's
+        // notify socket that nobody drains would fill up and block us).
+        if progress.state != last_state || last_status.elapsed() >= STATUS_EVERY {
+            runtime::notify_status(&progress.line());
+            last_state = progress.state.clone();
+            last_status = Instant::now();
+        }
 
         if !pending.is_empty() && Instant::now() >= next_try {
             match hand_off(&publisher, &mut pending, &mut handoffs, &state_dir).await {

@@ -136,8 +136,12 @@ impl Shared {
         autostart: bool,
         candidates: tokio::sync::mpsc::UnboundedSender<CandidateEvent>,
     ) -> Shared {
+        let progress = Progress {
+            state: if autostart { "starting" } else { "paused" }.into(),
+            ..Default::default()
+        };
         Shared {
-            progress: Mutex::new(Progress::default()),
+            progress: Mutex::new(progress),
             control: Mutex::new(if autostart {
                 Control::Run
             } else {
@@ -416,6 +420,13 @@ impl Run {
         let mut rate = 0.0f64;
         let mut last_saved = self.state.step;
         shared.update(|p| p.state = "training".into());
+        if self.state.step == 0 && self.store.index.history.is_empty() {
+            // The untrained model's loss: the baseline the curve starts from.
+            let loss = self.eval_loss(shared)?;
+            tracing::info!(STEP = 0, "eval loss {loss:.4} before training");
+            self.store.index.history.push((0, loss));
+            shared.update(|p| p.eval_loss = loss);
+        }
         loop {
             match shared.control() {
                 Control::Stop => break,
@@ -681,6 +692,7 @@ pub fn run_thread(cfg: Config, state_dir: PathBuf, start: Start, shared: &Shared
     if shared.wait_while_paused() == Control::Stop {
         return;
     }
+    shared.update_state("starting");
     let result =
         Run::prepare(&cfg, &state_dir, start, shared).and_then(|mut run| run.train(shared));
     if let Err(e) = result {

@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     let n = ids.len();
     let input = Tensor::from_vec(ids.clone(), (1, n), &device)?;
     let loss = model.loss(&input, false)?.to_scalar::<f32>()?;
-    let mut out = serde_json::json!({"tokens": n, "loss": loss, "ids": ids});
+    let mut out = serde_json::json!({"tokens": n, "loss": loss, "ids": ids, "text": args.text});
     if args.logits {
         let logits = model.forward(&input, false)?.squeeze(0)?.to_vec2::<f32>()?;
         out["logits"] = serde_json::json!(logits);

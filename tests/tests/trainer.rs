@@ -1,0 +1,494 @@
+//! The trainer against real peers: a real dbus-daemon, the `miner-trainer` binary, `minerctl`,
+//! the publisher for candidates, and HF `transformers` (CPU torch, in the test venv) loading
+//! what it writes.
+//!
+//! Fixtures are made here: `tests/trainer/transformers_check.py make-data` writes a generated
+//! corpus as text, JSONL and Parquet and trains a byte-level BPE tokenizer on it with the
+//! `tokenizers` library. Nothing is downloaded.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use taominer_tests::*;
+
+/// The generated corpus and tokenizer, in a temp dir.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(venv_python())
+            .arg(repo_root().join("tests/trainer/transformers_check.py"))
+            .arg("make-data")
+            .arg(dir.path())
+            .output()
+            .expect("run make-data");
+        assert!(
+            out.status.success(),
+            "make-data: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Fixture { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `--set` overrides for a small, fast run over all three source formats.
+    fn sets(&self, extra: &[&str]) -> Vec<String> {
+        let data = format!(
+            "trainer.data=[{:?},{:?},{:?}]",
+            self.path("corpus.txt"),
+            self.path("corpus.jsonl"),
+            self.path("corpus.parquet")
+        );
+        let mut sets = vec![
+            data,
+            format!("trainer.tokenizer={:?}", self.path("tokenizer.json")),
+            "trainer.sequence_length=64".into(),
+            "trainer.batch_size=4".into(),
+            "trainer.lr=0.003".into(),
+            "trainer.warmup_steps=5".into(),
+            "trainer.eval_sequences=16".into(),
+        ];
+        sets.extend(extra.iter().map(|s| s.to_string()));
+        sets
+    }
+
+    fn trainer<'a>(&self, bus: &'a Bus, state: &'a Path, extra: &[&str]) -> Spawn<'a> {
+        let mut spawn = Spawn::new("trainer", bus, state);
+        for s in self.sets(extra) {
+            spawn = spawn.arg("--set").arg(&s);
+        }
+        spawn
+    }
+}
+
+fn train_status(bus: &Bus) -> Value {
+    json(&minerctl(bus, &["train", "status", "--json"]))
+}
+
+/// Waits until the trainer reports `state`; panics with its status otherwise.
+fn wait_state(bus: &Bus, state: &str, timeout: Duration) -> Value {
+    let mut last = Value::Null;
+    let ok = eventually(timeout, || {
+        let out = minerctl(bus, &["train", "status", "--json"]);
+        if out.status.success() {
+            last = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        }
+        last["state"] == state
+    });
+    assert!(ok, "trainer never reached {state}: {last}");
+    last
+}
+
+fn run_index(state: &Path) -> Value {
+    let text = std::fs::read_to_string(state.join("run.json")).unwrap_or_else(|_| "{}".into());
+    serde_json::from_str(&text).expect("run.json is JSON")
+}
+
+fn checkpoint_dir(state: &Path, step: u64) -> PathBuf {
+    state.join(format!("checkpoints/step-{step:08}"))
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Proves: the checkpoint is a transformers model directory (sharded with an index here), its
+/// tokenizer loads in `PreTrainedTokenizerFast` and tokenizes as ours, and transformers' loss
+/// and logits on a prompt equal ours (1e-4). Trains on text, JSONL and Parquet at once.
+#[test]
+fn transformers_loads_our_checkpoint_and_computes_the_same_loss() {
+    let fx = Fixture::new();
+    let bus = Bus::start();
+    let state = fx.path("state");
+    let mut d = fx
+        .trainer(
+            &bus,
+            &state,
+            &[
+                "trainer.max_steps=20",
+                "trainer.eval_every=10",
+                // ~1.9 MB of f32 weights: sharded, as a 15 GB model would be at 5 GB.
+                "trainer.max_shard_bytes=400000",
+            ],
+        )
+        .start();
+    d.assert_ready();
+    wait_state(&bus, "finished", Duration::from_secs(120));
+    let model = checkpoint_dir(&state, 20).join("model");
+    assert!(model.join("model.safetensors.index.json").exists());
+    assert!(model.join("model-00001-of-00005.safetensors").exists() || {
+        std::fs::read_dir(&model)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("model-0000"))
+            .count()
+            > 1
+    });
+
+    let out = Command::new(bin_dir().join("miner-eval"))
+        .arg(&model)
+        .args([
+            "--text",
+            "The miner trains a checkpoint with a fixed seed. A validator hashes every shard.",
+            "--logits",
+        ])
+        .output()
+        .expect("miner-eval");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ours = fx.path("ours.json");
+    std::fs::write(&ours, &out.stdout).unwrap();
+    assert_python_checks_pass(
+        &repo_root().join("tests/trainer/transformers_check.py"),
+        &["check".as_ref(), model.as_os_str(), ours.as_os_str()],
+    );
+}
+
+/// Proves a real training signal: 200 steps lower the held-out eval loss from the untrained
+/// model's (~ln 400 = 6.0) by at least 2 nats. Also drives pause/start over D-Bus.
+#[test]
+fn two_hundred_steps_lower_the_eval_loss() {
+    let fx = Fixture::new();
+    let bus = Bus::start();
+    let state = fx.path("state");
+    let mut d = fx
+        .trainer(
+            &bus,
+            &state,
+            &[
+                "trainer.max_steps=200",
+                "trainer.eval_every=50",
+                "trainer.autostart=false",
+            ],
+        )
+        .start();
+    d.assert_ready();
+    assert_eq!(train_status(&bus)["state"], "paused", "autostart = false waits");
+    let out = minerctl(&bus, &["train", "start"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(eventually(Duration::from_secs(60), || {
+        train_status(&bus)["step"].as_u64().unwrap_or(0) >= 20
+    }));
+    let out = minerctl(&bus, &["train", "pause"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let paused = wait_state(&bus, "paused", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        train_status(&bus)["step"], paused["step"],
+        "no steps while paused"
+    );
+    assert!(minerctl(&bus, &["train", "start"]).status.success());
+    let done = wait_state(&bus, "finished", Duration::from_secs(300));
+    assert_eq!(done["step"], 200);
+
+    let history = run_index(&state)["history"].as_array().cloned().unwrap();
+    let first = history.first().unwrap()[1].as_f64().unwrap();
+    let last = history.last().unwrap()[1].as_f64().unwrap();
+    assert_eq!(history.first().unwrap()[0], 0);
+    assert_eq!(history.last().unwrap()[0], 200);
+    println!("eval loss {first:.3} -> {last:.3}");
+    assert!(
+        last < first - 2.0,
+        "eval loss {first:.3} -> {last:.3}: expected a drop of at least 2 nats"
+    );
+    let best = done["best_loss"].as_f64().unwrap();
+    assert!(best <= last + 1e-12);
+    assert_eq!(d.terminate().map(|s| s.success()), Some(true));
+}
+
+/// Proves resume: a run killed with SIGKILL and restarted continues from its checkpoint with the
+/// same optimiser state and data position, ending bit-identical (weights and AdamW moments) to
+/// an uninterrupted run with the same seed.
+#[test]
+fn kill9_and_resume_ends_bit_identical_to_an_uninterrupted_run() {
+    let fx = Fixture::new();
+    let bus = Bus::start();
+    let sets = [
+        "trainer.max_steps=40",
+        "trainer.checkpoint_every=10",
+        "trainer.eval_every=1000",
+        "trainer.accumulation_steps=2",
+    ];
+
+    let straight = fx.path("straight");
+    let mut a = fx.trainer(&bus, &straight, &sets).start();
+    a.assert_ready();
+    wait_state(&bus, "finished", Duration::from_secs(120));
+    a.terminate();
+
+    let resumed = fx.path("resumed");
+    let mut b = fx.trainer(&bus, &resumed, &sets).start();
+    b.assert_ready();
+    assert!(eventually(Duration::from_secs(60), || {
+        run_index(&resumed)["checkpoints"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["step"].as_u64() >= Some(20)))
+    }));
+    b.kill9();
+    let at_kill = run_index(&resumed)["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["step"].as_u64())
+        .max()
+        .unwrap();
+    assert!((20..40).contains(&at_kill), "killed after step {at_kill}");
+
+    let mut b = fx.trainer(&bus, &resumed, &sets).start();
+    b.assert_ready();
+    let done = wait_state(&bus, "finished", Duration::from_secs(120));
+    assert_eq!(done["step"], 40);
+    for file in ["model/model.safetensors", "optimizer.safetensors", "state.json"] {
+        let x = read(&checkpoint_dir(&straight, 40).join(file));
+        let y = read(&checkpoint_dir(&resumed, 40).join(file));
+        assert!(x == y, "{file} differs after resuming from step {at_kill}");
+    }
+    b.terminate();
+}
+
+/// Proves a checkpoint killed half-way (model written but not renamed; renamed but not yet
+/// recorded) is never loaded: the restarted trainer removes it and starts from what was
+/// recorded, and no candidate ever points into it.
+#[test]
+fn a_half_written_checkpoint_is_never_loaded() {
+    let fx = Fixture::new();
+    let bus = Bus::start();
+    let state = fx.path("state");
+    let sets = [
+        "trainer.max_steps=20",
+        "trainer.checkpoint_every=10",
+        "trainer.eval_every=10",
+        "trainer.avg_loss_upload_threshold=100",
+    ];
+    for point in [
+        "trainer.checkpoint-model-written",
+        "trainer.checkpoint-renamed",
+    ] {
+        let _ = std::fs::remove_dir_all(&state);
+        let mut d = fx
+            .trainer(&bus, &state, &sets)
+            .env("MINERTEST_CRASH_AT", point)
+            .start();
+        d.assert_ready();
+        assert!(
+            d.wait_exit(Duration::from_secs(60)).is_some(),
+            "{point}: the trainer did not crash"
+        );
+        let leftovers: Vec<String> = std::fs::read_dir(state.join("checkpoints"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "{point}: {leftovers:?}");
+        let index = run_index(&state);
+        assert!(
+            index["checkpoints"].as_array().is_none_or(|c| c.is_empty()),
+            "{point}: recorded {index}"
+        );
+
+        let mut d = fx.trainer(&bus, &state, &sets).start();
+        d.assert_ready();
+        wait_state(&bus, "finished", Duration::from_secs(60));
+        let names: Vec<String> = std::fs::read_dir(state.join("checkpoints"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| n.starts_with("step-")),
+            "{point}: {names:?}"
+        );
+        let log = String::from_utf8_lossy(&read(&state.join("run.json"))).into_owned();
+        assert!(!log.contains(".tmp-"), "{point}: {log}");
+        // Started over from step 0 (nothing recorded to resume), so step 10 was evaluated anew.
+        let history = run_index(&state)["history"].as_array().cloned().unwrap();
+        assert_eq!(
+            history.iter().map(|h| h[0].as_u64().unwrap()).collect::<Vec<_>>(),
+            vec![0, 10, 20],
+            "{point}"
+        );
+        d.terminate();
+    }
+}
+
+/// Proves the candidate rule end to end: every evaluation below the threshold that beats the
+/// last candidate becomes one (and no other), each is handed to the real publisher exactly once
+/// even when the trainer dies right after recording one, and `CandidateReady` is emitted for
+/// each announced candidate and never again after a restart.
+#[test]
+fn candidates_follow_the_threshold_rule_and_are_handed_off_once() {
+    let fx = Fixture::new();
+    let bus = Bus::start();
+    let monitor_log = fx.path("monitor.log");
+    let mut monitor = Command::new("dbus-monitor")
+        .arg("--address")
+        .arg(&bus.address)
+        .arg("type='signal',interface='org.taominer.Trainer1'")
+        .stdout(std::fs::File::create(&monitor_log).unwrap())
+        .spawn()
+        .expect("dbus-monitor");
+    let pub_state = fx.path("publisher");
+    let mut publisher = Spawn::new("publisher", &bus, &pub_state).start();
+    publisher.assert_ready();
+
+    let state = fx.path("state");
+    let threshold = 5.3;
+    let sets = [
+        "trainer.max_steps=60",
+        "trainer.eval_every=10",
+        "trainer.checkpoint_every=10",
+        "trainer.avg_loss_upload_threshold=5.3",
+    ];
+    let mut d = fx
+        .trainer(&bus, &state, &sets)
+        .env("MINERTEST_CRASH_AT", "trainer.candidate-recorded")
+        .start();
+    d.assert_ready();
+    assert!(d.wait_exit(Duration::from_secs(60)).is_some(), "no crash");
+    assert_eq!(run_index(&state)["candidates"].as_array().unwrap().len(), 1);
+
+    let mut d = fx.trainer(&bus, &state, &sets).start();
+    d.assert_ready();
+    wait_state(&bus, "finished", Duration::from_secs(120));
+
+    let index = run_index(&state);
+    let candidates = index["candidates"].as_array().cloned().unwrap();
+    // Replay the rule over the recorded evaluations.
+    let mut expected = Vec::new();
+    let mut last: Option<f64> = None;
+    for h in index["history"].as_array().unwrap().iter().skip(1) {
+        let (step, loss) = (h[0].as_u64().unwrap(), h[1].as_f64().unwrap());
+        if loss < threshold && last.is_none_or(|l| loss < l) {
+            expected.push(step);
+            last = Some(loss);
+        }
+    }
+    let got: Vec<u64> = candidates
+        .iter()
+        .map(|c| c["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, expected, "candidates vs the rule over {}", index["history"]);
+    assert!(got.len() >= 2, "the run should produce several candidates: {got:?}");
+
+    // Each candidate reaches the publisher exactly once.
+    let mut jobs = Vec::new();
+    assert!(eventually(Duration::from_secs(30), || {
+        jobs = json(&minerctl(&bus, &["jobs", "--json"]))
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        jobs.len() >= got.len()
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    let jobs = json(&minerctl(&bus, &["jobs", "--json"]));
+    let sources: Vec<String> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["source"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sources.len(), candidates.len(), "{sources:?}");
+    for c in &candidates {
+        let path = Path::new(c["path"].as_str().unwrap()).canonicalize().unwrap();
+        let n = sources.iter().filter(|s| Path::new(s) == path).count();
+        assert_eq!(n, 1, "{} handed off {n} times", path.display());
+    }
+
+    // Signals: one per candidate announced by the second process; the first candidate was
+    // recorded but its announcement died with the process, and it is not announced again.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let log = std::fs::read_to_string(&monitor_log).unwrap();
+    let signals = log.matches("member=CandidateReady").count();
+    assert_eq!(signals, candidates.len() - 1, "{log}");
+    d.terminate();
+    publisher.terminate();
+}
+
+/// Proves bad input is refused with a message that names the problem: an unknown architecture,
+/// tensors whose shapes disagree with config.json, a tokenizer larger than the model's
+/// vocabulary (each reported by `minerctl train status`, the daemon still serving), and a bad
+/// `[trainer]` value (exit 78 naming the key).
+#[test]
+fn bad_models_tokenizers_and_settings_get_clear_errors() {
+    let fx = Fixture::new();
+    let bus = Bus::start();
+    // A good model dir to break: a short run with the built-in byte tokenizer (257 tokens).
+    let state = fx.path("state");
+    let mut d = Spawn::new("trainer", &bus, &state)
+        .arg("--set")
+        .arg(&format!("trainer.data=[{:?}]", fx.path("corpus.txt")))
+        .arg("--set")
+        .arg("trainer.max_steps=2")
+        .arg("--set")
+        .arg("trainer.sequence_length=32")
+        .start();
+    d.assert_ready();
+    wait_state(&bus, "finished", Duration::from_secs(60));
+    d.terminate();
+    let good = checkpoint_dir(&state, 2).join("model");
+
+    let copy = |name: &str| -> PathBuf {
+        let dir = fx.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in std::fs::read_dir(&good).unwrap().flatten() {
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        dir
+    };
+    let edit_config = |dir: &Path, f: &dyn Fn(&mut Value)| {
+        let p = dir.join("config.json");
+        let mut v: Value = serde_json::from_slice(&read(&p)).unwrap();
+        f(&mut v);
+        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+    };
+
+    let gpt2 = copy("gpt2");
+    edit_config(&gpt2, &|v| {
+        v["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
+        v["model_type"] = "gpt2".into();
+    });
+    let shapes = copy("shapes");
+    edit_config(&shapes, &|v| v["intermediate_size"] = 300.into());
+    let vocab = copy("vocab");
+    std::fs::copy(fx.path("tokenizer.json"), vocab.join("tokenizer.json")).unwrap();
+
+    let cases: [(&Path, &str); 3] = [
+        (&gpt2, "GPT2LMHeadModel"),
+        (&shapes, "gate_proj.weight has shape [352, 128] but config.json implies [300, 128]"),
+        (&vocab, "the tokenizer has 400 tokens but the model's vocab_size is 257"),
+    ];
+    for (dir, needle) in cases {
+        let st = fx.path(&format!("state-{}", dir.file_name().unwrap().to_string_lossy()));
+        let mut d = Spawn::new("trainer", &bus, &st)
+            .arg("--load-model-dir")
+            .arg(dir.to_str().unwrap())
+            .arg("--set")
+            .arg(&format!("trainer.data=[{:?}]", fx.path("corpus.txt")))
+            .start();
+        d.assert_ready();
+        let status = wait_state(&bus, "failed", Duration::from_secs(30));
+        let err = status["last_error"].as_str().unwrap();
+        assert!(err.contains(needle), "{}: {err}", dir.display());
+        // The daemon still answers, and says why it will not start.
+        let out = minerctl(&bus, &["train", "start"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(needle));
+        d.terminate();
+    }
+
+    let mut d = Spawn::new("trainer", &bus, &fx.path("state-bad"))
+        .arg("--set")
+        .arg("trainer.sequence_length=0")
+        .start();
+    let st = d.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(st.code(), Some(78));
+}
