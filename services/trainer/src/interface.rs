@@ -22,6 +22,7 @@ impl TrainerService {
                 "the run failed: {}; fix it and restart miner-trainer",
                 p.last_error
             ))),
+            "idle" => Err(BusError::InvalidInput(p.last_error)),
             "finished" => Err(BusError::InvalidInput(format!(
                 "the run finished at step {}; raise trainer.max_steps or trainer.num_epochs and restart miner-trainer to go on",
                 p.step
@@ -37,7 +38,7 @@ impl TrainerService {
     /// Pauses after the current step, with a checkpoint, so a paused trainer loses nothing.
     async fn pause(&self) -> Result<(), BusError> {
         let p = self.shared.progress();
-        if matches!(p.state.as_str(), "failed" | "finished") {
+        if matches!(p.state.as_str(), "failed" | "finished" | "idle") {
             return Err(BusError::InvalidInput(format!(
                 "nothing to pause: the run is {}",
                 p.state
@@ -56,7 +57,8 @@ impl TrainerService {
         self.shared.progress().line()
     }
 
-    /// `starting`, `training`, `pausing`, `paused`, `finished` or `failed`.
+    /// `idle` (nothing configured to train), `starting`, `training`, `pausing`, `paused`,
+    /// `finished` or `failed`.
     #[zbus(property)]
     async fn state(&self) -> String {
         self.shared.progress().state

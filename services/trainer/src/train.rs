@@ -76,7 +76,7 @@ impl Progress {
                 }
                 s
             }
-            "failed" => format!("failed: {}", self.last_error),
+            "failed" | "idle" => format!("{}: {}", self.state, self.last_error),
             "paused" => format!("paused at step {} (best {:.3})", self.step, self.best_loss),
             "finished" => format!(
                 "finished at step {} (best {:.3})",
@@ -687,9 +687,20 @@ pub fn is_candidate(loss: f64, threshold: f64, last_candidate: Option<f64>) -> b
     threshold > 0.0 && loss < threshold && last_candidate.is_none_or(|l| loss < l)
 }
 
+/// Why a trainer with the default configuration does not train.
+pub const NO_DATA: &str = "no training data configured: set trainer.data to files or directories of .txt, .md, .jsonl or .parquet";
+
 /// The loop thread's body: prepare, train, and record a failure for `Status`.
 pub fn run_thread(cfg: Config, state_dir: PathBuf, start: Start, shared: &Shared) {
     if shared.wait_while_paused() == Control::Stop {
+        return;
+    }
+    if cfg.trainer.data.is_empty() {
+        shared.update(|p| {
+            p.state = "idle".into();
+            p.last_error = NO_DATA.into();
+        });
+        tracing::warn!("{NO_DATA}");
         return;
     }
     shared.update_state("starting");
