@@ -493,9 +493,9 @@ impl TrainerConfig {
             ));
         }
         let m = &self.model;
-        if m.hidden_size % m.num_attention_heads != 0
-            || m.num_attention_heads % m.num_key_value_heads != 0
-            || (m.hidden_size / m.num_attention_heads) % 2 != 0
+        if !m.hidden_size.is_multiple_of(m.num_attention_heads)
+            || !m.num_attention_heads.is_multiple_of(m.num_key_value_heads)
+            || !(m.hidden_size / m.num_attention_heads).is_multiple_of(2)
         {
             return Err(ConfigError::new(
                 "trainer.model.num_attention_heads",
@@ -761,6 +761,13 @@ impl Config {
                 "trainer.start",
                 format!("{:?}", self.trainer.start),
                 "\"scratch\" or \"model-dir\": starting from a miner's committed model (uid, best) is not built yet; download it and use trainer.load_model_dir",
+            ));
+        }
+        if let Some(repo) = &self.trainer.dataset_repo {
+            return Err(ConfigError::new(
+                "trainer.dataset_repo",
+                format!("{repo:?}"),
+                "unset: training from Hugging Face dataset repos is not built yet; download the Parquet shards and list them in trainer.data",
             ));
         }
         if self.trainer.gate_on_best {

@@ -195,9 +195,43 @@ pub fn notify_stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
+/// Sends one notification datagram without ever blocking. `sd_notify::notify` blocks when the
+/// receiver's queue is full (ten datagrams by default on Linux), which a reader that falls behind
+/// (a test harness, a stuck manager) would turn into a hung daemon; a dropped STATUS= line is the
+/// lesser harm, and systemd itself always drains its socket.
 fn notify(states: &[NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(states) {
+    use std::fmt::Write as _;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let mut msg = String::new();
+    for s in states {
+        let _ = writeln!(msg, "{s}");
+    }
+    if let Err(e) = send_nonblocking(&path, msg.as_bytes()) {
         tracing::warn!("sd_notify failed: {e}");
+    }
+}
+
+fn send_nonblocking(path: &std::ffi::OsStr, msg: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let sock = UnixDatagram::unbound()?;
+    sock.set_nonblocking(true)?;
+    let bytes = path.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name)?
+        }
+        None => SocketAddr::from_pathname(std::path::Path::new(path))?,
+    };
+    match sock.send_to_addr(msg, &addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(std::io::Error::other(
+            "the notify socket is full; message dropped",
+        )),
+        Err(e) => Err(e),
     }
 }
 

@@ -629,7 +629,11 @@ async fn train(bus: &BusSpec, action: TrainAction) -> Result<()> {
                 // JSON has no NaN: a loss not measured yet is null.
                 let mut v = serde_json::to_value(&s).unwrap_or_default();
                 if let Some(obj) = v.as_object_mut() {
-                    for (k, x) in [("loss", s.loss), ("eval_loss", s.eval_loss), ("best_loss", s.best_loss)] {
+                    for (k, x) in [
+                        ("loss", s.loss),
+                        ("eval_loss", s.eval_loss),
+                        ("best_loss", s.best_loss),
+                    ] {
                         if !x.is_finite() {
                             obj.insert(k.into(), serde_json::Value::Null);
                         }
@@ -637,10 +641,21 @@ async fn train(bus: &BusSpec, action: TrainAction) -> Result<()> {
                 }
                 println!("{v}");
             } else {
-                let f = |x: f64| if x.is_finite() { format!("{x:.4}") } else { "-".into() };
+                let f = |x: f64| {
+                    if x.is_finite() {
+                        format!("{x:.4}")
+                    } else {
+                        "-".into()
+                    }
+                };
                 println!("state       {}", s.state);
                 println!("step        {} (epoch {})", s.step, s.epoch);
-                println!("loss        {} (eval {}, best {})", f(s.loss), f(s.eval_loss), f(s.best_loss));
+                println!(
+                    "loss        {} (eval {}, best {})",
+                    f(s.loss),
+                    f(s.eval_loss),
+                    f(s.best_loss)
+                );
                 println!("speed       {:.0} tokens/s", s.tokens_per_second);
                 if s.eta_seconds >= 0.0 {
                     println!("eta         {:.0} s", s.eta_seconds);

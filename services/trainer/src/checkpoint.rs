@@ -267,8 +267,6 @@ pub struct Candidate {
     pub step: u64,
     pub loss: f64,
     pub competition: String,
-    /// The publisher's job id once it accepted the candidate.
-    pub job_id: Option<String>,
 }
 
 /// `run.json`: the checkpoints that exist, the best one, the candidates and the eval history.
@@ -422,19 +420,22 @@ impl Checkpoints {
         Ok((cfg, params, optimizer, run))
     }
 
-    /// Deletes old checkpoints beyond `keep`, never the best one or one a pending candidate
-    /// points at (the publisher may still be copying it).
+    /// Deletes old checkpoints beyond `keep`, never the best one, nor a candidate's that the
+    /// publisher may still need: one not yet handed off (`handoffs.json`), or one of the last
+    /// two (the publisher copies a candidate within moments of accepting it; the next candidate
+    /// comes an evaluation later at the soonest).
     pub fn prune(&mut self, keep: usize) -> Result<()> {
+        let state_dir = self.dir.parent().unwrap_or(&self.dir).to_path_buf();
+        let handed = crate::handoff::HandOffs::load(&state_dir)?;
+        let n = self.index.candidates.len();
         let mut protected: Vec<String> = self
             .index
             .candidates
             .iter()
-            .filter(|c| c.job_id.is_none())
-            .map(|c| c.checkpoint.clone())
+            .enumerate()
+            .filter(|(i, c)| i + 2 >= n || !handed.settled(c))
+            .map(|(_, c)| c.checkpoint.clone())
             .collect();
-        if let Some(last) = self.index.last_candidate() {
-            protected.push(last.checkpoint.clone());
-        }
         if let Some(best) = &self.index.best {
             protected.push(best.name.clone());
         }

@@ -50,7 +50,7 @@ impl HandOffs {
         Ok(store::write_json(&state_dir.join("handoffs.json"), self)?)
     }
 
-    fn settled(&self, c: &Candidate) -> bool {
+    pub fn settled(&self, c: &Candidate) -> bool {
         self.jobs.contains_key(&c.path) || self.refused.contains_key(&c.path)
     }
 }

@@ -151,12 +151,15 @@ impl LlamaConfig {
         }
         let heads = self.num_attention_heads;
         let kv = self.kv_heads();
-        if heads == 0 || kv == 0 || heads % kv != 0 {
+        if heads == 0 || kv == 0 || !heads.is_multiple_of(kv) {
             return Err(Error::Model(format!(
                 "config.json: num_attention_heads {heads} must be a positive multiple of num_key_value_heads {kv}"
             )));
         }
-        if self.head_size() % 2 != 0 || self.vocab_size == 0 || self.num_hidden_layers == 0 {
+        if !self.head_size().is_multiple_of(2)
+            || self.vocab_size == 0
+            || self.num_hidden_layers == 0
+        {
             return Err(Error::Model(format!(
                 "config.json: head size {} must be even and vocab_size, num_hidden_layers positive",
                 self.head_size()

@@ -517,10 +517,10 @@ impl Run {
 
             let mut saved = false;
             // Upstream evaluates at each epoch's end; we also do every `eval_every` steps.
-            if step % t.eval_every == 0 || epoch_ended {
+            if step.is_multiple_of(t.eval_every) || epoch_ended {
                 saved = self.evaluate_and_offer(shared)?;
             }
-            if !saved && step % t.checkpoint_every == 0 {
+            if !saved && step.is_multiple_of(t.checkpoint_every) {
                 self.checkpoint(None)?;
                 saved = true;
             }
@@ -635,7 +635,6 @@ impl Run {
                 step: self.state.step,
                 loss,
                 competition: self.competition.clone(),
-                job_id: None,
             };
             self.store.index.candidates.push(candidate.clone());
             // Recorded before it is announced: a restart never announces it again.
