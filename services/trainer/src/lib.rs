@@ -10,6 +10,7 @@ pub mod flash;
 pub mod handoff;
 pub mod interface;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod train;

@@ -326,10 +326,14 @@ impl Llama {
         Ok(v.as_tensor().to_dtype(self.compute)?)
     }
 
-    /// `x @ W^T` for a `[out, in]` weight, on `[b, t, in]`.
+    /// `x @ W^T` for a `[out, in]` weight, on `[b, t, in]`: one 2-D matmul over `b * t` rows
+    /// (a broadcast batch matmul would make the backward pass build and sum a per-batch copy of
+    /// the weight gradient).
     fn linear(&self, x: &Tensor, name: &str) -> Result<Tensor> {
         let w = self.w(name)?;
-        Ok(x.broadcast_matmul(&w.t()?)?)
+        let (b, t, i) = x.dims3()?;
+        let y = x.reshape((b * t, i))?.matmul(&w.t()?)?;
+        Ok(y.reshape((b, t, w.dim(0)?))?)
     }
 
     /// RMSNorm computed in f32 as transformers does, then back to the compute dtype.
@@ -458,10 +462,12 @@ fn attention(
     let qg = q.reshape((b, nkv, rep * t, hd))?;
     let scores = (qg.matmul(&k.t()?)? * scale)?
         .reshape((b, nh, t, t))?
-        .to_dtype(DType::F32)?
-        .broadcast_add(mask)?;
-    let probs = candle_nn::ops::softmax(&scores, D::Minus1)?
-        .to_dtype(dtype)?
-        .reshape((b, nkv, rep * t, t))?;
+        .to_dtype(DType::F32)?;
+    let probs = if scores.device().is_cpu() {
+        crate::ops::causal_softmax(&scores)?
+    } else {
+        candle_nn::ops::softmax(&scores.broadcast_add(mask)?, D::Minus1)?
+    };
+    let probs = probs.to_dtype(dtype)?.reshape((b, nkv, rep * t, t))?;
     Ok(probs.matmul(v)?.reshape((b, nh, t, hd))?)
 }
