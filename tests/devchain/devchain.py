@@ -389,10 +389,18 @@ def payment_queryInfo(node, params, conn):
 
 
 def dev_register(node, params, conn):
-    """dev_register(netuid, hotkey_ss58, coldkey_ss58?, stake?, validator_permit?, tempo?) -> uid"""
+    """dev_register(netuid, hotkey_ss58, coldkey_ss58?, stake?, validator_permit?, tempo?,
+    incentive?) -> uid; incentive is the u16 kept in `Incentive` for the uid"""
     netuid, hotkey = int(params[0]), params[1]
-    uid = node.chain.register(netuid, hotkey, param(params, 2), int(param(params, 3, 0)),
-                              bool(param(params, 4, False)), param(params, 5))
+    chain = node.chain
+    uid = chain.register(netuid, hotkey, param(params, 2), int(param(params, 3, 0)),
+                         bool(param(params, 4, False)), param(params, 5))
+    incentive = int(param(params, 6, 0))
+    if incentive:
+        v = list(chain.get("SubtensorModule", "Incentive", netuid) or [])
+        v += [0] * (uid + 1 - len(v))
+        v[uid] = incentive
+        chain.put("SubtensorModule", "Incentive", [netuid], v)
     return uid
 
 
@@ -499,7 +507,8 @@ METHODS = {
 def load_fixture(chain: Chain, path: str) -> None:
     """Fixture JSON: {"max_space": 3100, "subnets": [{"netuid": 1, "tempo": 10,
     "serving_rate_limit": 50, "neurons": [{"hotkey": ss58, "coldkey": ss58, "stake": 1000,
-    "validator_permit": true}]}]}  (a subnet without neurons needs "owner": ss58)"""
+    "validator_permit": true, "incentive": 0..65535}]}]}  (a subnet without neurons needs
+    "owner": ss58; incentive is the u16 the chain keeps in `Incentive`, default 0)"""
     with open(path) as f:
         fx = json.load(f)
     if "max_space" in fx:
@@ -508,6 +517,9 @@ def load_fixture(chain: Chain, path: str) -> None:
         for n in sn.get("neurons", []):
             chain.register(int(sn["netuid"]), n["hotkey"], n.get("coldkey"), int(n.get("stake", 0)),
                            bool(n.get("validator_permit", False)), sn.get("tempo"))
+        incentives = [int(n.get("incentive", 0)) for n in sn.get("neurons", [])]
+        if any(incentives):
+            chain.put("SubtensorModule", "Incentive", [int(sn["netuid"])], incentives)
         if not sn.get("neurons"):
             chain.register(int(sn["netuid"]), sn["owner"], sn.get("owner"), 0, False, sn.get("tempo"))
         if "serving_rate_limit" in sn:

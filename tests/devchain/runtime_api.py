@@ -93,6 +93,8 @@ def _neuron_lite(chain, out_item_ty, netuid: int, uid: int) -> dict:
         v["stake"] = [(coldkey, stake)]
     permits = chain.get("SubtensorModule", "ValidatorPermit", netuid) or []
     v["validator_permit"] = bool(permits[uid]) if uid < len(permits) else False
+    incentives = chain.get("SubtensorModule", "Incentive", netuid) or []
+    v["incentive"] = incentives[uid] if uid < len(incentives) else 0
     return v
 
 
@@ -151,7 +153,9 @@ def _fill_metagraph(chain, netuid: int, m: dict) -> dict:
         "last_update": [0] * n,
         "emission": [0] * n,
         "dividends": [0] * n,
-        "incentives": [0] * n,
+        "incentives": [(chain.get("SubtensorModule", "Incentive", netuid) or [])[i]
+                       if i < len(chain.get("SubtensorModule", "Incentive", netuid) or []) else 0
+                       for i in range(n)],
         "consensus": [0] * n,
         "trust": [0] * n,
         "rank": [0] * n,

@@ -535,3 +535,243 @@ fn bad_models_tokenizers_and_settings_get_clear_errors() {
     let st = d.wait_exit(Duration::from_secs(10)).expect("exits");
     assert_eq!(st.code(), Some(78));
 }
+
+/// Proves the trainer reads other miners' models the way validators find them: through the
+/// committer (online, against the dev chain with the real subtensor metadata) and the Hub (the
+/// local server, private repo, token from `publisher.token_file`):
+/// * `--load-uid 1` downloads the model UID 1 committed (uploaded with the official
+///   `huggingface_hub`, committed with the official `bittensor` SDK) at its revision, and training
+///   starts from it: the eval loss before the first step equals that model's own;
+/// * `--load-best` takes the highest-incentive UID *whose commitment is in our competition*
+///   (UID 2 has more incentive but competition 4);
+/// * `gate_on_best` holds candidates back until ours beats the best model's loss on our eval data
+///   by `gate_epsilon`: with the same seed and data, our run equals theirs at step 20, so the
+///   first candidate comes after it.
+#[test]
+fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
+    let fx = Fixture::new();
+    let bus = Bus::start();
+    // "Their" model: 20 steps offline, same data and seed as ours will be.
+    let theirs_state = fx.path("theirs");
+    let mut d = fx
+        .trainer(
+            &bus,
+            &theirs_state,
+            // A constant learning rate after warm-up: the trajectory does not depend on max_steps.
+            &[
+                "trainer.max_steps=20",
+                "trainer.eval_every=10",
+                "trainer.min_lr_ratio=1",
+            ],
+        )
+        .start();
+    d.assert_ready();
+    wait_state(&bus, "finished", Duration::from_secs(120));
+    d.terminate();
+    let their_model = checkpoint_dir(&theirs_state, 20).join("model");
+    let their_history = run_index(&theirs_state)["history"].clone();
+    let their_loss = their_history.as_array().unwrap().last().unwrap()[1]
+        .as_f64()
+        .unwrap();
+
+    // The Hub: huggingface_hub uploads it to a private repo.
+    let hub = HubServer::start(&[]);
+    let hf_home = fx.path("hf-home");
+    let py = |args: &[&str], envs: &[(&str, &str)]| -> String {
+        let mut cmd = Command::new(venv_python());
+        cmd.args(args)
+            .env("HF_ENDPOINT", &hub.url)
+            .env("HF_HUB_DISABLE_XET", "1")
+            .env("HF_HUB_DISABLE_TELEMETRY", "1")
+            .env("HF_HOME", &hf_home);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("python");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let revision = py(
+        &[
+            "-c",
+            "import sys; from huggingface_hub import HfApi\n\
+             api = HfApi(token=sys.argv[3]); api.create_repo(sys.argv[1], private=True, exist_ok=True)\n\
+             print(api.upload_folder(repo_id=sys.argv[1], folder_path=sys.argv[2]).oid)",
+            "alice/their-model",
+            their_model.to_str().unwrap(),
+            HUB_USERS[0].1,
+        ],
+        &[],
+    );
+    assert_eq!(revision.len(), 40, "{revision}");
+
+    // The chain: we are UID 0; two other miners registered with incentive, committing with the SDK.
+    let chain = DevChain::start(
+        &serde_json::json!({"subnets": [{"netuid": 1, "tempo": 100, "neurons": [
+            {"hotkey": SEED7_SS58, "coldkey": ALICE, "stake": 1000, "incentive": 10}]}]}),
+        200,
+    );
+    let wallets = fx.path("wallets");
+    let committed = py(
+        &[
+            "-c",
+            "import sys, json, bittensor as bt\n\
+             from bittensor_wallet import Wallet\n\
+             from websockets.sync.client import connect\n\
+             url, path, rev = sys.argv[1], sys.argv[2], sys.argv[3]\n\
+             st = bt.Subtensor(network=url)\n\
+             for name, incentive, text in [('a', 30000, f'alice:their-model:{rev}:aGFzaA==:2'),\n\
+             \x20                             ('b', 60000, f'bob:other-model:{rev}:aGFzaA==:4')]:\n\
+             \x20   w = Wallet(name=name, hotkey='h', path=path)\n\
+             \x20   w.create_new_coldkey(use_password=False, overwrite=True, suppress=True)\n\
+             \x20   w.create_new_hotkey(use_password=False, overwrite=True, suppress=True)\n\
+             \x20   with connect(url) as ws:\n\
+             \x20       ws.send(json.dumps({'jsonrpc': '2.0', 'id': 1, 'method': 'dev_register', 'params': [1, w.hotkey.ss58_address, w.coldkeypub.ss58_address, 1000, False, None, incentive]}))\n\
+             \x20       ws.recv()\n\
+             \x20   assert st.set_commitment(w, 1, text, mev_protection=False)\n\
+             print('ok')",
+            &chain.url,
+            wallets.to_str().unwrap(),
+            &revision,
+        ],
+        &[],
+    );
+    assert!(committed.ends_with("ok"), "{committed}");
+
+    let hotkey = fx.path("hotkey");
+    write_seed7_hotkey(&hotkey);
+    let token = fx.path("hf-token");
+    std::fs::write(&token, HUB_USERS[0].1).unwrap();
+    let config = fx.path("miner.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[miner]\noffline = false\nnetuid = 1\ncompetition = 2\nchain_endpoint = \"{}\"\n\
+             hotkey_ss58 = \"{SEED7_SS58}\"\nhotkey_file = \"{}\"\n\
+             [publisher]\nrepo = \"alice/ours\"\nendpoint = \"{}\"\ntoken_file = \"{}\"\n",
+            chain.url,
+            hotkey.display(),
+            hub.url,
+            token.display()
+        ),
+    )
+    .unwrap();
+    let mut committer = Spawn::new("committer", &bus, &fx.path("committer"))
+        .arg("--config")
+        .arg(config.to_str().unwrap())
+        .start();
+    committer.assert_ready();
+    fn online<'a>(spawn: Spawn<'a>, config: &Path) -> Spawn<'a> {
+        spawn.arg("--config").arg(config.to_str().unwrap())
+    }
+
+    // --load-uid 1: training starts from their weights.
+    let st = fx.path("by-uid");
+    let log = fx.path("by-uid.log");
+    let mut d = online(
+        fx.trainer(
+            &bus,
+            &st,
+            &["trainer.max_steps=2", "trainer.eval_every=100"],
+        ),
+        &config,
+    )
+    .arg("--load-uid")
+    .arg("1")
+    .log_to(&log)
+    .start();
+    d.assert_ready();
+    let status = wait_state(&bus, "finished", Duration::from_secs(120));
+    assert_eq!(status["step"], 2, "{status}");
+    let start_loss = run_index(&st)["history"][0][1].as_f64().unwrap();
+    assert!(
+        (start_loss - their_loss).abs() < 1e-9,
+        "started at eval loss {start_loss}, their model's is {their_loss}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&format!("alice/their-model at {revision}")),
+        "{text}"
+    );
+    assert!(!text.contains(HUB_USERS[0].1), "the token is in the log");
+    d.terminate();
+
+    // --load-best: UID 2 has more incentive, but its model is in competition 4.
+    let st = fx.path("best");
+    let log = fx.path("best.log");
+    let mut d = online(
+        fx.trainer(
+            &bus,
+            &st,
+            &["trainer.max_steps=1", "trainer.eval_every=100"],
+        ),
+        &config,
+    )
+    .arg("--load-best")
+    .log_to(&log)
+    .start();
+    d.assert_ready();
+    wait_state(&bus, "finished", Duration::from_secs(120));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("starting from the best model of competition 2: UID 1 alice/their-model"),
+        "{text}"
+    );
+    d.terminate();
+
+    // gate_on_best: from scratch, same seed and data as theirs; threshold high so only the gate decides.
+    let st = fx.path("gated");
+    let log = fx.path("gated.log");
+    let mut d = online(
+        fx.trainer(
+            &bus,
+            &st,
+            &[
+                "trainer.max_steps=40",
+                "trainer.eval_every=10",
+                "trainer.avg_loss_upload_threshold=100",
+                "trainer.gate_on_best=true",
+                "trainer.min_lr_ratio=1",
+            ],
+        ),
+        &config,
+    )
+    .log_to(&log)
+    .start();
+    d.assert_ready();
+    wait_state(&bus, "finished", Duration::from_secs(180));
+    let index = run_index(&st);
+    let history = index["history"].as_array().unwrap();
+    let at20 = history.iter().find(|h| h[0] == 20).unwrap()[1]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (at20 - their_loss).abs() < 1e-9,
+        "same seed and data: {at20} vs {their_loss}"
+    );
+    let steps: Vec<u64> = index["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["step"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = history
+        .iter()
+        .skip(1)
+        .filter(|h| h[1].as_f64().unwrap() < their_loss * (1.0 - 0.005))
+        .map(|h| h[0].as_u64().unwrap())
+        .collect();
+    assert!(
+        !steps.is_empty() && steps.iter().all(|s| *s > 20),
+        "{steps:?}"
+    );
+    assert_eq!(steps, expected, "{}", index["history"]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("held back"), "{text}");
+    d.terminate();
+    committer.terminate();
+}

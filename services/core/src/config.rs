@@ -373,6 +373,9 @@ pub struct TrainerConfig {
     pub avg_loss_upload_threshold: f64,
     /// Emit a candidate only when it beats the competition's current best model.
     pub gate_on_best: bool,
+    /// How much better than the best model a gated candidate must be: its loss below
+    /// `best * (1 - gate_epsilon)` (SN9's starting epsilon; validators favour the older model).
+    pub gate_epsilon: f64,
     /// Safetensors shard size above which the checkpoint is sharded with an index.
     pub max_shard_bytes: u64,
     /// Model sizes for `start = "scratch"`.
@@ -414,6 +417,7 @@ impl Default for TrainerConfig {
             keep_checkpoints: 2,
             avg_loss_upload_threshold: 0.0,
             gate_on_best: false,
+            gate_epsilon: 0.005,
             max_shard_bytes: 5 * 1024 * 1024 * 1024,
             model: TrainerModelConfig::default(),
         }
@@ -520,6 +524,13 @@ impl TrainerConfig {
             if !(0.0..1.0).contains(&v) {
                 return Err(ConfigError::new(key, v, "at least 0 and below 1"));
             }
+        }
+        if !(0.0..1.0).contains(&self.gate_epsilon) {
+            return Err(ConfigError::new(
+                "trainer.gate_epsilon",
+                self.gate_epsilon,
+                "at least 0 and below 1",
+            ));
         }
         if self.eval_permille == 0 || self.eval_permille >= 1000 {
             return Err(ConfigError::new(
@@ -756,11 +767,11 @@ impl Config {
             }
         }
         self.trainer.validate()?;
-        if matches!(self.trainer.start.as_str(), "uid" | "best") {
+        if m.offline && matches!(self.trainer.start.as_str(), "uid" | "best") {
             return Err(ConfigError::new(
                 "trainer.start",
                 format!("{:?}", self.trainer.start),
-                "\"scratch\" or \"model-dir\": starting from a miner's committed model (uid, best) is not built yet; download it and use trainer.load_model_dir",
+                "\"scratch\" or \"model-dir\" in offline mode (a miner's committed model is on the chain and the Hub)",
             ));
         }
         if let Some(repo) = &self.trainer.dataset_repo {
@@ -770,11 +781,11 @@ impl Config {
                 "unset: training from Hugging Face dataset repos is not built yet; download the Parquet shards and list them in trainer.data",
             ));
         }
-        if self.trainer.gate_on_best {
+        if m.offline && self.trainer.gate_on_best {
             return Err(ConfigError::new(
                 "trainer.gate_on_best",
                 true,
-                "false: gating candidates on the competition's best model is not built yet",
+                "false in offline mode (the competition's best model is on the chain and the Hub)",
             ));
         }
         if self.publisher.retry_initial_ms == 0

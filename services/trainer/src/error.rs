@@ -26,6 +26,9 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
     #[error("state: {0}")]
     Store(#[from] taominer_core::Error),
+    /// Another miner's committed model: the chain side or the Hub side.
+    #[error("{0}")]
+    Remote(String),
     #[error("D-Bus: {0}")]
     Bus(#[from] zbus::Error),
     #[error("device: {0}")]

@@ -12,5 +12,6 @@ pub mod interface;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod remote;
 pub mod rng;
 pub mod train;

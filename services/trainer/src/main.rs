@@ -2,7 +2,7 @@
 //! and hands checkpoints that beat the upload threshold to the publisher. Wiring only: the loop is
 //! in `train.rs`, the D-Bus object in `interface.rs`, the hand-off in `handoff.rs`.
 
-use taominer_trainer::{handoff, interface, train};
+use taominer_trainer::{handoff, interface, remote, train};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,11 +26,11 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     load_model_dir: Option<PathBuf>,
 
-    /// Start from the model UID N committed (trainer.start = "uid"; not built yet).
+    /// Start from the model UID N committed (trainer.start = "uid"; online).
     #[arg(long, value_name = "N")]
     load_uid: Option<u16>,
 
-    /// Start from the competition's best model (trainer.start = "best"; not built yet).
+    /// Start from the competition's best model (trainer.start = "best"; online).
     #[arg(long)]
     load_best: bool,
 
@@ -99,9 +99,17 @@ async fn main() -> anyhow::Result<()> {
 
     let loop_shared = shared.clone();
     let (config, state_dir) = (daemon.config.clone(), daemon.state_dir.clone());
+    // Online, the loop reads other miners' models (start from a UID, gate on the best) through
+    // the committer and the Hub; it blocks on this runtime for those calls.
+    let remote = if config.miner.offline {
+        None
+    } else {
+        Some(remote::Remote::new(conn.clone(), &config, &state_dir)?)
+    };
+    let handle = tokio::runtime::Handle::current();
     let thread = std::thread::Builder::new()
         .name("train".into())
-        .spawn(move || train::run_thread(config, state_dir, start, &loop_shared))?;
+        .spawn(move || train::run_thread(config, state_dir, start, remote, handle, &loop_shared))?;
 
     let worker = handoff::run(shared.clone(), conn, daemon.state_dir.clone(), rx);
     let outcome = runtime::until_shutdown(worker).await;

@@ -77,10 +77,14 @@ mod tests {
     fn matches_masked_softmax_forward_and_backward() {
         let dev = Device::Cpu;
         let t = 5;
-        let data: Vec<f32> = (0..2 * t * t).map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0).collect();
+        let data: Vec<f32> = (0..2 * t * t)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
+            .collect();
         let x = Var::from_tensor(&Tensor::from_vec(data, (2, t, t), &dev).unwrap()).unwrap();
         let w = Tensor::from_vec(
-            (0..2 * t * t).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<f32>>(),
+            (0..2 * t * t)
+                .map(|i| (i % 7) as f32 - 3.0)
+                .collect::<Vec<f32>>(),
             (2, t, t),
             &dev,
         )
@@ -89,13 +93,27 @@ mod tests {
             .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
             .collect();
         let mask = Tensor::from_vec(mask, (t, t), &dev).unwrap();
-        let reference = candle_nn::ops::softmax(&x.broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
+        let reference =
+            candle_nn::ops::softmax(&x.broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
         let ours = causal_softmax(x.as_tensor()).unwrap();
-        let diff = (&reference - &ours).unwrap().abs().unwrap().max_all().unwrap();
+        let diff = (&reference - &ours)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
-        let g_ref = (reference * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ref = (reference * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let (a, b) = (g_ref.get(x.as_tensor()).unwrap(), g_ours.get(x.as_tensor()).unwrap());
+        let (a, b) = (
+            g_ref.get(x.as_tensor()).unwrap(),
+            g_ours.get(x.as_tensor()).unwrap(),
+        );
         let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
     }

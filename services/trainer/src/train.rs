@@ -20,6 +20,11 @@ use crate::data::{read_documents, Dataset, Tok};
 use crate::error::{Error, Result};
 use crate::model::{init_params, parameter_count, Llama, LlamaConfig};
 use crate::optim::{self, AdamW};
+use crate::remote::Remote;
+
+fn offline_remote() -> Error {
+    Error::Remote("offline mode has no chain or Hub to read other miners' models from".into())
+}
 
 /// What the D-Bus properties and `STATUS=` show.
 #[derive(Debug, Clone)]
@@ -237,6 +242,10 @@ pub enum Start {
 /// Everything the loop needs, ready to step.
 pub struct Run {
     cfg: Config,
+    /// Online: other miners' models, and the runtime to wait on their calls with.
+    remote: Option<(Remote, tokio::runtime::Handle)>,
+    /// Eval losses of best models already scored, by (repo, revision).
+    scored: HashMap<(String, String), f64>,
     device: Device,
     model: Llama,
     opt: AdamW,
@@ -265,7 +274,13 @@ fn fingerprint(cfg: &LlamaConfig) -> String {
 impl Run {
     /// Prepares a run: resumes the latest checkpoint in `state_dir` if there is one, else starts
     /// from `start`.
-    pub fn prepare(cfg: &Config, state_dir: &Path, start: Start, shared: &Shared) -> Result<Run> {
+    pub fn prepare(
+        cfg: &Config,
+        state_dir: &Path,
+        start: Start,
+        remote: Option<(Remote, tokio::runtime::Handle)>,
+        shared: &Shared,
+    ) -> Result<Run> {
         let t = &cfg.trainer;
         let device = device_for(&t.device)?;
         let compute = if device.is_cpu() {
@@ -282,6 +297,35 @@ impl Run {
             let tok = Tok::from_file(&store.path_of(&rec.name).join("model/tokenizer.json"))?;
             (mcfg, params, Some(opt_state), state, tok)
         } else {
+            let start = match start {
+                Start::Uid(uid) => {
+                    let (r, handle) = remote.as_ref().ok_or_else(offline_remote)?;
+                    let c = handle.block_on(r.of_uid(uid))?;
+                    tracing::info!(
+                        "starting from UID {uid}'s model {} at {}",
+                        c.repo,
+                        c.revision
+                    );
+                    Start::ModelDir(handle.block_on(r.download(&c))?)
+                }
+                Start::Best => {
+                    let (r, handle) = remote.as_ref().ok_or_else(offline_remote)?;
+                    let competition = cfg.miner.competition().unwrap_or_default();
+                    let c = handle.block_on(r.best(&competition))?.ok_or_else(|| {
+                        Error::Remote(format!(
+                            "no miner among the top five by incentive has a model committed in competition {competition}"
+                        ))
+                    })?;
+                    tracing::info!(
+                        "starting from the best model of competition {competition}: UID {} {} at {}",
+                        c.uid,
+                        c.repo,
+                        c.revision
+                    );
+                    Start::ModelDir(handle.block_on(r.download(&c))?)
+                }
+                other => other,
+            };
             let (mcfg, params, tok) = match start {
                 Start::Scratch => {
                     let tok = match &t.tokenizer {
@@ -314,14 +358,9 @@ impl Run {
                     };
                     (mcfg, params, tok)
                 }
-                Start::Uid(uid) => {
-                    return Err(Error::Model(format!(
-                        "starting from UID {uid}'s committed model is not built yet; download it and use --load-model-dir"
-                    )))
-                }
-                Start::Best => {
+                Start::Uid(_) | Start::Best => {
                     return Err(Error::Model(
-                        "starting from the competition's best model is not built yet; download it and use --load-model-dir".into(),
+                        "a UID's model resolves to a directory first".into(),
                     ))
                 }
             };
@@ -396,6 +435,8 @@ impl Run {
         );
         Ok(Run {
             cfg: cfg.clone(),
+            remote,
+            scored: HashMap::new(),
             save_dtype: compute,
             device,
             model,
@@ -581,15 +622,20 @@ impl Run {
         Ok(())
     }
 
-    /// Mean token cross-entropy over the eval sequences, with no gradient kept.
+    /// Mean token cross-entropy of our model over the eval sequences.
     pub fn eval_loss(&self, shared: &Shared) -> Result<f64> {
+        self.eval_loss_of(&self.model, shared)
+    }
+
+    /// Mean token cross-entropy of `model` over the eval sequences, with no gradient kept.
+    fn eval_loss_of(&self, model: &Llama, shared: &Shared) -> Result<f64> {
         let t = &self.cfg.trainer;
         let seqs = self.data.eval_sequences();
         let (mut sum, mut n) = (0.0f64, 0usize);
         for chunk in seqs.chunks(t.batch_size) {
             let flat: Vec<u32> = chunk.iter().flat_map(|s| s.iter().copied()).collect();
             let ids = Tensor::from_vec(flat, (chunk.len(), t.sequence_length), &self.device)?;
-            let loss = self.model.loss(&ids, false)?.detach();
+            let loss = model.loss(&ids, false)?.detach();
             sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
             n += chunk.len();
             shared.beat();
@@ -628,7 +674,7 @@ impl Run {
         }
         let threshold = self.cfg.trainer.avg_loss_upload_threshold;
         let last = self.store.index.last_candidate().map(|c| c.loss);
-        if is_candidate(loss, threshold, last) {
+        if is_candidate(loss, threshold, last) && self.beats_best(loss, shared) {
             let candidate = Candidate {
                 checkpoint: name.clone(),
                 path: self.store.path_of(&name).join("model"),
@@ -654,6 +700,67 @@ impl Run {
         }
         self.state.eval_loss = None;
         Ok(true)
+    }
+
+    /// `gate_on_best`: whether `loss` beats the competition's best committed model, scored on
+    /// our eval data, by `gate_epsilon`. Fails closed: a best model we cannot fetch or score
+    /// holds the candidate back (the next evaluation tries again).
+    fn beats_best(&mut self, loss: f64, shared: &Shared) -> bool {
+        if !self.cfg.trainer.gate_on_best {
+            return true;
+        }
+        match self.best_loss_to_beat(shared) {
+            Ok(None) => {
+                tracing::info!(
+                    "gate: no committed model in competition {}; nothing to beat",
+                    self.competition
+                );
+                true
+            }
+            Ok(Some((uid, theirs))) => {
+                let needed = theirs * (1.0 - self.cfg.trainer.gate_epsilon);
+                let pass = loss < needed;
+                tracing::info!(
+                    "gate: ours {loss:.4} vs UID {uid}'s {theirs:.4} (must be below {needed:.4}): {}",
+                    if pass { "candidate" } else { "held back" }
+                );
+                pass
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "gate: cannot score the competition's best model ({e}); candidate held back"
+                );
+                false
+            }
+        }
+    }
+
+    fn best_loss_to_beat(&mut self, shared: &Shared) -> Result<Option<(u16, f64)>> {
+        let (remote, handle) = self.remote.as_ref().ok_or_else(offline_remote)?;
+        let Some(best) = handle.block_on(remote.best(&self.competition))? else {
+            return Ok(None);
+        };
+        let key = (best.repo.clone(), best.revision.clone());
+        if let Some(l) = self.scored.get(&key) {
+            return Ok(Some((best.uid, *l)));
+        }
+        let dir = handle.block_on(remote.download(&best))?;
+        shared.beat();
+        let (cfg, params) = crate::checkpoint::read_model_dir(&dir, &self.device)?;
+        if (self.data.max_token() as usize) >= cfg.vocab_size {
+            return Err(Error::Remote(format!(
+                "UID {}'s model has vocab_size {}, too small for our tokenizer's ids",
+                best.uid, cfg.vocab_size
+            )));
+        }
+        let compute = if self.device.is_cpu() {
+            DType::F32
+        } else {
+            DType::BF16
+        };
+        let theirs = self.eval_loss_of(&Llama::new(cfg, params, compute)?, shared)?;
+        self.scored.insert(key, theirs);
+        Ok(Some((best.uid, theirs)))
     }
 
     /// Writes a checkpoint of the current state and prunes old ones. Returns its name.
@@ -690,7 +797,14 @@ pub fn is_candidate(loss: f64, threshold: f64, last_candidate: Option<f64>) -> b
 pub const NO_DATA: &str = "no training data configured: set trainer.data to files or directories of .txt, .md, .jsonl or .parquet";
 
 /// The loop thread's body: prepare, train, and record a failure for `Status`.
-pub fn run_thread(cfg: Config, state_dir: PathBuf, start: Start, shared: &Shared) {
+pub fn run_thread(
+    cfg: Config,
+    state_dir: PathBuf,
+    start: Start,
+    remote: Option<Remote>,
+    handle: tokio::runtime::Handle,
+    shared: &Shared,
+) {
     if shared.wait_while_paused() == Control::Stop {
         return;
     }
@@ -703,8 +817,9 @@ pub fn run_thread(cfg: Config, state_dir: PathBuf, start: Start, shared: &Shared
         return;
     }
     shared.update_state("starting");
+    let remote = remote.map(|r| (r, handle));
     let result =
-        Run::prepare(&cfg, &state_dir, start, shared).and_then(|mut run| run.train(shared));
+        Run::prepare(&cfg, &state_dir, start, remote, shared).and_then(|mut run| run.train(shared));
     if let Err(e) = result {
         tracing::error!("training failed: {e}");
         shared.update(|p| {

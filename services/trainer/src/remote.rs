@@ -1,0 +1,250 @@
+//! Other miners' committed models: which one (the committer's `Metagraph()` and `Commitment()`),
+//! what it is (the model id in the commitment), and its files (hf-hub, at the committed revision).
+//!
+//! Used to start from a miner's model (`--load-uid N`, `--load-best`) and to score the
+//! competition's best model before offering a candidate (`gate_on_best`). "Best" is upstream's
+//! rule (`pretrain.graph.best_uid`): of the five UIDs with the highest incentive, the first whose
+//! commitment names our competition.
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::HFClient;
+use taominer_core::bus::{CommitterProxy, NeuronInfo};
+use taominer_core::config::Config;
+use taominer_core::formats::preflight;
+use taominer_core::store;
+
+use crate::error::{Error, Result};
+
+/// A committed model, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub uid: u16,
+    pub hotkey: String,
+    pub repo: String,
+    pub revision: String,
+    pub competition: String,
+}
+
+/// Reads commitments through the committer and downloads models from the Hub.
+pub struct Remote {
+    conn: zbus::Connection,
+    hub: HFClient,
+    config: Config,
+    cache: PathBuf,
+}
+
+impl Remote {
+    pub fn new(conn: zbus::Connection, config: &Config, state_dir: &Path) -> Result<Remote> {
+        let mut builder = HFClient::builder()
+            .endpoint(config.publisher.endpoint())
+            .cache_dir(state_dir.join("hf-cache"))
+            .cache_enabled(false);
+        // Public models need no token; a configured one also opens private repos.
+        if let Some(path) = config.publisher.token_path() {
+            if let Ok(token) = std::fs::read_to_string(&path) {
+                builder = builder.token(token.trim().to_string());
+            }
+        }
+        let hub = builder
+            .build()
+            .map_err(|e| Error::Remote(format!("cannot set up the Hub client: {e}")))?;
+        Ok(Remote {
+            conn,
+            hub,
+            config: config.clone(),
+            cache: state_dir.join("remote"),
+        })
+    }
+
+    async fn committer(&self) -> Result<CommitterProxy<'_>> {
+        Ok(CommitterProxy::builder(&self.conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?)
+    }
+
+    async fn metagraph(&self) -> Result<Vec<NeuronInfo>> {
+        self.committer()
+            .await?
+            .metagraph()
+            .await
+            .map_err(|e| Error::Remote(format!("the committer's metagraph: {}", bus_message(&e))))
+    }
+
+    /// The model UID `uid` committed, whatever its competition.
+    pub async fn of_uid(&self, uid: u16) -> Result<Committed> {
+        let neurons = self.metagraph().await?;
+        let n = neurons
+            .iter()
+            .find(|n| n.uid == uid)
+            .ok_or_else(|| Error::Remote(format!("UID {uid} is not on the subnet")))?;
+        self.commitment_of(n).await?.ok_or_else(|| {
+            Error::Remote(format!("UID {uid} ({}) has no model commitment", n.hotkey))
+        })
+    }
+
+    /// The competition's best model by upstream's rule, if any miner committed one.
+    pub async fn best(&self, competition: &str) -> Result<Option<Committed>> {
+        let mut neurons = self.metagraph().await?;
+        neurons.sort_by(|a, b| b.incentive.total_cmp(&a.incentive).then(a.uid.cmp(&b.uid)));
+        for n in neurons.iter().take(5) {
+            if let Some(c) = self.commitment_of(n).await? {
+                if c.competition == competition {
+                    return Ok(Some(c));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn commitment_of(&self, n: &NeuronInfo) -> Result<Option<Committed>> {
+        let text = self
+            .committer()
+            .await?
+            .commitment(&n.hotkey)
+            .await
+            .map_err(|e| {
+                Error::Remote(format!("commitment of UID {}: {}", n.uid, bus_message(&e)))
+            })?;
+        Ok(
+            parse_commitment(&text).map(|(repo, revision, competition)| Committed {
+                uid: n.uid,
+                hotkey: n.hotkey.clone(),
+                repo,
+                revision,
+                competition,
+            }),
+        )
+    }
+
+    /// Downloads the files `from_pretrained` reads at the committed revision into
+    /// `remote/<ns>--<name>--<revision>/` (reused when already complete). Returns the directory.
+    pub async fn download(&self, c: &Committed) -> Result<PathBuf> {
+        let dir = self
+            .cache
+            .join(format!("{}--{}", c.repo.replace('/', "--"), c.revision));
+        if dir.join(".complete").exists() {
+            return Ok(dir);
+        }
+        let fail = |what: &str, e: hf_hub::HFError| {
+            Error::Remote(format!("{} at {}: {what}: {e}", c.repo, c.revision))
+        };
+        let (ns, name) = c.repo.split_once('/').unwrap_or(("", c.repo.as_str()));
+        let repo = self.hub.model(ns, name);
+        let info = repo
+            .info()
+            .revision(c.revision.clone())
+            .send()
+            .await
+            .map_err(|e| fail("model info", e))?;
+        let files: Vec<String> = info
+            .siblings
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.rfilename)
+            .collect();
+        let tmp = self.cache.join(format!(".tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(Error::io("cannot create", &tmp))?;
+        let get = |file: String| {
+            let repo = repo.clone();
+            let tmp = tmp.clone();
+            async move {
+                repo.download_file()
+                    .filename(file.clone())
+                    .revision(c.revision.clone())
+                    .local_dir(tmp)
+                    .force_download(true)
+                    .send()
+                    .await
+                    .map_err(|e| fail(&format!("download {file}"), e))
+            }
+        };
+        let mut shards = Vec::new();
+        if !files.iter().any(|f| f == "model.safetensors")
+            && files.iter().any(|f| f == "model.safetensors.index.json")
+        {
+            let index = get("model.safetensors.index.json".into()).await?;
+            let text = std::fs::read_to_string(&index).map_err(Error::io("cannot read", &index))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::file(&index, e))?;
+            if let Some(map) = v.get("weight_map").and_then(|m| m.as_object()) {
+                shards = map
+                    .values()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect();
+                shards.sort();
+                shards.dedup();
+            }
+        }
+        let wanted = preflight::validator_files(self.config.miner.profile, &files, &shards);
+        if !wanted.iter().any(|f| f == "config.json") {
+            return Err(Error::Remote(format!(
+                "{} at {} has no config.json: not a transformers model",
+                c.repo, c.revision
+            )));
+        }
+        for f in wanted {
+            get(f).await?;
+        }
+        std::fs::write(tmp.join(".complete"), b"").map_err(Error::io("cannot write", &tmp))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).map_err(Error::io("cannot rename", &dir))?;
+        store::fsync_dir(&self.cache)?;
+        tracing::info!(
+            "downloaded UID {}'s model {} at {} to {}",
+            c.uid,
+            c.repo,
+            c.revision,
+            dir.display()
+        );
+        Ok(dir)
+    }
+}
+
+/// `(repo, revision, competition)` from an LLM profile's commitment
+/// (`ns:name:commit:hash:competition`); `None` for anything else (no commitment, a 4-field legacy
+/// one without a competition, or a commitment that is not a model id).
+pub fn parse_commitment(s: &str) -> Option<(String, String, String)> {
+    let t: Vec<&str> = s.trim().split(':').collect();
+    let [ns, name, commit, _hash, competition] = t.as_slice() else {
+        return None;
+    };
+    let hex40 = commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit());
+    (!ns.is_empty() && !name.is_empty() && hex40).then(|| {
+        (
+            format!("{ns}/{name}"),
+            commit.to_string(),
+            competition.to_string(),
+        )
+    })
+}
+
+fn bus_message(e: &zbus::Error) -> String {
+    if taominer_core::bus::is_service_unknown(e) {
+        return "the committer is not running (systemctl start miner-committer)".into();
+    }
+    taominer_core::bus::error_message(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commitments_parse_to_repo_revision_competition() {
+        let rev = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            parse_commitment(&format!("alice:tiny:{rev}:aGFzaA==:2")),
+            Some(("alice/tiny".into(), rev.into(), "2".into()))
+        );
+        assert_eq!(
+            parse_commitment(&format!("a:b:{rev}:h:c00")).map(|c| c.2),
+            Some("c00".into())
+        );
+        assert_eq!(parse_commitment(""), None);
+        assert_eq!(parse_commitment("a:b:None:h:2"), None);
+        assert_eq!(parse_commitment(&format!("a:b:{rev}:h")), None);
+    }
+}
