@@ -937,6 +937,39 @@ mod tests {
     }
 
     #[test]
+    fn trainer_settings_are_checked_and_name_their_key() {
+        let c = load(None, &["trainer.lr=0.001", "trainer.model.hidden_size=256"]).unwrap();
+        assert_eq!(c.trainer.lr, 0.001);
+        assert_eq!(c.trainer.model.hidden_size, 256);
+        let key_of = |o: &[&str]| load(None, o).unwrap_err().key;
+        assert_eq!(
+            key_of(&["trainer.sequence_length=0"]),
+            "trainer.sequence_length"
+        );
+        assert_eq!(key_of(&["trainer.lr=-1"]), "trainer.lr");
+        assert_eq!(key_of(&["trainer.device=\"tpu\""]), "trainer.device");
+        assert_eq!(
+            key_of(&["trainer.model.num_attention_heads=3"]),
+            "trainer.model.num_attention_heads"
+        );
+        assert_eq!(
+            key_of(&["trainer.start=\"model-dir\""]),
+            "trainer.load_model_dir"
+        );
+        // Reading other miners' models needs the chain and the Hub.
+        assert_eq!(key_of(&["trainer.start=\"best\""]), "trainer.start");
+        assert_eq!(
+            key_of(&["trainer.gate_on_best=true"]),
+            "trainer.gate_on_best"
+        );
+        assert_eq!(
+            key_of(&["trainer.dataset_repo=\"a/b\""]),
+            "trainer.dataset_repo"
+        );
+        assert_eq!(key_of(&["trainer.nonsense=1"]), "trainer.nonsense");
+    }
+
+    #[test]
     fn defaults_are_offline_pretraining() {
         let c = load(None, &[]).unwrap();
         assert!(c.miner.offline);
