@@ -449,6 +449,33 @@ class Checks:
             return "create_commit(parent_commit=<old>) gets 412"
         raise AssertionError("a commit on a stale parent was accepted")
 
+    def dataset_round_trip(self):
+        """What the trainer relies on for `trainer.dataset_repo`: a dataset repo with Parquet
+        shards, uploaded and listed and downloaded by the official client at a revision."""
+        ds = "alice/corpus"
+        url = self.api.create_repo(ds, repo_type="dataset", private=True, exist_ok=True)
+        assert url.repo_type == "dataset" and url.repo_id == ds, url
+        folder = self.work / "dataset"
+        files = {"data/train-00000-of-00002.parquet": os.urandom(3000),
+                 "data/train-00001-of-00002.parquet": os.urandom(2000), "README.md": b"# corpus\n"}
+        for path, data in files.items():
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path).write_bytes(data)
+        info = self.api.upload_folder(folder_path=folder, repo_id=ds, repo_type="dataset")
+        names = sorted(s.rfilename for s in self.api.dataset_info(ds, revision=info.oid).siblings)
+        assert names == sorted([".gitattributes", *files]), names
+        local = self.api.snapshot_download(ds, repo_type="dataset", revision=info.oid,
+                                           local_dir=self.work / "dataset-dl")
+        got = {p: d for p, d in files_under(Path(local)).items() if not p.startswith(".")}
+        assert got == files, sorted(got)
+        try:
+            self.api.model_info(ds)
+        except Exception:
+            pass
+        else:
+            raise AssertionError("the dataset answered as a model")
+        return f"dataset {ds} at {info.oid[:12]}: listed and downloaded byte-identical; not a model"
+
     def delete_repo(self):
         from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -503,6 +530,7 @@ def main() -> int:
             ("+ resolve headers, ranges, not-found codes", checks.resolve_headers_and_ranges),
             ("+ stale parentCommit refused", checks.stale_parent_refused),
             ("+ delete_repo", checks.delete_repo),
+            ("+ dataset repo: upload, dataset_info, snapshot_download", checks.dataset_round_trip),
         ]:
             checks.run(name, fn)
     finally:

@@ -28,7 +28,7 @@ Storage
     restarted server has no repos.
 
 Not supported (on purpose)
-    Xet, datasets/spaces, pull requests, tags, pagination, gitignore handling.
+    Xet, spaces (datasets are served: model routes under /api/datasets and /datasets/), pull requests, tags, pagination, gitignore handling.
 
 Run `python3 hub_server.py --help` for the flags; README.md next to this file lists
 the endpoints and the test-control API.
@@ -205,6 +205,11 @@ class Repo:
     @property
     def namespace(self) -> str:
         return self.id.split("/", 1)[0]
+
+    @property
+    def public_id(self) -> str:
+        """The id clients use: a dataset repo's internal id carries DATASET."""
+        return self.id.removesuffix(DATASET)
 
 
 @dataclass
@@ -622,21 +627,27 @@ class Hub:
             return json_response({"errors": [], "warnings": []})
         if head == ["api", "models"]:
             return self.route_model_api(req, method, segs[2:])
+        if head == ["api", "datasets"]:
+            return self.route_model_api(req, method, segs[2:], DATASET)
         if segs[0] == "_test":
             return self.route_test_control(req, method, segs[1:])
         if segs[0] == "_lfs":
             return self.route_lfs_transfer(req, method, segs[1:])
+        kind = ""
+        if segs[0] == "datasets":
+            segs, kind = segs[1:], DATASET
         repo_id, rest = split_repo(segs)
         if repo_id and repo_id.endswith(".git") and rest == ["info", "lfs", "objects", "batch"] and method == "POST":
-            return self.lfs_batch(req, repo_id[: -len(".git")])
+            return self.lfs_batch(req, repo_id[: -len(".git")] + kind)
         if repo_id and len(rest) >= 3 and rest[0] == "resolve" and method == "GET":
-            return self.resolve(req, repo_id, rest[1], "/".join(rest[2:]))
+            return self.resolve(req, repo_id + kind, rest[1], "/".join(rest[2:]))
         raise HubError(404, "Not Found")
 
-    def route_model_api(self, req: Request, method: str, segs: list[str]) -> Response:
+    def route_model_api(self, req: Request, method: str, segs: list[str], kind: str = "") -> Response:
         repo_id, rest = split_repo(segs)
         if repo_id is None:
             raise HubError(404, "Not Found")
+        repo_id += kind
         action, args = (rest[0], rest[1:]) if rest else ("", [])
         routes = {
             ("", "GET"): lambda: self.model_info(req, repo_id, "main"),
@@ -706,6 +717,8 @@ class Hub:
             return repo.commits[commit_id]
 
     def repo_url(self, req: Request, repo_id: str) -> str:
+        if repo_id.endswith(DATASET):
+            return f"{req.base_url}/datasets/{repo_id.removesuffix(DATASET)}"
         return f"{req.base_url}/{repo_id}"
 
     # ---- account and repo management
@@ -724,12 +737,13 @@ class Hub:
         if isinstance(name, str) and "/" in name and not namespace:
             namespace, name = name.split("/", 1)  # old clients sent the full id as "name"
         namespace = namespace or user
-        if (payload.get("type") or "model") != "model":
-            raise bad_request("this test hub only has model repos")
+        kind = {"model": "", "dataset": DATASET}.get(payload.get("type") or "model")
+        if kind is None:
+            raise bad_request("this test hub only has model and dataset repos")
         self.require_owner(req, namespace, what="create")
         if not (isinstance(name, str) and NAME_RE.match(name) and NAME_RE.match(namespace)):
             raise bad_request(f"invalid repo name: {namespace}/{name}")
-        repo_id = f"{namespace}/{name}"
+        repo_id = f"{namespace}/{name}{kind}"
         with self.lock:
             if repo_id in self.repos:
                 raise HubError(409, "You already created this model repo", extra={"url": self.repo_url(req, repo_id)})
@@ -741,7 +755,8 @@ class Hub:
             self._add_commit(repo, "main", None, files, "initial commit", "", user)
             self.repos[repo_id] = repo
         url = self.repo_url(req, repo_id)
-        return json_response({"url": url, "name": repo_id, "id": repo_id})
+        public = repo_id.removesuffix(DATASET)
+        return json_response({"url": url, "name": public, "id": public})
 
     def delete_repo(self, req: Request) -> Response:
         payload = req.json()
@@ -782,7 +797,7 @@ class Hub:
                 sibling["lfs"] = {"sha256": entry.lfs_oid, "size": entry.size, "pointerSize": entry.pointer_size}
             siblings.append(sibling)
         return json_response({
-            "_id": repo.internal_id, "id": repo.id, "modelId": repo.id, "author": repo.namespace,
+            "_id": repo.internal_id, "id": repo.public_id, "modelId": repo.public_id, "author": repo.namespace,
             "sha": commit.id, "lastModified": iso_time(commit.ts), "createdAt": iso_time(repo.created_ts),
             "private": repo.private, "disabled": False, "gated": False, "downloads": 0, "likes": 0,
             "tags": [], "spaces": [], "siblings": siblings,
@@ -1182,6 +1197,11 @@ class Hub:
                     for repo in self.repos.values()
                 })
         raise HubError(404, "Not Found")
+
+
+# Dataset repos live beside model repos under "ns/name@dataset", so every lookup, grant and
+# ownership check works unchanged; URLs and answers use the public "ns/name".
+DATASET = "@dataset"
 
 
 def split_repo(segs: list[str]) -> tuple[str | None, list[str]]:

@@ -544,6 +544,7 @@ fn bad_models_tokenizers_and_settings_get_clear_errors() {
 ///   starts from it: the eval loss before the first step equals that model's own;
 /// * `--load-best` takes the highest-incentive UID *whose commitment is in our competition*
 ///   (UID 2 has more incentive but competition 4);
+/// * `trainer.dataset_repo` trains on the Parquet shards of a dataset repo at its revision;
 /// * `gate_on_best` holds candidates back until ours beats the best model's loss on our eval data
 ///   by `gate_epsilon`: with the same seed and data, our run equals theirs at step 20, so the
 ///   first candidate comes after it.
@@ -721,6 +722,69 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
         text.contains("starting from the best model of competition 2: UID 1 alice/their-model"),
         "{text}"
     );
+    d.terminate();
+
+    // trainer.dataset_repo: a private dataset repo with two Parquet shards (uploaded with the
+    // official client; the second made from the JSONL part of the corpus) is the only data.
+    let dataset_rev = py(
+        &[
+            "-c",
+            "import sys, json, pyarrow as pa, pyarrow.parquet as pq, pathlib, shutil\n\
+             from huggingface_hub import HfApi\n\
+             fx, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])\n\
+             (out / 'data').mkdir(parents=True)\n\
+             shutil.copy(fx / 'corpus.parquet', out / 'data/train-00000-of-00002.parquet')\n\
+             rows = [json.loads(l)['text'] for l in open(fx / 'corpus.jsonl')]\n\
+             pq.write_table(pa.table({'text': rows}), out / 'data/train-00001-of-00002.parquet')\n\
+             api = HfApi(token=sys.argv[3])\n\
+             api.create_repo('alice/corpus', repo_type='dataset', private=True, exist_ok=True)\n\
+             print(api.upload_folder(repo_id='alice/corpus', repo_type='dataset', folder_path=out).oid)",
+            fx.path("").to_str().unwrap(),
+            fx.path("dataset-upload").to_str().unwrap(),
+            HUB_USERS[0].1,
+        ],
+        &[],
+    );
+    let st = fx.path("dataset");
+    let log = fx.path("dataset.log");
+    let mut d = online(
+        fx.trainer(
+            &bus,
+            &st,
+            &[
+                "trainer.data=[]",
+                "trainer.dataset_repo=\"alice/corpus\"",
+                "trainer.max_steps=2",
+                "trainer.eval_every=100",
+            ],
+        ),
+        &config,
+    )
+    .log_to(&log)
+    .start();
+    d.assert_ready();
+    wait_state(&bus, "finished", Duration::from_secs(120));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&format!(
+            "dataset alice/corpus at {dataset_rev}: 2 Parquet files"
+        )),
+        "{text}"
+    );
+    // 200 documents in each shard: both were read, and nothing else.
+    let line = text
+        .lines()
+        .find(|l| l.contains("training documents"))
+        .unwrap();
+    let count_before = |what: &str| -> u64 {
+        let head = &line[..line.find(what).unwrap()];
+        head.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let (train_docs, eval_docs) = (
+        count_before(" training documents"),
+        count_before(" eval documents"),
+    );
+    assert_eq!(train_docs + eval_docs, 400, "{line}");
     d.terminate();
 
     // gate_on_best: from scratch, same seed and data as theirs; threshold high so only the gate decides.

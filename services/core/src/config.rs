@@ -337,8 +337,12 @@ pub struct TrainerConfig {
     pub tokenizer: Option<PathBuf>,
     /// Local training text: files or directories of `.txt`, `.jsonl` and `.parquet`.
     pub data: Vec<PathBuf>,
-    /// A Hugging Face dataset repo whose Parquet shards are trained on (online mode).
+    /// A Hugging Face dataset repo whose Parquet shards are trained on too (online mode).
     pub dataset_repo: Option<String>,
+    /// Its branch or commit.
+    pub dataset_revision: String,
+    /// Parquet shards drawn from it, seeded (0: all).
+    pub dataset_files: usize,
     /// The text column of JSONL and Parquet sources.
     pub text_field: String,
     /// Parts per thousand of documents held out for evaluation (chosen by content hash).
@@ -393,6 +397,8 @@ impl Default for TrainerConfig {
             tokenizer: None,
             data: Vec::new(),
             dataset_repo: None,
+            dataset_revision: "main".into(),
+            dataset_files: 0,
             text_field: "text".into(),
             eval_permille: 50,
             eval_sequences: 64,
@@ -775,11 +781,20 @@ impl Config {
             ));
         }
         if let Some(repo) = &self.trainer.dataset_repo {
-            return Err(ConfigError::new(
-                "trainer.dataset_repo",
-                format!("{repo:?}"),
-                "unset: training from Hugging Face dataset repos is not built yet; download the Parquet shards and list them in trainer.data",
-            ));
+            if m.offline {
+                return Err(ConfigError::new(
+                    "trainer.dataset_repo",
+                    format!("{repo:?}"),
+                    "unset in offline mode (it is downloaded from the Hub); list local files in trainer.data",
+                ));
+            }
+            if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
+                return Err(ConfigError::new(
+                    "trainer.dataset_repo",
+                    format!("{repo:?}"),
+                    "a Hugging Face dataset id \"namespace/name\"",
+                ));
+            }
         }
         if m.offline && self.trainer.gate_on_best {
             return Err(ConfigError::new(

@@ -203,6 +203,79 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// Downloads the Parquet files of a Hugging Face dataset repo at `revision` (a branch or a
+    /// commit) into `datasets/<ns>--<name>--<commit>/`, reused when complete. With `max_files`
+    /// above 0, that many shards are drawn with `seed` (a different sample for another seed,
+    /// the same one on every restart). Returns the files, sorted.
+    pub async fn download_dataset(
+        &self,
+        repo_id: &str,
+        revision: &str,
+        max_files: usize,
+        seed: u64,
+    ) -> Result<Vec<PathBuf>> {
+        let fail = |what: &str, e: hf_hub::HFError| {
+            Error::Remote(format!("dataset {repo_id} at {revision}: {what}: {e}"))
+        };
+        let (ns, name) = repo_id.split_once('/').unwrap_or(("", repo_id));
+        let repo = self.hub.dataset(ns, name);
+        let info = repo
+            .info()
+            .revision(revision.to_string())
+            .send()
+            .await
+            .map_err(|e| fail("dataset info", e))?;
+        let commit = info.sha.clone().unwrap_or_else(|| revision.to_string());
+        let mut shards: Vec<String> = info
+            .siblings
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.rfilename)
+            .filter(|f| f.ends_with(".parquet"))
+            .collect();
+        shards.sort();
+        if shards.is_empty() {
+            return Err(Error::Remote(format!(
+                "dataset {repo_id} at {revision} has no .parquet files"
+            )));
+        }
+        if max_files > 0 && shards.len() > max_files {
+            let mut rng = crate::rng::Rng::new(seed ^ 0xda7a);
+            rng.shuffle(&mut shards);
+            shards.truncate(max_files);
+            shards.sort();
+        }
+        let dir = self
+            .cache
+            .with_file_name("datasets")
+            .join(format!("{}--{commit}", repo_id.replace('/', "--")));
+        let done = dir.join(".complete");
+        let listed: String = shards.join("\n");
+        if std::fs::read_to_string(&done).is_ok_and(|d| d == listed) {
+            return Ok(shards.iter().map(|s| dir.join(s)).collect());
+        }
+        std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
+        for s in &shards {
+            repo.download_file()
+                .filename(s.clone())
+                .revision(commit.clone())
+                .local_dir(dir.clone())
+                .force_download(true)
+                .send()
+                .await
+                .map_err(|e| fail(&format!("download {s}"), e))?;
+        }
+        store::write_atomic(&done, listed.as_bytes())?;
+        tracing::info!(
+            "dataset {repo_id} at {commit}: {} Parquet files in {}",
+            shards.len(),
+            dir.display()
+        );
+        Ok(shards.iter().map(|s| dir.join(s)).collect())
+    }
+}
+
 /// `(repo, revision, competition)` from an LLM profile's commitment
 /// (`ns:name:commit:hash:competition`); `None` for anything else (no commitment, a 4-field legacy
 /// one without a competition, or a commitment that is not a model id).

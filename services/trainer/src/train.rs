@@ -387,7 +387,18 @@ impl Run {
         tok.check_fits(model_cfg.vocab_size)?;
         shared.beat();
 
-        let docs = read_documents(&t.data, &t.text_field)?;
+        let mut sources = t.data.clone();
+        if let Some(repo) = &t.dataset_repo {
+            let (r, handle) = remote.as_ref().ok_or_else(offline_remote)?;
+            sources.extend(handle.block_on(r.download_dataset(
+                repo,
+                &t.dataset_revision,
+                t.dataset_files,
+                t.seed,
+            ))?);
+            shared.beat();
+        }
+        let docs = read_documents(&sources, &t.text_field)?;
         let data = Dataset::build(&docs, &tok, t)?;
         if state.step > 0 && state.data_fingerprint != data.fingerprint {
             tracing::warn!(
@@ -794,7 +805,7 @@ pub fn is_candidate(loss: f64, threshold: f64, last_candidate: Option<f64>) -> b
 }
 
 /// Why a trainer with the default configuration does not train.
-pub const NO_DATA: &str = "no training data configured: set trainer.data to files or directories of .txt, .md, .jsonl or .parquet";
+pub const NO_DATA: &str = "no training data configured: set trainer.data to files or directories of .txt, .md, .jsonl or .parquet (or trainer.dataset_repo, online)";
 
 /// The loop thread's body: prepare, train, and record a failure for `Status`.
 pub fn run_thread(
@@ -808,7 +819,7 @@ pub fn run_thread(
     if shared.wait_while_paused() == Control::Stop {
         return;
     }
-    if cfg.trainer.data.is_empty() {
+    if cfg.trainer.data.is_empty() && cfg.trainer.dataset_repo.is_none() {
         shared.update(|p| {
             p.state = "idle".into();
             p.last_error = NO_DATA.into();
