@@ -115,8 +115,7 @@ pub async fn run(
         }
 
         tokio::select! {
-            ev = candidates.recv() => {
-                let Some(ev) = ev else { continue };
+            Some(ev) = candidates.recv() => {
                 let c = &ev.candidate;
                 if let Err(e) = TrainerService::candidate_ready(
                     &emitter,
