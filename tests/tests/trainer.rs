@@ -223,8 +223,8 @@ fn two_hundred_steps_lower_the_eval_loss() {
 }
 
 /// Proves resume: a run killed with SIGKILL and restarted continues from its checkpoint with the
-/// same optimiser state and data position, ending bit-identical (weights and AdamW moments) to
-/// an uninterrupted run with the same seed.
+/// same optimiser state and data position (its tokens from the cache), ending bit-identical
+/// (weights and AdamW moments) to an uninterrupted run with the same seed.
 #[test]
 fn kill9_and_resume_ends_bit_identical_to_an_uninterrupted_run() {
     let fx = Fixture::new();
@@ -260,10 +260,14 @@ fn kill9_and_resume_ends_bit_identical_to_an_uninterrupted_run() {
         .unwrap();
     assert!((20..40).contains(&at_kill), "killed after step {at_kill}");
 
-    let mut b = fx.trainer(&bus, &resumed, &sets).start();
+    let log = fx.path("resumed.log");
+    let mut b = fx.trainer(&bus, &resumed, &sets).log_to(&log).start();
     b.assert_ready();
     let done = wait_state(&bus, "finished", Duration::from_secs(120));
     assert_eq!(done["step"], 40);
+    // The restart read its packed data from the token cache instead of tokenizing again.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("from the token cache"), "{text}");
     for file in [
         "model/model.safetensors",
         "optimizer.safetensors",

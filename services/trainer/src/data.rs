@@ -158,7 +158,24 @@ fn byte_char(b: u8) -> char {
 
 /// Reads documents from files and directories of `.txt`/`.md` (split on blank lines), `.jsonl`
 /// (one JSON object per line, `text_field`) and `.parquet` (`text_field` column).
-pub fn read_documents(paths: &[PathBuf], text_field: &str) -> Result<Vec<String>> {
+/// `beat` is called as reading progresses (a large corpus takes longer than the watchdog's
+/// patience).
+pub fn read_documents(paths: &[PathBuf], text_field: &str, beat: &dyn Fn()) -> Result<Vec<String>> {
+    let files = source_files(paths)?;
+    let mut docs = Vec::new();
+    for f in files {
+        match extension(&f).as_str() {
+            "jsonl" => read_jsonl(&f, text_field, &mut docs)?,
+            "parquet" => read_parquet(&f, text_field, &mut docs, beat)?,
+            _ => read_text(&f, &mut docs)?,
+        }
+        beat();
+    }
+    Ok(docs)
+}
+
+/// The files `read_documents` reads, in order.
+pub fn source_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in paths {
         collect_files(p, &mut files)?;
@@ -168,15 +185,7 @@ pub fn read_documents(paths: &[PathBuf], text_field: &str) -> Result<Vec<String>
             "no training files (trainer.data lists files or directories of .txt, .md, .jsonl, .parquet)".into(),
         ));
     }
-    let mut docs = Vec::new();
-    for f in files {
-        match extension(&f).as_str() {
-            "jsonl" => read_jsonl(&f, text_field, &mut docs)?,
-            "parquet" => read_parquet(&f, text_field, &mut docs)?,
-            _ => read_text(&f, &mut docs)?,
-        }
-    }
-    Ok(docs)
+    Ok(files)
 }
 
 fn extension(p: &Path) -> String {
@@ -243,7 +252,7 @@ fn read_jsonl(path: &Path, field: &str, docs: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-fn read_parquet(path: &Path, field: &str, docs: &mut Vec<String>) -> Result<()> {
+fn read_parquet(path: &Path, field: &str, docs: &mut Vec<String>, beat: &dyn Fn()) -> Result<()> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::RowAccessor;
     let file = fs::File::open(path).map_err(Error::io("cannot open", path))?;
@@ -272,7 +281,10 @@ fn read_parquet(path: &Path, field: &str, docs: &mut Vec<String>) -> Result<()> 
     let rows = reader
         .get_row_iter(Some(projection))
         .map_err(|e| Error::file(path, e))?;
-    for row in rows {
+    for (i, row) in rows.enumerate() {
+        if i % 4096 == 0 {
+            beat();
+        }
         let row = row.map_err(|e| Error::file(path, e))?;
         match row.get_string(0) {
             Ok(s) if !s.trim().is_empty() => docs.push(s.clone()),
@@ -290,6 +302,66 @@ pub fn is_eval(doc: &str, permille: u32) -> bool {
     (v % 1000) < permille as u64
 }
 
+/// What the token cache depends on: each source file's path, size and modification time, the
+/// tokenizer, and the settings that shape the split and the packing.
+fn cache_key(
+    sources: &[PathBuf],
+    tok: &Tok,
+    cfg: &taominer_core::config::TrainerConfig,
+) -> Result<String> {
+    let mut h = Sha256::new();
+    for f in source_files(sources)? {
+        let meta = fs::metadata(&f).map_err(Error::io("cannot read training data", &f))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        h.update(f.to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update(meta.len().to_le_bytes());
+        h.update(mtime.to_le_bytes());
+    }
+    h.update(tok.json.as_bytes());
+    h.update(cfg.text_field.as_bytes());
+    h.update([0]);
+    h.update(cfg.eval_permille.to_le_bytes());
+    h.update((cfg.sequence_length as u64).to_le_bytes());
+    Ok(hex::encode(&h.finalize()[..16]))
+}
+
+/// `[train len u64][eval len u64][train u32…][eval u32…][sha256 of all before]`, little-endian.
+fn encode_streams(train: &[u32], eval: &[u32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + 4 * (train.len() + eval.len()) + 32);
+    out.extend((train.len() as u64).to_le_bytes());
+    out.extend((eval.len() as u64).to_le_bytes());
+    for t in train.iter().chain(eval.iter()) {
+        out.extend(t.to_le_bytes());
+    }
+    let digest = Sha256::digest(&out);
+    out.extend(digest);
+    out
+}
+
+fn decode_streams(bytes: &[u8]) -> Option<(Vec<u32>, Vec<u32>)> {
+    let (body, digest) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    if Sha256::digest(body).as_slice() != digest {
+        return None;
+    }
+    let n_train = u64::from_le_bytes(body.get(..8)?.try_into().ok()?) as usize;
+    let n_eval = u64::from_le_bytes(body.get(8..16)?.try_into().ok()?) as usize;
+    let words = body.get(16..)?;
+    if words.len() != 4 * (n_train + n_eval) {
+        return None;
+    }
+    let mut all = words
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    let train: Vec<u32> = all.by_ref().take(n_train).collect();
+    let eval: Vec<u32> = all.collect();
+    Some((train, eval))
+}
+
 /// Packed token sequences for training and evaluation.
 pub struct Dataset {
     pub seq_len: usize,
@@ -304,15 +376,77 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The packed dataset of `sources`, from the token cache in `cache_dir` when the files,
+    /// the tokenizer and the packing settings are unchanged (a restart then skips reading and
+    /// tokenizing), else built and cached.
+    pub fn load_or_build(
+        sources: &[PathBuf],
+        tok: &Tok,
+        cfg: &taominer_core::config::TrainerConfig,
+        cache_dir: &Path,
+        beat: &dyn Fn(),
+    ) -> Result<Dataset> {
+        let key = cache_key(sources, tok, cfg)?;
+        let path = cache_dir.join(format!("{key}.tokens"));
+        if let Ok(bytes) = fs::read(&path) {
+            if let Some((train, eval)) = decode_streams(&bytes) {
+                tracing::info!(
+                    "data: {} training and {} eval tokens from the token cache",
+                    train.len(),
+                    eval.len()
+                );
+                return Ok(Self::from_streams(train, eval, cfg));
+            }
+            tracing::warn!("ignoring a damaged token cache {}", path.display());
+        }
+        let docs = read_documents(sources, &cfg.text_field, beat)?;
+        let ds = Self::build(&docs, tok, cfg, beat)?;
+        taominer_core::store::ensure_dir(cache_dir)?;
+        // Only the newest cache is kept: an old one is a corpus nobody trains on any more.
+        if let Ok(entries) = fs::read_dir(cache_dir) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        taominer_core::store::write_atomic(&path, &encode_streams(&ds.train, &ds.eval))?;
+        Ok(ds)
+    }
+
+    fn from_streams(
+        train: Vec<u32>,
+        eval: Vec<u32>,
+        cfg: &taominer_core::config::TrainerConfig,
+    ) -> Dataset {
+        let mut h = Sha256::new();
+        for t in train.iter().chain(eval.iter()) {
+            h.update(t.to_le_bytes());
+        }
+        h.update((cfg.sequence_length as u64).to_le_bytes());
+        Dataset {
+            seq_len: cfg.sequence_length,
+            train,
+            eval,
+            eval_limit: cfg.eval_sequences,
+            page_sequences: cfg.page_sequences,
+            pages_per_epoch: cfg.pages_per_epoch,
+            seed: cfg.seed,
+            fingerprint: hex::encode(h.finalize()),
+        }
+    }
+
     pub fn build(
         docs: &[String],
         tok: &Tok,
         cfg: &taominer_core::config::TrainerConfig,
+        beat: &dyn Fn(),
     ) -> Result<Dataset> {
         let seq_len = cfg.sequence_length;
         let (mut train, mut eval) = (Vec::new(), Vec::new());
         let (mut n_train, mut n_eval) = (0usize, 0usize);
-        for d in docs {
+        for (i, d) in docs.iter().enumerate() {
+            if i % 256 == 0 {
+                beat();
+            }
             let (stream, count) = if is_eval(d, cfg.eval_permille) {
                 (&mut eval, &mut n_eval)
             } else {
@@ -341,24 +475,10 @@ impl Dataset {
         }
         train.truncate(train_seqs * seq_len);
         eval.truncate(eval_seqs * seq_len);
-        let mut h = Sha256::new();
-        for t in train.iter().chain(eval.iter()) {
-            h.update(t.to_le_bytes());
-        }
-        h.update((seq_len as u64).to_le_bytes());
         tracing::info!(
             "data: {n_train} training documents → {train_seqs} sequences of {seq_len}; {n_eval} eval documents → {eval_seqs} sequences"
         );
-        Ok(Dataset {
-            seq_len,
-            train,
-            eval,
-            eval_limit: cfg.eval_sequences,
-            page_sequences: cfg.page_sequences,
-            pages_per_epoch: cfg.pages_per_epoch,
-            seed: cfg.seed,
-            fingerprint: hex::encode(h.finalize()),
-        })
+        Ok(Self::from_streams(train, eval, cfg))
     }
 
     pub fn train_sequences(&self) -> usize {
@@ -437,6 +557,16 @@ mod tests {
     }
 
     #[test]
+    fn token_cache_round_trips_and_detects_damage() {
+        let bytes = encode_streams(&[1, 2, 3], &[4, 5]);
+        assert_eq!(decode_streams(&bytes), Some((vec![1, 2, 3], vec![4, 5])));
+        let mut bad = bytes.clone();
+        bad[20] ^= 1;
+        assert_eq!(decode_streams(&bad), None);
+        assert_eq!(decode_streams(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
     fn epoch_order_is_seeded_and_sampled() {
         let tok = Tok::builtin_bytes().unwrap();
         let docs: Vec<String> = (0..300)
@@ -449,7 +579,7 @@ mod tests {
             pages_per_epoch: 3,
             ..Default::default()
         };
-        let ds = Dataset::build(&docs, &tok, &cfg).unwrap();
+        let ds = Dataset::build(&docs, &tok, &cfg, &|| {}).unwrap();
         let a = ds.epoch_order(0);
         assert_eq!(a.len(), 30);
         assert_eq!(a, ds.epoch_order(0));

@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use taominer_core::config::Config;
 
 use crate::checkpoint::{Candidate, CheckpointRecord, Checkpoints, RunState, TrainingState};
-use crate::data::{read_documents, Dataset, Tok};
+use crate::data::{Dataset, Tok};
 use crate::error::{Error, Result};
 use crate::model::{init_params, parameter_count, Llama, LlamaConfig};
 use crate::optim::{self, AdamW};
@@ -398,8 +398,8 @@ impl Run {
             ))?);
             shared.beat();
         }
-        let docs = read_documents(&sources, &t.text_field)?;
-        let data = Dataset::build(&docs, &tok, t)?;
+        let beat = || shared.beat();
+        let data = Dataset::load_or_build(&sources, &tok, t, &state_dir.join("tokens"), &beat)?;
         if state.step > 0 && state.data_fingerprint != data.fingerprint {
             tracing::warn!(
                 "the training data changed since step {}: the run goes on from its data position over the new data",
