@@ -2,6 +2,7 @@
 //! transformers loads as `LlamaForCausalLM`, with a resumable loop and candidate hand-off to the
 //! publisher. The daemon is `miner-trainer`; `miner-eval` scores a model directory on text.
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

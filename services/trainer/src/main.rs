@@ -81,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
     let flags = args.overrides();
     args.daemon.set.extend(flags);
     let daemon = args.daemon.start(Part::Trainer);
+    taominer_trainer::alloc::tune_for_training();
     let _lock = daemon.lock_state()?;
     let t = &daemon.config.trainer;
     let start = match t.start.as_str() {

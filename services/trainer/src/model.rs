@@ -459,8 +459,10 @@ fn attention(
     let (b, nh, t, hd) = q.dims4()?;
     let nkv = nh / rep;
     let dtype = q.dtype();
-    let qg = q.reshape((b, nkv, rep * t, hd))?;
-    let scores = (qg.matmul(&k.t()?)? * scale)?
+    // Scaling the queries rather than the scores: one pass over [.., t, hd] instead of [.., t, t].
+    let qg = (q * scale)?.reshape((b, nkv, rep * t, hd))?;
+    let scores = qg
+        .matmul(&k.t()?)?
         .reshape((b, nh, t, t))?
         .to_dtype(DType::F32)?;
     let probs = if scores.device().is_cpu() {
