@@ -502,7 +502,7 @@ impl Run {
             }
             let started = Instant::now();
             let mut grads: HashMap<String, Tensor> = HashMap::new();
-            let mut loss_sum = 0.0;
+            let (mut loss_sum, mut micro_batches) = (0.0, 0usize);
             let mut epoch_ended = false;
             for _ in 0..t.accumulation_steps {
                 if self.state.batch_in_epoch + 1 > order.len() / t.batch_size {
@@ -522,6 +522,7 @@ impl Run {
                 )?;
                 let loss = self.model.loss(&ids, true)?;
                 loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                micro_batches += 1;
                 let scaled = (loss / t.accumulation_steps as f64)?;
                 optim::accumulate(&mut grads, &self.model.params, &scaled.backward()?)?;
                 self.state.batch_in_epoch += 1;
@@ -542,7 +543,8 @@ impl Run {
             self.opt.step(&self.model.params, &grads, lr)?;
             drop(grads);
             self.state.step += 1;
-            let loss = loss_sum / t.accumulation_steps as f64;
+            // The last step of a run can end an epoch part-way through its accumulation.
+            let loss = loss_sum / micro_batches.max(1) as f64;
             if !loss.is_finite() {
                 return Err(Error::Model(format!(
                     "training loss is {loss} at step {}: lower trainer.lr or check the data",
