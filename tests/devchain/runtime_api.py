@@ -133,6 +133,8 @@ def _fill_metagraph(chain, netuid: int, m: dict) -> dict:
     permits = list(chain.get("SubtensorModule", "ValidatorPermit", netuid) or [])
     permits += [False] * (n - len(permits))
     stakes = [chain.get("SubtensorModule", "TotalHotkeyAlpha", h, netuid) for h in hotkeys]
+    kept = chain.get("SubtensorModule", "Incentive", netuid) or []
+    incentives = [kept[i] if i < len(kept) else 0 for i in range(n)]
     axons = []
     for h in hotkeys:
         a = chain.get("SubtensorModule", "Axons", netuid, h)
@@ -153,9 +155,7 @@ def _fill_metagraph(chain, netuid: int, m: dict) -> dict:
         "last_update": [0] * n,
         "emission": [0] * n,
         "dividends": [0] * n,
-        "incentives": [(chain.get("SubtensorModule", "Incentive", netuid) or [])[i]
-                       if i < len(chain.get("SubtensorModule", "Incentive", netuid) or []) else 0
-                       for i in range(n)],
+        "incentives": incentives,
         "consensus": [0] * n,
         "trust": [0] * n,
         "rank": [0] * n,

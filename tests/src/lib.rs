@@ -410,7 +410,36 @@ pub struct HubServer {
     _data: tempfile::TempDir,
 }
 
+/// Runs a command to its end and returns its stdout; panics with `what` and its stderr unless it
+/// exited 0.
+pub fn run_ok(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 impl HubServer {
+    /// Runs the venv's Python with `args`, its Hugging Face client pointed at this server (no
+    /// Xet, no telemetry, `HF_HOME` at `hf_home`); returns stdout, trimmed.
+    pub fn python(&self, hf_home: &Path, args: &[&str]) -> String {
+        let out = run_ok(
+            Command::new(venv_python())
+                .args(args)
+                .env("HF_ENDPOINT", &self.url)
+                .env("HF_HUB_DISABLE_XET", "1")
+                .env("HF_HUB_DISABLE_TELEMETRY", "1")
+                .env("HF_HOME", hf_home),
+            "python with huggingface_hub",
+        );
+        String::from_utf8_lossy(&out).trim().to_string()
+    }
+
     /// Starts the server with the two users and any extra flags (`--multipart-threshold N`, ...).
     pub fn start(extra: &[&str]) -> HubServer {
         let data = tempfile::tempdir().expect("tempdir");

@@ -175,20 +175,7 @@ fn validator_check(hub: &HubServer, repo: &str, revision: &str, out: &Path) -> s
 /// Runs the venv's Python with the official client pointed at `hub` (Xet off: this server speaks
 /// Git LFS, as the Hub does for clients without Xet); returns its stdout, trimmed.
 fn hf_python(hub: &HubServer, hf_home: &Path, args: &[&str]) -> String {
-    let out = Command::new(venv_python())
-        .args(args)
-        .env("HF_ENDPOINT", &hub.url)
-        .env("HF_HUB_DISABLE_XET", "1")
-        .env("HF_HUB_DISABLE_TELEMETRY", "1")
-        .env("HF_HOME", hf_home)
-        .output()
-        .expect("run the venv's python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    hub.python(hf_home, args)
 }
 
 /// Commits of a repository on the server, oldest first (the first is the Hub's initial commit).

@@ -21,16 +21,12 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(venv_python())
-            .arg(repo_root().join("tests/trainer/transformers_check.py"))
-            .arg("make-data")
-            .arg(dir.path())
-            .output()
-            .expect("run make-data");
-        assert!(
-            out.status.success(),
-            "make-data: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(venv_python())
+                .arg(repo_root().join("tests/trainer/transformers_check.py"))
+                .arg("make-data")
+                .arg(dir.path()),
+            "make-data",
         );
         Fixture { dir }
     }
@@ -135,22 +131,18 @@ fn transformers_loads_our_checkpoint_and_computes_the_same_loss() {
         }
     );
 
-    let out = Command::new(bin_dir().join("miner-eval"))
-        .arg(&model)
-        .args([
-            "--text",
-            "The miner trains a checkpoint with a fixed seed. A validator hashes every shard.",
-            "--logits",
-        ])
-        .output()
-        .expect("miner-eval");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let scored = run_ok(
+        Command::new(bin_dir().join("miner-eval"))
+            .arg(&model)
+            .args([
+                "--text",
+                "The miner trains a checkpoint with a fixed seed. A validator hashes every shard.",
+                "--logits",
+            ]),
+        "miner-eval",
     );
     let ours = fx.path("ours.json");
-    std::fs::write(&ours, &out.stdout).unwrap();
+    std::fs::write(&ours, scored).unwrap();
     assert_python_checks_pass(
         &repo_root().join("tests/trainer/transformers_check.py"),
         &["check".as_ref(), model.as_os_str(), ours.as_os_str()],
@@ -582,24 +574,7 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
     // The Hub: huggingface_hub uploads it to a private repo.
     let hub = HubServer::start(&[]);
     let hf_home = fx.path("hf-home");
-    let py = |args: &[&str], envs: &[(&str, &str)]| -> String {
-        let mut cmd = Command::new(venv_python());
-        cmd.args(args)
-            .env("HF_ENDPOINT", &hub.url)
-            .env("HF_HUB_DISABLE_XET", "1")
-            .env("HF_HUB_DISABLE_TELEMETRY", "1")
-            .env("HF_HOME", &hf_home);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().expect("python");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let py = |args: &[&str]| hub.python(&hf_home, args);
     let revision = py(
         &[
             "-c",
@@ -610,7 +585,6 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
             their_model.to_str().unwrap(),
             HUB_USERS[0].1,
         ],
-        &[],
     );
     assert_eq!(revision.len(), 40, "{revision}");
 
@@ -643,7 +617,6 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
             wallets.to_str().unwrap(),
             &revision,
         ],
-        &[],
     );
     assert!(committed.ends_with("ok"), "{committed}");
 
@@ -747,7 +720,6 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
             fx.path("dataset-upload").to_str().unwrap(),
             HUB_USERS[0].1,
         ],
-        &[],
     );
     let st = fx.path("dataset");
     let log = fx.path("dataset.log");

@@ -47,13 +47,18 @@ pub async fn run(
     }
 }
 
-async fn commit_queued(shared: &Shared, emitter: &SignalEmitter<'static>) {
-    let queued: Vec<CommitJob> = shared
+/// The jobs waiting to be written, oldest first (offline and online workers alike).
+fn queued_jobs(shared: &Shared) -> Vec<CommitJob> {
+    shared
         .jobs()
         .all()
         .filter(|j| j.state == CommitJobState::Queued)
         .cloned()
-        .collect();
+        .collect()
+}
+
+async fn commit_queued(shared: &Shared, emitter: &SignalEmitter<'static>) {
+    let queued = queued_jobs(shared);
     for job in queued {
         match commit_one(shared, job.clone()) {
             Ok(block) => {
@@ -181,12 +186,7 @@ impl Online {
     }
 
     async fn commit_queued(&mut self, shared: &Shared, emitter: &SignalEmitter<'static>) {
-        let queued: Vec<CommitJob> = shared
-            .jobs()
-            .all()
-            .filter(|j| j.state == CommitJobState::Queued)
-            .cloned()
-            .collect();
+        let queued = queued_jobs(shared);
         // Connected even with nothing to write: Metagraph() and ServeAxon() use it too.
         let Some(chain) = self.chain(shared).await else {
             return;

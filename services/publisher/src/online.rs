@@ -243,25 +243,10 @@ fn hash_download(
     })
 }
 
+/// The shards the Hub's index names (a bad index is the repository's fault, not a transient one).
 fn shard_names(index: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read(index).map_err(|e| io_err("cannot read", index, e))?;
-    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
-        Error::Invalid(format!(
-            "the Hub's model.safetensors.index.json is not JSON: {e}"
-        ))
-    })?;
-    let mut out: Vec<String> = v
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .map(|m| {
-            m.values()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out.dedup();
-    Ok(out)
+    taominer_core::formats::safetensors::index_shards(index)
+        .map_err(|e| Error::Invalid(format!("the Hub's model.safetensors.index.json: {e}")))
 }
 
 /// Makes the repository public after its commitment is on chain.

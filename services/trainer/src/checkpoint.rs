@@ -204,21 +204,9 @@ fn params_from(
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = fs::read_to_string(&index).map_err(Error::io("cannot read", &index))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::file(&index, e))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| Error::file(&index, "no weight_map"))?;
-        let mut files: Vec<PathBuf> = map
-            .values()
-            .filter_map(|f| f.as_str())
-            .map(|f| dir.join(f))
-            .collect();
-        files.sort();
-        files.dedup();
-        return Ok(files);
+        let shards = taominer_core::formats::safetensors::index_shards(&index)
+            .map_err(|e| Error::Model(e.to_string()))?;
+        return Ok(shards.iter().map(|f| dir.join(f)).collect());
     }
     let single = dir.join("model.safetensors");
     if single.exists() {

@@ -373,6 +373,8 @@ pub struct Dataset {
     pub seed: u64,
     /// sha256 of both token streams: a resumed run says when its data changed.
     pub fingerprint: String,
+    /// The largest token id in either stream (checked against a model's vocabulary).
+    pub max_token: u32,
 }
 
 impl Dataset {
@@ -418,11 +420,14 @@ impl Dataset {
         cfg: &taominer_core::config::TrainerConfig,
     ) -> Dataset {
         let mut h = Sha256::new();
-        for t in train.iter().chain(eval.iter()) {
+        let mut max_token = 0;
+        for &t in train.iter().chain(eval.iter()) {
             h.update(t.to_le_bytes());
+            max_token = max_token.max(t);
         }
         h.update((cfg.sequence_length as u64).to_le_bytes());
         Dataset {
+            max_token,
             seq_len: cfg.sequence_length,
             train,
             eval,
@@ -483,15 +488,6 @@ impl Dataset {
 
     pub fn train_sequences(&self) -> usize {
         self.train.len() / self.seq_len
-    }
-
-    pub fn max_token(&self) -> u32 {
-        self.train
-            .iter()
-            .chain(self.eval.iter())
-            .copied()
-            .max()
-            .unwrap_or(0)
     }
 
     /// The order of training sequences in `epoch`: seeded page draw, then a seeded shuffle.

@@ -371,7 +371,12 @@ impl Llama {
         let rep = nh / nkv;
         let device = ids.device();
         let (cos, sin) = self.rotary(t, device)?;
-        let mask = causal_mask(t, device)?;
+        // The CPU path masks inside its fused softmax; elsewhere the mask is added to the scores.
+        let mask = if device.is_cpu() {
+            None
+        } else {
+            Some(causal_mask(t, device)?)
+        };
         let scale = 1.0 / (hd as f64).sqrt();
 
         let emb = self.params["model.embed_tokens.weight"].as_tensor();
@@ -392,7 +397,7 @@ impl Llama {
             let q = rope(&heads("q_proj", nh)?, &cos, &sin)?;
             let k = rope(&heads("k_proj", nkv)?, &cos, &sin)?;
             let v = heads("v_proj", nkv)?;
-            let attn = attention(&q, &k, &v, &mask, scale, rep, training)?;
+            let attn = attention(&q, &k, &v, mask.as_ref(), scale, rep, training)?;
             let attn = attn.transpose(1, 2)?.reshape((b, t, nh * hd))?;
             x = (x + self.linear(&attn, &format!("{p}.self_attn.o_proj.weight"))?)?;
 
@@ -446,7 +451,7 @@ fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    mask: &Tensor,
+    mask: Option<&Tensor>,
     scale: f64,
     rep: usize,
     training: bool,
@@ -465,10 +470,9 @@ fn attention(
         .matmul(&k.t()?)?
         .reshape((b, nh, t, t))?
         .to_dtype(DType::F32)?;
-    let probs = if scores.device().is_cpu() {
-        crate::ops::causal_softmax(&scores)?
-    } else {
-        candle_nn::ops::softmax(&scores.broadcast_add(mask)?, D::Minus1)?
+    let probs = match mask {
+        None => crate::ops::causal_softmax(&scores)?,
+        Some(mask) => candle_nn::ops::softmax(&scores.broadcast_add(mask)?, D::Minus1)?,
     };
     let probs = probs.to_dtype(dtype)?.reshape((b, nkv, rep * t, t))?;
     Ok(probs.matmul(v)?.reshape((b, nh, t, hd))?)

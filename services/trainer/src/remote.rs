@@ -166,17 +166,8 @@ impl Remote {
             && files.iter().any(|f| f == "model.safetensors.index.json")
         {
             let index = get("model.safetensors.index.json".into()).await?;
-            let text = std::fs::read_to_string(&index).map_err(Error::io("cannot read", &index))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| Error::file(&index, e))?;
-            if let Some(map) = v.get("weight_map").and_then(|m| m.as_object()) {
-                shards = map
-                    .values()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect();
-                shards.sort();
-                shards.dedup();
-            }
+            shards = taominer_core::formats::safetensors::index_shards(&index)
+                .map_err(|e| Error::Remote(e.to_string()))?;
         }
         let wanted = preflight::validator_files(self.config.miner.profile, &files, &shards);
         if !wanted.iter().any(|f| f == "config.json") {

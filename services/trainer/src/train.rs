@@ -408,11 +408,10 @@ impl Run {
         }
         let mut state = state;
         state.data_fingerprint = data.fingerprint.clone();
-        if data.max_token() as usize >= model_cfg.vocab_size {
+        if data.max_token as usize >= model_cfg.vocab_size {
             return Err(Error::Tokenizer(format!(
                 "token id {} does not fit the model's vocab_size {}",
-                data.max_token(),
-                model_cfg.vocab_size
+                data.max_token, model_cfg.vocab_size
             )));
         }
         if t.sequence_length > model_cfg.max_position_embeddings {
@@ -458,10 +457,6 @@ impl Run {
             state,
             competition,
         })
-    }
-
-    fn batches_per_epoch(&self) -> usize {
-        self.data.epoch_order(self.state.epoch).len() / self.cfg.trainer.batch_size
     }
 
     /// Steps until done, paused-then-stopped, or stopped. Errors end the run (`failed`).
@@ -559,7 +554,7 @@ impl Run {
             } else {
                 0.8 * rate + 0.2 * now
             };
-            let eta = self.eta(secs);
+            let eta = self.eta(secs, order.len() / t.batch_size);
             let step = self.state.step;
             shared.update(|p| {
                 p.step = step;
@@ -606,14 +601,15 @@ impl Run {
             || (t.num_epochs > 0 && self.state.epoch >= t.num_epochs as u64)
     }
 
-    fn eta(&self, secs_per_step: f64) -> f64 {
+    /// Seconds left at `secs_per_step`, with `batches_per_epoch` in the current epoch.
+    fn eta(&self, secs_per_step: f64, batches_per_epoch: usize) -> f64 {
         let t = &self.cfg.trainer;
         let mut left = None;
         if t.max_steps > 0 {
             left = Some(t.max_steps.saturating_sub(self.state.step) as f64);
         }
         if t.num_epochs > 0 {
-            let per_epoch = (self.batches_per_epoch() / t.accumulation_steps).max(1) as f64;
+            let per_epoch = (batches_per_epoch / t.accumulation_steps).max(1) as f64;
             let remaining_epochs = (t.num_epochs as u64).saturating_sub(self.state.epoch) as f64;
             let by_epochs = remaining_epochs * per_epoch
                 - (self.state.batch_in_epoch / t.accumulation_steps) as f64;
@@ -760,7 +756,7 @@ impl Run {
         let dir = handle.block_on(remote.download(&best))?;
         shared.beat();
         let (cfg, params) = crate::checkpoint::read_model_dir(&dir, &self.device)?;
-        if (self.data.max_token() as usize) >= cfg.vocab_size {
+        if (self.data.max_token as usize) >= cfg.vocab_size {
             return Err(Error::Remote(format!(
                 "UID {}'s model has vocab_size {}, too small for our tokenizer's ids",
                 best.uid, cfg.vocab_size

@@ -97,28 +97,48 @@ struct ShardIndex {
     weight_map: BTreeMap<String, String>,
 }
 
+/// The shard files a `model.safetensors.index.json` names, sorted and once each; each must be a
+/// plain file name in the index's directory.
+pub fn index_shards(index_path: &Path) -> Result<Vec<String>> {
+    Ok(read_index(index_path)?
+        .weight_map
+        .into_values()
+        .collect::<BTreeSet<String>>()
+        .into_iter()
+        .collect())
+}
+
+fn read_index(index_path: &Path) -> Result<ShardIndex> {
+    let text = std::fs::read(index_path).ctx("cannot read", index_path)?;
+    let index: ShardIndex = serde_json::from_slice(&text).map_err(|e| {
+        Error::Model(format!(
+            "{}: not a valid shard index: {e}",
+            index_path.display()
+        ))
+    })?;
+    if let Some(bad) = index
+        .weight_map
+        .values()
+        .find(|s| s.contains('/') || s.starts_with('.'))
+    {
+        return Err(Error::Model(format!(
+            "{}: shard name {bad:?} must be a file in the same directory",
+            index_path.display()
+        )));
+    }
+    Ok(index)
+}
+
 /// The tensors of a model directory: `model.safetensors`, or the shards that
 /// `model.safetensors.index.json` names, checked against the index.
 pub fn model_tensors(dir: &Path) -> Result<BTreeMap<String, TensorInfo>> {
     let single = dir.join("model.safetensors");
     let index_path = dir.join("model.safetensors.index.json");
     if index_path.is_file() {
-        let text = std::fs::read(&index_path).ctx("cannot read", &index_path)?;
-        let index: ShardIndex = serde_json::from_slice(&text).map_err(|e| {
-            Error::Model(format!(
-                "{}: not a valid shard index: {e}",
-                index_path.display()
-            ))
-        })?;
+        let index = read_index(&index_path)?;
         let shards: BTreeSet<&String> = index.weight_map.values().collect();
         let mut all = BTreeMap::new();
         for shard in shards {
-            if shard.contains('/') || shard.starts_with('.') {
-                return Err(Error::Model(format!(
-                    "{}: shard name {shard:?} must be a file in the same directory",
-                    index_path.display()
-                )));
-            }
             let tensors = read_header(&dir.join(shard))?;
             for (name, info) in tensors {
                 if index.weight_map.get(&name) != Some(shard) {
