@@ -4,6 +4,8 @@
 //! Binaries are the ones `cargo build --workspace` put next to the test executable
 //! (`target/<profile>/`); the README test command builds them first.
 
+pub mod axon;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

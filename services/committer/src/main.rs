@@ -13,7 +13,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use taominer_core::bus::Part;
-use taominer_core::config::{Config, ConfigError};
 use taominer_core::runtime::{self, DaemonArgs, Watchdog};
 use taominer_core::wallet::Hotkey;
 
@@ -32,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let hotkey = if daemon.config.miner.offline {
         None
     } else {
-        let hotkey = load_hotkey(&daemon.config);
+        let hotkey = Hotkey::configured(&daemon.config).unwrap_or_else(|e| runtime::exit_config(&e));
         tracing::info!(HOTKEY = hotkey.ss58(), "hotkey loaded");
         Some(hotkey)
     };
@@ -51,33 +50,4 @@ async fn main() -> anyhow::Result<()> {
         res?;
     }
     Ok(())
-}
-
-/// The hotkey for online mode; any problem is a configuration error (exit 78) that says what to
-/// fix, including a keyfile that is not the hotkey `miner.hotkey_ss58` names.
-fn load_hotkey(config: &Config) -> Hotkey {
-    let Some(path) = config.miner.hotkey_path() else {
-        runtime::exit_config(&ConfigError::new(
-            "miner.hotkey_file",
-            "(unset)",
-            "online mode needs the hotkey: LoadCredential=hotkey:/path under systemd, or miner.hotkey_file",
-        ));
-    };
-    let hotkey = Hotkey::load(&path).unwrap_or_else(|e| {
-        runtime::exit_config(&ConfigError::new(
-            "miner.hotkey_file",
-            path.display(),
-            e.to_string(),
-        ))
-    });
-    if let Some(expected) = &config.miner.hotkey_ss58 {
-        if expected != hotkey.ss58() {
-            runtime::exit_config(&ConfigError::new(
-                "miner.hotkey_ss58",
-                expected,
-                format!("the hotkey file {} is {}", path.display(), hotkey.ss58()),
-            ));
-        }
-    }
-    hotkey
 }

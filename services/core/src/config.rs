@@ -605,10 +605,182 @@ impl TrainerConfig {
     }
 }
 
-/// `[predictor]`: the ONNX axon. Its settings arrive with the predictor issue.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `[predictor]`: the ONNX model served on the Bittensor axon (SN34 `ImageSynapse`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PredictorConfig {}
+pub struct PredictorConfig {
+    /// The ONNX model file; unset: the predictor stays idle and says so. Watched: a new file is
+    /// loaded, checked and swapped in while requests keep being served.
+    pub model_path: Option<PathBuf>,
+    /// The ONNX Runtime shared library; unset: `$ORT_DYLIB_PATH`, else `libonnxruntime.so` from the
+    /// dynamic loader's path.
+    pub ort_library: Option<PathBuf>,
+    /// `cpu`, or `cuda` / `cuda:N` (needs the `cuda` build; never falls back to the CPU).
+    pub device: String,
+    /// ONNX Runtime intra-op threads; 0: ONNX Runtime's default (one per core).
+    pub threads: usize,
+    /// Where the axon listens.
+    pub listen: String,
+    /// Announce the axon on chain at this IP through the committer (`ServeAxon`); unset: don't.
+    pub announce_ip: Option<String>,
+    /// The port announced; unset: the port of `listen`.
+    pub announce_port: Option<u16>,
+    /// Model input height and width; unset: read from the model.
+    pub image_size: Option<[u32; 2]>,
+    /// Per-channel normalization after scaling to [0, 1]; unset: none (the base miner's NPR
+    /// transform). Set both or neither.
+    pub mean: Option<[f32; 3]>,
+    pub std: Option<[f32; 3]>,
+    /// What the model outputs: `logit` (sigmoid applied) or `probability`.
+    pub output: String,
+    /// Hotkeys always allowed to query (SS58), in addition to the metagraph's validators.
+    pub allow: Vec<String>,
+    /// Callers from the metagraph need a validator permit.
+    pub require_validator_permit: bool,
+    /// Callers from the metagraph need at least this stake, in TAO.
+    pub min_stake_tao: f64,
+    /// Request bodies above this are refused with 413.
+    pub max_body_bytes: u64,
+    /// Requests waiting for the model at most; beyond it the lowest stake is shed (503).
+    pub queue_capacity: usize,
+    /// Most requests run together in one ONNX Runtime call (models with a dynamic batch axis).
+    pub max_batch: usize,
+    /// A synapse `timeout` above this is treated as this (seconds): it bounds queueing and the
+    /// nonce window, and the header is not signed.
+    pub max_timeout_s: f64,
+    /// How often the validator set is refreshed from the committer's metagraph (seconds).
+    pub metagraph_refresh_s: u64,
+    /// How often the model file is checked for a new version (milliseconds).
+    pub watch_interval_ms: u64,
+}
+
+impl Default for PredictorConfig {
+    fn default() -> Self {
+        PredictorConfig {
+            model_path: None,
+            ort_library: None,
+            device: "cpu".into(),
+            threads: 0,
+            listen: "0.0.0.0:8091".into(),
+            announce_ip: None,
+            announce_port: None,
+            image_size: None,
+            mean: None,
+            std: None,
+            output: "logit".into(),
+            allow: Vec::new(),
+            require_validator_permit: true,
+            min_stake_tao: 0.0,
+            max_body_bytes: 8 * 1024 * 1024,
+            queue_capacity: 256,
+            max_batch: 8,
+            max_timeout_s: 60.0,
+            metagraph_refresh_s: 120,
+            watch_interval_ms: 1000,
+        }
+    }
+}
+
+impl PredictorConfig {
+    /// The checks the predictor needs before it opens a socket or loads a library.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = |k: &str| format!("predictor.{k}");
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::new(
+                &p("listen"),
+                format!("{:?}", self.listen),
+                "an IP address and port, e.g. \"0.0.0.0:8091\"",
+            ));
+        }
+        if let Some(ip) = &self.announce_ip {
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::new(
+                    &p("announce_ip"),
+                    format!("{ip:?}"),
+                    "the public IPv4 or IPv6 address validators reach the axon at",
+                ));
+            }
+        }
+        let device_ok = self.device == "cpu"
+            || self.device == "cuda"
+            || self
+                .device
+                .strip_prefix("cuda:")
+                .is_some_and(|n| n.parse::<u32>().is_ok());
+        if !device_ok {
+            return Err(ConfigError::new(
+                &p("device"),
+                format!("{:?}", self.device),
+                "\"cpu\", \"cuda\" or \"cuda:N\"",
+            ));
+        }
+        if !matches!(self.output.as_str(), "logit" | "probability") {
+            return Err(ConfigError::new(
+                &p("output"),
+                format!("{:?}", self.output),
+                "\"logit\" (sigmoid is applied) or \"probability\"",
+            ));
+        }
+        if let Some([h, w]) = self.image_size {
+            if h == 0 || w == 0 || h > 8192 || w > 8192 {
+                return Err(ConfigError::new(
+                    &p("image_size"),
+                    format!("[{h}, {w}]"),
+                    "[height, width], each 1 to 8192",
+                ));
+            }
+        }
+        match (&self.mean, &self.std) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    &p(if self.mean.is_some() { "std" } else { "mean" }),
+                    "(unset)",
+                    "set predictor.mean and predictor.std together",
+                ))
+            }
+            (_, Some(std)) if std.iter().any(|v| !v.is_finite() || *v <= 0.0) => {
+                return Err(ConfigError::new(
+                    &p("std"),
+                    format!("{std:?}"),
+                    "three positive numbers",
+                ))
+            }
+            _ => {}
+        }
+        for h in &self.allow {
+            ss58::decode(h).map_err(|e| {
+                ConfigError::new(&p("allow"), format!("{h:?}"), e.to_string())
+            })?;
+        }
+        if !(self.min_stake_tao.is_finite() && self.min_stake_tao >= 0.0) {
+            return Err(ConfigError::new(
+                &p("min_stake_tao"),
+                self.min_stake_tao,
+                "a stake in TAO, 0 or more",
+            ));
+        }
+        let positive = [
+            ("max_body_bytes", self.max_body_bytes),
+            ("queue_capacity", self.queue_capacity as u64),
+            ("max_batch", self.max_batch as u64),
+            ("metagraph_refresh_s", self.metagraph_refresh_s),
+            ("watch_interval_ms", self.watch_interval_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(&p(key), value, "at least 1"));
+            }
+        }
+        if !(self.max_timeout_s.is_finite() && self.max_timeout_s > 0.0) {
+            return Err(ConfigError::new(
+                &p("max_timeout_s"),
+                self.max_timeout_s,
+                "a positive number of seconds",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -773,6 +945,7 @@ impl Config {
             }
         }
         self.trainer.validate()?;
+        self.predictor.validate()?;
         if m.offline && matches!(self.trainer.start.as_str(), "uid" | "best") {
             return Err(ConfigError::new(
                 "trainer.start",

@@ -158,6 +158,32 @@ impl Hotkey {
         &self.ss58
     }
 
+    /// The hotkey the configuration names (`miner.hotkey_file` or the systemd credential
+    /// `hotkey`), checked against `miner.hotkey_ss58`. Every problem is a configuration error
+    /// that says what to fix.
+    pub fn configured(config: &crate::config::Config) -> std::result::Result<Hotkey, crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        let Some(path) = config.miner.hotkey_path() else {
+            return Err(ConfigError::new(
+                "miner.hotkey_file",
+                "(unset)",
+                "the hotkey is needed: LoadCredential=hotkey:/path under systemd, or miner.hotkey_file",
+            ));
+        };
+        let hotkey = Hotkey::load(&path)
+            .map_err(|e| ConfigError::new("miner.hotkey_file", path.display(), e.to_string()))?;
+        if let Some(expected) = &config.miner.hotkey_ss58 {
+            if expected != hotkey.ss58() {
+                return Err(ConfigError::new(
+                    "miner.hotkey_ss58",
+                    expected,
+                    format!("the hotkey file {} is {}", path.display(), hotkey.ss58()),
+                ));
+            }
+        }
+        Ok(hotkey)
+    }
+
     /// The 32-byte public key (the chain's AccountId).
     pub fn public_key(&self) -> [u8; 32] {
         self.keypair.public.to_bytes()

@@ -1,52 +1,144 @@
-//! The predictor's D-Bus object, `org.taominer.Predictor1`.
+//! The predictor's D-Bus object, `org.taominer.Predictor1` (docs/dbus.md).
 //!
-//! ONNX serving on the axon is its own issue ("Predictor"). Until it lands, the daemon owns its
-//! name and reports that no model is loaded; `Reload` answers
-//! `org.taominer.Error.NotImplemented` rather than pretending to load one.
+//! `Reload()` loads the model file now (off the bus thread) and answers once it serves or was
+//! refused; the watcher does the same on its own when the file changes. Both emit
+//! `ModelSwapped(path)` after a swap.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use taominer_core::bus::BusError;
 use zbus::object_server::SignalEmitter;
 
-pub struct PredictorService;
+use crate::queue::Queue;
+use crate::serving::{Loader, Slot, Stats, Swap};
 
-/// What `Status` and `STATUS=` say until serving exists.
-pub const STATUS: &str = "idle: no model loaded; ONNX serving is not built yet (issue: Predictor)";
+/// What the interface reports on.
+pub struct Shared {
+    /// `None` when no model is configured.
+    pub loader: Option<Arc<Loader>>,
+    pub slot: Arc<Slot>,
+    pub stats: Arc<Stats>,
+    pub queue: Option<Arc<Queue>>,
+    /// Where the axon listens, for the status line.
+    pub listen: String,
+}
+
+/// Status line when no model is configured.
+pub const NOT_CONFIGURED: &str = "idle: no model configured; set predictor.model_path";
+
+impl Shared {
+    pub fn state(&self) -> &'static str {
+        match (&self.loader, self.slot.current()) {
+            (None, _) => "idle",
+            (Some(_), Some(_)) => "serving",
+            (Some(_), None) => "no-model",
+        }
+    }
+
+    /// One line for `minerctl status` and `STATUS=`.
+    pub fn summary(&self) -> String {
+        let counts = format!(
+            "served {} rejected {}",
+            self.stats.served.load(Ordering::Relaxed),
+            self.stats.rejected.load(Ordering::Relaxed)
+        );
+        match (&self.loader, self.slot.current()) {
+            (None, _) => NOT_CONFIGURED.to_string(),
+            (Some(_), Some(m)) => format!(
+                "serving {} ({}) on {}; {counts}",
+                m.path.display(),
+                m.version,
+                self.listen
+            ),
+            (Some(l), None) => format!(
+                "no model: {} ({}); axon on {} answers 503",
+                l.path.display(),
+                self.stats.last_reload_error(),
+                self.listen
+            ),
+        }
+    }
+}
+
+pub struct PredictorService {
+    pub shared: Arc<Shared>,
+}
 
 #[zbus::interface(name = "org.taominer.Predictor1")]
 impl PredictorService {
-    async fn reload(&self) -> Result<(), BusError> {
-        Err(BusError::NotImplemented(
-            "ONNX serving is not built yet (issue: Predictor)".into(),
-        ))
+    /// Loads the model file now; an error says why it was refused (the old model keeps serving).
+    async fn reload(&self, #[zbus(signal_emitter)] emitter: SignalEmitter<'_>) -> Result<(), BusError> {
+        let Some(loader) = self.shared.loader.clone() else {
+            return Err(BusError::Failed(NOT_CONFIGURED.into()));
+        };
+        let outcome = tokio::task::spawn_blocking(move || loader.reload())
+            .await
+            .map_err(|e| BusError::Failed(format!("loader stopped: {e}")))?;
+        match outcome {
+            Ok(Swap::Swapped { .. }) => {
+                if let Some(l) = &self.shared.loader {
+                    let path = l.path.display().to_string();
+                    if let Err(e) = Self::model_swapped(&emitter, &path).await {
+                        tracing::warn!("cannot emit ModelSwapped: {e}");
+                    }
+                }
+                Ok(())
+            }
+            Ok(Swap::Unchanged) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn status(&self) -> String {
-        STATUS.into()
+        self.shared.summary()
     }
 
+    /// `idle` (no model configured), `no-model` (configured, none loaded yet) or `serving`.
     #[zbus(property)]
     async fn state(&self) -> String {
-        "idle".into()
+        self.shared.state().into()
     }
 
     #[zbus(property)]
     async fn model_path(&self) -> String {
-        String::new()
+        self.shared
+            .slot
+            .current()
+            .map(|m| m.path.display().to_string())
+            .unwrap_or_default()
     }
 
+    /// First 16 hex digits of the serving model file's sha256.
     #[zbus(property)]
     async fn model_version(&self) -> String {
-        String::new()
+        self.shared
+            .slot
+            .current()
+            .map(|m| m.version.clone())
+            .unwrap_or_default()
     }
 
     #[zbus(property)]
     async fn served(&self) -> u64 {
-        0
+        self.shared.stats.served.load(Ordering::Relaxed)
     }
 
     #[zbus(property)]
     async fn rejected(&self) -> u64 {
-        0
+        self.shared.stats.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Why the last load was refused; empty after a good one.
+    #[zbus(property)]
+    async fn last_reload_error(&self) -> String {
+        self.shared.stats.last_reload_error()
+    }
+
+    /// Requests waiting for the model now.
+    #[zbus(property)]
+    async fn queued(&self) -> u64 {
+        self.shared.queue.as_ref().map_or(0, |q| q.len() as u64)
     }
 
     #[zbus(signal)]

@@ -1,0 +1,382 @@
+//! Who may query the axon, and whether this request is really theirs.
+//!
+//! Stricter than upstream's axon on purpose:
+//! * a signature is required (upstream lets a request without one through `default_verify`);
+//! * every nonce must be recent (upstream checks the window only for the first nonce of an
+//!   endpoint), and the window uses a capped timeout, since the `timeout` header is not signed;
+//! * callers come from the metagraph (registered, validator permit, `min_stake_tao`) or the static
+//!   allow-list; with no metagraph ever seen, only the allow-list gets in (fail closed). The last
+//!   metagraph is cached on disk so a committer restart neither opens nor shuts the door.
+//!
+//! Checks run cheapest first (blacklist on the hotkey header, then the signature), so a flood of
+//! strangers costs a hash lookup each.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+use taominer_core::bus::NeuronInfo;
+use taominer_core::formats::ss58;
+use taominer_core::{store, wallet};
+
+use crate::protocol::{self, RequestHead};
+
+/// upstream's `ALLOWED_DELTA`: how old a nonce may be beyond the request's timeout.
+pub const ALLOWED_DELTA_NS: u64 = 4_000_000_000;
+
+/// One rao is 1e-9 TAO.
+const RAO_PER_TAO: f64 = 1e9;
+
+/// Why a request is turned away, and with which status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// 403: the hotkey may not query us.
+    Forbidden(String),
+    /// 401: the request is not provably theirs (signature, nonce).
+    Unverified(String),
+}
+
+/// A neuron as the gate needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub hotkey: String,
+    pub stake: u64,
+    pub validator_permit: bool,
+}
+
+/// The metagraph snapshot written to disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub netuid: u16,
+    /// When it was fetched, seconds since the epoch.
+    pub fetched: u64,
+    pub neurons: Vec<Member>,
+}
+
+/// The gate's rules, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub netuid: u16,
+    pub allow: Vec<String>,
+    pub require_validator_permit: bool,
+    pub min_stake_tao: f64,
+    pub max_timeout_s: f64,
+}
+
+/// An admitted caller and the priority its requests get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub hotkey: String,
+    /// Stake in rao; allow-listed callers not in the metagraph get the highest priority.
+    pub priority: u64,
+}
+
+pub struct Gate {
+    axon_hotkey: String,
+    rules: Rules,
+    allow: HashSet<String>,
+    members: RwLock<Option<HashMap<String, Member>>>,
+    nonces: Mutex<HashMap<String, u64>>,
+    cache: Option<PathBuf>,
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Gate {
+    /// A gate for `axon_hotkey` (ours); `cache` is where the metagraph is kept across restarts.
+    pub fn new(axon_hotkey: &str, rules: Rules, cache: Option<&Path>) -> Gate {
+        let gate = Gate {
+            axon_hotkey: axon_hotkey.to_string(),
+            allow: rules.allow.iter().cloned().collect(),
+            rules,
+            members: RwLock::new(None),
+            nonces: Mutex::new(HashMap::new()),
+            cache: cache.map(Path::to_path_buf),
+        };
+        if let Some(path) = &gate.cache {
+            match store::read_json::<Snapshot>(path) {
+                Ok(Some(s)) if s.netuid == gate.rules.netuid => {
+                    tracing::info!(
+                        "validators from the cached metagraph of {} ({} neurons)",
+                        s.fetched,
+                        s.neurons.len()
+                    );
+                    gate.install(s.neurons);
+                }
+                Ok(Some(s)) => tracing::warn!(
+                    "ignoring cached metagraph of netuid {} (serving netuid {})",
+                    s.netuid,
+                    gate.rules.netuid
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("ignoring unreadable metagraph cache: {e}"),
+            }
+        }
+        gate
+    }
+
+    fn install(&self, neurons: Vec<Member>) {
+        let map = neurons.into_iter().map(|m| (m.hotkey.clone(), m)).collect();
+        if let Ok(mut w) = self.members.write() {
+            *w = Some(map);
+        }
+    }
+
+    /// Replaces the validator set with a fresh metagraph and writes it to the cache.
+    pub fn update(&self, neurons: &[NeuronInfo]) {
+        let members: Vec<Member> = neurons
+            .iter()
+            .map(|n| Member {
+                hotkey: n.hotkey.clone(),
+                stake: n.stake,
+                validator_permit: n.validator_permit,
+            })
+            .collect();
+        if let Some(path) = &self.cache {
+            let snapshot = Snapshot {
+                netuid: self.rules.netuid,
+                fetched: store::unix_now(),
+                neurons: members.clone(),
+            };
+            if let Err(e) = store::write_json(path, &snapshot) {
+                tracing::warn!("cannot cache the metagraph: {e}");
+            }
+        }
+        self.install(members);
+    }
+
+    /// Whether any metagraph (fresh or cached) is known.
+    pub fn has_metagraph(&self) -> bool {
+        self.members.read().map(|m| m.is_some()).unwrap_or(false)
+    }
+
+    /// The blacklist: may this hotkey query us at all? (403 otherwise.)
+    pub fn blacklist(&self, hotkey: &str) -> Result<Caller, Denied> {
+        let members = self
+            .members
+            .read()
+            .map_err(|_| Denied::Forbidden("validator set unavailable".into()))?;
+        let member = members.as_ref().and_then(|m| m.get(hotkey));
+        if self.allow.contains(hotkey) {
+            return Ok(Caller {
+                hotkey: hotkey.to_string(),
+                priority: member.map_or(u64::MAX, |m| m.stake),
+            });
+        }
+        let Some(all) = members.as_ref() else {
+            return Err(Denied::Forbidden(
+                "no metagraph seen yet; only predictor.allow hotkeys are served".into(),
+            ));
+        };
+        let Some(m) = all.get(hotkey) else {
+            return Err(Denied::Forbidden(format!(
+                "hotkey {hotkey} is not registered on netuid {}",
+                self.rules.netuid
+            )));
+        };
+        if self.rules.require_validator_permit && !m.validator_permit {
+            return Err(Denied::Forbidden(format!(
+                "hotkey {hotkey} has no validator permit"
+            )));
+        }
+        if (m.stake as f64) < self.rules.min_stake_tao * RAO_PER_TAO {
+            return Err(Denied::Forbidden(format!(
+                "hotkey {hotkey} has {:.3} TAO staked; {} needed",
+                m.stake as f64 / RAO_PER_TAO,
+                self.rules.min_stake_tao
+            )));
+        }
+        Ok(Caller {
+            hotkey: hotkey.to_string(),
+            priority: m.stake,
+        })
+    }
+
+    /// Signature and nonce (401 otherwise). Records the nonce only when everything holds.
+    pub fn verify(&self, head: &RequestHead) -> Result<(), Denied> {
+        let d = &head.dendrite;
+        let Some(sig_text) = d.signature.as_deref().filter(|s| !s.is_empty()) else {
+            return Err(Denied::Unverified("missing signature".into()));
+        };
+        let Some(signature) = protocol::parse_signature(sig_text) else {
+            return Err(Denied::Unverified("signature is not 64 bytes of hex".into()));
+        };
+        let Ok((_, public)) = ss58::decode(&d.hotkey) else {
+            return Err(Denied::Unverified("dendrite hotkey is not an SS58 address".into()));
+        };
+        let timeout = head
+            .timeout
+            .unwrap_or(0.0)
+            .min(self.rules.max_timeout_s)
+            .max(0.0);
+        let window = (timeout * 1e9) as u64 + ALLOWED_DELTA_NS;
+        let oldest = now_ns().saturating_sub(window);
+        if d.nonce <= oldest {
+            return Err(Denied::Unverified(format!(
+                "nonce is too old: {:.2} s, {:.2} s allowed",
+                (now_ns().saturating_sub(d.nonce)) as f64 / 1e9,
+                window as f64 / 1e9
+            )));
+        }
+        let message = protocol::request_message(d, &self.axon_hotkey, &head.body_hash);
+        // bittensor's Keypair.verify also accepts a signature over the message wrapped in
+        // <Bytes>…</Bytes> (what polkadot.js signers produce).
+        let wrapped = format!("<Bytes>{message}</Bytes>");
+        if !wallet::verify(&signature, message.as_bytes(), &public)
+            && !wallet::verify(&signature, wrapped.as_bytes(), &public)
+        {
+            return Err(Denied::Unverified("signature mismatch".into()));
+        }
+        let key = format!("{}:{}", d.hotkey, d.uuid);
+        let mut nonces = self
+            .nonces
+            .lock()
+            .map_err(|_| Denied::Unverified("nonce table unavailable".into()))?;
+        if let Some(&last) = nonces.get(&key) {
+            if d.nonce <= last {
+                return Err(Denied::Unverified(
+                    "nonce is not newer than the last one from this endpoint".into(),
+                ));
+            }
+        }
+        nonces.insert(key, d.nonce);
+        if nonces.len() > 4096 {
+            // Entries older than any acceptable nonce can never match again.
+            let max_window = (self.rules.max_timeout_s * 1e9) as u64 + ALLOWED_DELTA_NS;
+            let floor = now_ns().saturating_sub(max_window);
+            nonces.retain(|_, n| *n > floor);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Dendrite;
+    use taominer_core::wallet::Hotkey;
+
+    fn key(seed: u8) -> Hotkey {
+        Hotkey::from_seed([seed; 32]).unwrap()
+    }
+
+    fn rules(allow: Vec<String>) -> Rules {
+        Rules {
+            netuid: 34,
+            allow,
+            require_validator_permit: true,
+            min_stake_tao: 10.0,
+            max_timeout_s: 60.0,
+        }
+    }
+
+    fn signed(caller: &Hotkey, axon: &str, nonce: u64, uuid: &str) -> RequestHead {
+        let mut d = Dendrite {
+            hotkey: caller.ss58().to_string(),
+            nonce,
+            uuid: uuid.into(),
+            ..Default::default()
+        };
+        let hash = protocol::sha3_hex("");
+        let msg = protocol::request_message(&d, axon, &hash);
+        d.signature = Some(format!("0x{}", hex::encode(caller.sign(msg.as_bytes()))));
+        RequestHead {
+            dendrite: d,
+            timeout: Some(12.0),
+            body_hash: hash,
+        }
+    }
+
+    #[test]
+    fn fail_closed_without_metagraph_but_allow_list_passes() {
+        let (axon, v) = (key(1), key(2));
+        let gate = Gate::new(axon.ss58(), rules(vec![v.ss58().into()]), None);
+        assert_eq!(gate.blacklist(v.ss58()).unwrap().priority, u64::MAX);
+        assert!(matches!(gate.blacklist(key(3).ss58()), Err(Denied::Forbidden(m)) if m.contains("no metagraph")));
+    }
+
+    #[test]
+    fn metagraph_rules_permit_and_stake() {
+        let axon = key(1);
+        let gate = Gate::new(axon.ss58(), rules(vec![]), None);
+        let n = |k: &Hotkey, stake: u64, permit: bool| NeuronInfo {
+            uid: 0,
+            hotkey: k.ss58().into(),
+            coldkey: String::new(),
+            stake,
+            validator_permit: permit,
+            incentive: 0.0,
+            axon: String::new(),
+        };
+        gate.update(&[n(&key(2), 20_000_000_000, true), n(&key(3), 20_000_000_000, false), n(&key(4), 1, true)]);
+        assert_eq!(gate.blacklist(key(2).ss58()).unwrap().priority, 20_000_000_000);
+        assert!(gate.blacklist(key(3).ss58()).unwrap_err() == Denied::Forbidden(format!("hotkey {} has no validator permit", key(3).ss58())));
+        assert!(matches!(gate.blacklist(key(4).ss58()), Err(Denied::Forbidden(m)) if m.contains("TAO staked")));
+        assert!(matches!(gate.blacklist(key(5).ss58()), Err(Denied::Forbidden(m)) if m.contains("not registered")));
+    }
+
+    #[test]
+    fn cached_metagraph_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("metagraph.json");
+        let axon = key(1);
+        let gate = Gate::new(axon.ss58(), rules(vec![]), Some(&cache));
+        gate.update(&[NeuronInfo {
+            uid: 0,
+            hotkey: key(2).ss58().into(),
+            coldkey: String::new(),
+            stake: 20_000_000_000,
+            validator_permit: true,
+            incentive: 0.0,
+            axon: String::new(),
+        }]);
+        let again = Gate::new(axon.ss58(), rules(vec![]), Some(&cache));
+        assert!(again.has_metagraph());
+        assert!(again.blacklist(key(2).ss58()).is_ok());
+    }
+
+    #[test]
+    fn signatures_nonces_and_replays() {
+        let (axon, v) = (key(1), key(2));
+        let gate = Gate::new(axon.ss58(), rules(vec![v.ss58().into()]), None);
+        let now = now_ns();
+        let head = signed(&v, axon.ss58(), now, "u1");
+        gate.verify(&head).unwrap();
+        // The same request again is a replay.
+        assert!(matches!(gate.verify(&head), Err(Denied::Unverified(m)) if m.contains("not newer")));
+        // Signed for another axon.
+        let other = signed(&v, key(9).ss58(), now + 1, "u1");
+        assert_eq!(gate.verify(&other), Err(Denied::Unverified("signature mismatch".into())));
+        // Unsigned.
+        let mut unsigned = signed(&v, axon.ss58(), now + 2, "u1");
+        unsigned.dendrite.signature = None;
+        assert_eq!(gate.verify(&unsigned), Err(Denied::Unverified("missing signature".into())));
+        // Old, even for a new endpoint (upstream would accept a first nonce inside 4 s + timeout
+        // only; we apply the window to every nonce).
+        let old = signed(&v, axon.ss58(), now - 30_000_000_000, "u2");
+        assert!(matches!(gate.verify(&old), Err(Denied::Unverified(m)) if m.contains("too old")));
+        // A huge unsigned timeout header does not widen the window past max_timeout_s.
+        let mut stale = signed(&v, axon.ss58(), now - 120_000_000_000, "u3");
+        stale.timeout = Some(1e9);
+        assert!(matches!(gate.verify(&stale), Err(Denied::Unverified(m)) if m.contains("too old")));
+        // A newer nonce on the first endpoint passes.
+        gate.verify(&signed(&v, axon.ss58(), now + 5, "u1")).unwrap();
+    }
+
+    #[test]
+    fn bytes_wrapped_signatures_are_accepted() {
+        let (axon, v) = (key(1), key(2));
+        let gate = Gate::new(axon.ss58(), rules(vec![v.ss58().into()]), None);
+        let mut head = signed(&v, axon.ss58(), now_ns(), "u");
+        let msg = protocol::request_message(&head.dendrite, axon.ss58(), &head.body_hash);
+        let sig = v.sign(format!("<Bytes>{msg}</Bytes>").as_bytes());
+        head.dendrite.signature = Some(format!("0x{}", hex::encode(sig)));
+        gate.verify(&head).unwrap();
+    }
+}
