@@ -278,6 +278,14 @@ pub struct Axon {
 }
 
 /// The elements of a sequence value (possibly wrapped in a one-field composite).
+/// The direct values of a composite (a sequence's elements, a tuple's fields).
+fn children(value: &Value) -> Vec<&Value> {
+    match &value.value {
+        subxt::ext::scale_value::ValueDef::Composite(c) => c.values().collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn items(value: &Value) -> Vec<&Value> {
     use subxt::ext::scale_value::ValueDef;
     match &value.value {
@@ -323,9 +331,11 @@ fn account(value: &Value) -> Option<[u8; 32]> {
 fn neuron(value: &Value) -> Option<Neuron> {
     let stake = match field(value, "stake") {
         // Vec<(coldkey, Compact<u64>)>: the stake of each nominator.
-        Some(s) => items(s)
+        // Not `items`: it unwraps one-element composites, so a single staker's pair would be
+        // taken for the list and its AccountId's bytes for the pair.
+        Some(s) => children(s)
             .into_iter()
-            .filter_map(|pair| items(pair).get(1).and_then(|v| number(v)))
+            .filter_map(|pair| children(pair).get(1).and_then(|v| number(v)))
             .sum::<u128>() as u64,
         None => 0,
     };

@@ -141,9 +141,14 @@ async fn handle(axon: &Axon, req: Request<Incoming>, peer: SocketAddr) -> Respon
     };
     // Answered before the body was read (404, 403, …): read it anyway, within the size and time
     // limits, so a client still sending it gets the answer instead of a broken pipe.
-    if let (Some(b), false) = (body, answer.status == StatusCode::PAYLOAD_TOO_LARGE) {
-        let limited = Limited::new(b, axon.max_body_bytes as usize);
-        let _ = tokio::time::timeout(Duration::from_secs(5), limited.collect()).await;
+    let mut close = false;
+    if let Some(b) = body {
+        close = answer.status == StatusCode::PAYLOAD_TOO_LARGE;
+        if !close {
+            let limited = Limited::new(b, axon.max_body_bytes as usize);
+            let drained = tokio::time::timeout(Duration::from_secs(5), limited.collect()).await;
+            close = !matches!(drained, Ok(Ok(_)));
+        }
     }
     if answer.status == StatusCode::OK {
         axon.stats.served.fetch_add(1, Ordering::Relaxed);
@@ -156,7 +161,15 @@ async fn handle(axon: &Axon, req: Request<Incoming>, peer: SocketAddr) -> Respon
             answer.message
         );
     }
-    finish(axon, &name, head.as_ref(), answer, start)
+    let mut response = finish(axon, &name, head.as_ref(), answer, start);
+    if close {
+        // The rest of the body is unread: the connection cannot carry another request, and a
+        // client that pools connections must be told.
+        response
+            .headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Signs and formats an answer as upstream's `synapse_to_response` / `create_error_response`.

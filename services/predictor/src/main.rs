@@ -34,7 +34,10 @@ async fn main() -> anyhow::Result<()> {
                 env: true,
             };
             let config = Config::load(&sources).unwrap_or_else(|e| runtime::exit_config(&e));
-            cli::predict(&p, &config.predictor)?;
+            if let Err(e) = cli::predict(&p, &config.predictor) {
+                eprintln!("miner-predictor predict: {e}");
+                std::process::exit(1);
+            }
             Ok(())
         }
         None => taominer_predictor::daemon::run(args.daemon.start(Part::Predictor)).await,
