@@ -12,7 +12,8 @@ use std::time::Duration;
 use taominer_core::wallet::Hotkey;
 
 /// `sha3_256("")`: the body hash of a synapse without hash fields, as `ImageSynapse`.
-pub const EMPTY_BODY_HASH: &str = "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a";
+pub const EMPTY_BODY_HASH: &str =
+    "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a";
 
 /// One HTTP answer.
 #[derive(Debug, Clone)]
@@ -81,9 +82,17 @@ impl Client {
     }
 
     /// The headers and body of a signed `ImageSynapse` request with `nonce`.
-    pub fn request(&self, image_b64: &str, nonce: u64, spoil: Spoil) -> (Vec<(String, String)>, Vec<u8>) {
+    pub fn request(
+        &self,
+        image_b64: &str,
+        nonce: u64,
+        spoil: Spoil,
+    ) -> (Vec<(String, String)>, Vec<u8>) {
         let me = self.hotkey.ss58().to_string();
-        let message = format!("{nonce}.{me}.{}.{}.{EMPTY_BODY_HASH}", self.axon_hotkey, self.uuid);
+        let message = format!(
+            "{nonce}.{me}.{}.{}.{EMPTY_BODY_HASH}",
+            self.axon_hotkey, self.uuid
+        );
         let mut sig = self.hotkey.sign(message.as_bytes());
         if spoil == Spoil::BadSignature {
             sig[10] ^= 1;
@@ -91,13 +100,22 @@ impl Client {
         let mut headers = vec![
             ("name".to_string(), "ImageSynapse".to_string()),
             ("timeout".to_string(), "12.0".to_string()),
-            ("bt_header_axon_hotkey".to_string(), self.axon_hotkey.clone()),
+            (
+                "bt_header_axon_hotkey".to_string(),
+                self.axon_hotkey.clone(),
+            ),
             ("bt_header_dendrite_ip".to_string(), "127.0.0.1".to_string()),
-            ("bt_header_dendrite_version".to_string(), "10005000".to_string()),
+            (
+                "bt_header_dendrite_version".to_string(),
+                "10005000".to_string(),
+            ),
             ("bt_header_dendrite_nonce".to_string(), nonce.to_string()),
             ("bt_header_dendrite_uuid".to_string(), self.uuid.clone()),
             ("bt_header_dendrite_hotkey".to_string(), me.clone()),
-            ("computed_body_hash".to_string(), EMPTY_BODY_HASH.to_string()),
+            (
+                "computed_body_hash".to_string(),
+                EMPTY_BODY_HASH.to_string(),
+            ),
         ];
         if spoil != Spoil::Unsigned {
             headers.push((
@@ -123,7 +141,12 @@ impl Client {
     }
 
     /// Sends raw headers and body to `path`.
-    pub fn send(&mut self, path: &str, headers: &[(String, String)], body: &[u8]) -> std::io::Result<Answer> {
+    pub fn send(
+        &mut self,
+        path: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> std::io::Result<Answer> {
         let mut head = format!("POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n", self.addr, body.len());
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -143,7 +166,9 @@ impl Client {
                 .and_then(|_| conn.get_mut().write_all(body));
             match sent.and_then(|_| read_answer(conn)) {
                 Ok(a) => {
-                    if a.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) {
+                    if a.header("connection")
+                        .is_some_and(|c| c.eq_ignore_ascii_case("close"))
+                    {
                         self.conn = None;
                     }
                     return Ok(a);
@@ -167,7 +192,10 @@ fn read_answer(r: &mut BufReader<TcpStream>) -> std::io::Result<Answer> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed",
+        ));
     }
     let status: u16 = line
         .split_whitespace()

@@ -64,7 +64,7 @@ fn offline_pipeline_commits_the_expected_string() {
     let staged = state.path().join("publisher/staged").join(&job_id);
     assert_eq!(git_tree_id(&staged), tree);
 
-    // With no [trainer] data configured, Start says what to configure; Reload is not built yet.
+    // With no [trainer] data and no predictor model configured, Start and Reload say what to set.
     for (dest, path, method, error) in [
         (
             "org.taominer.Trainer1",
@@ -76,7 +76,7 @@ fn offline_pipeline_commits_the_expected_string() {
             "org.taominer.Predictor1",
             "/org/taominer/Predictor1",
             "org.taominer.Predictor1.Reload",
-            "org.taominer.Error.NotImplemented",
+            "org.taominer.Error.Failed",
         ),
     ] {
         let out = Command::new("dbus-send")
@@ -89,6 +89,8 @@ fn offline_pipeline_commits_the_expected_string() {
         assert!(err.contains(error), "{err}");
         if dest.contains("Trainer") {
             assert!(err.contains("trainer.data"), "{err}");
+        } else {
+            assert!(err.contains("predictor.model_path"), "{err}");
         }
     }
 

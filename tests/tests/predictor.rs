@@ -23,7 +23,9 @@ use taominer_tests::*;
 
 fn python(args: &[&str], what: &str) -> String {
     let out = run_ok(
-        Command::new(venv_python()).args(args).current_dir(repo_root()),
+        Command::new(venv_python())
+            .args(args)
+            .current_dir(repo_root()),
         what,
     );
     String::from_utf8_lossy(&out).into_owned()
@@ -65,13 +67,25 @@ fn base64_of(path: &Path) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = Vec::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let _ = out.write_all(&[
             T[(n >> 18) as usize & 63],
             T[(n >> 12) as usize & 63],
-            if chunk.len() > 1 { T[(n >> 6) as usize & 63] } else { b'=' },
-            if chunk.len() > 2 { T[n as usize & 63] } else { b'=' },
+            if chunk.len() > 1 {
+                T[(n >> 6) as usize & 63]
+            } else {
+                b'='
+            },
+            if chunk.len() > 2 {
+                T[n as usize & 63]
+            } else {
+                b'='
+            },
         ]);
     }
     String::from_utf8(out).unwrap()
@@ -91,7 +105,11 @@ fn predict_cli(model: &Path, images: &[PathBuf], tensor_out: Option<&Path>) -> V
     }
     let out = String::from_utf8(run_ok(&mut cmd, "miner-predictor predict")).unwrap();
     out.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["prediction"].as_f64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["prediction"]
+                .as_f64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -132,10 +150,19 @@ impl Setup {
             .arg("--set")
             .arg("miner.profile=\"bitmind\"");
         let mut sets = vec![
-            format!("predictor.model_path={:?}", self.model.display().to_string()),
-            format!("predictor.ort_library={:?}", ort_library().display().to_string()),
+            format!(
+                "predictor.model_path={:?}",
+                self.model.display().to_string()
+            ),
+            format!(
+                "predictor.ort_library={:?}",
+                ort_library().display().to_string()
+            ),
             "predictor.listen=\"127.0.0.1:0\"".to_string(),
-            format!("miner.hotkey_file={:?}", self.path("hotkey").display().to_string()),
+            format!(
+                "miner.hotkey_file={:?}",
+                self.path("hotkey").display().to_string()
+            ),
             "predictor.watch_interval_ms=100".to_string(),
         ];
         sets.extend(extra.iter().cloned());
@@ -167,7 +194,11 @@ impl Setup {
     fn get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(self.addr()).unwrap();
-        write!(c, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         c.read_to_string(&mut out).unwrap();
         out
@@ -286,35 +317,63 @@ fn models_that_do_not_fit_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let run = |model: &Path, sets: &[&str]| {
         let mut cmd = Command::new(bin_dir().join("miner-predictor"));
-        cmd.args(["--set", &format!("predictor.ort_library={:?}", ort_library().display().to_string())]);
+        cmd.args([
+            "--set",
+            &format!(
+                "predictor.ort_library={:?}",
+                ort_library().display().to_string()
+            ),
+        ]);
         for s in sets {
             cmd.args(["--set", s]);
         }
-        cmd.arg("predict").arg("--model").arg(model).output().unwrap()
+        cmd.arg("predict")
+            .arg("--model")
+            .arg(model)
+            .output()
+            .unwrap()
     };
     let two = dir.path().join("two.onnx");
     make_model(&two, 1, &["--two-inputs"]);
     let out = run(&two, &[]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("has 2 inputs"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has 2 inputs"),
+        "{out:?}"
+    );
 
     let m = dir.path().join("m.onnx");
     make_model(&m, 1, &["--size", "64", "64"]);
     let out = run(&m, &["predictor.image_size=[32, 32]"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("predictor.image_size is [32, 32]"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("predictor.image_size is [32, 32]"),
+        "{out:?}"
+    );
 
     let junk = dir.path().join("junk.onnx");
     std::fs::write(&junk, b"not a model at all").unwrap();
     let out = run(&junk, &[]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a usable ONNX model"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a usable ONNX model"),
+        "{out:?}"
+    );
 
-    let out = run(&m, &["predictor.ort_library=\"/nonexistent/libonnxruntime.so\""]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ONNX Runtime library /nonexistent"), "{out:?}");
+    let out = run(
+        &m,
+        &["predictor.ort_library=\"/nonexistent/libonnxruntime.so\""],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ONNX Runtime library /nonexistent"),
+        "{out:?}"
+    );
 
     // A bad [predictor] value exits 78 naming the key.
     let out = run(&m, &["predictor.output=\"odds\""]);
     assert_eq!(out.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("predictor.output"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("predictor.output"),
+        "{out:?}"
+    );
 
     // A model whose output is already a probability, with the output configured so.
     let p = dir.path().join("p.onnx");
@@ -325,16 +384,24 @@ fn models_that_do_not_fit_are_refused_with_the_reason() {
     make_images(&img);
     let probability = {
         let mut cmd = Command::new(bin_dir().join("miner-predictor"));
-        cmd.args(["--set", "predictor.output=\"probability\"", "predict", "--model"])
-            .arg(&p)
-            .arg("--ort-library")
-            .arg(ort_library())
-            .arg(img.join("square.png"));
+        cmd.args([
+            "--set",
+            "predictor.output=\"probability\"",
+            "predict",
+            "--model",
+        ])
+        .arg(&p)
+        .arg("--ort-library")
+        .arg(ort_library())
+        .arg(img.join("square.png"));
         let v: serde_json::Value = serde_json::from_slice(&run_ok(&mut cmd, "predict")).unwrap();
         v["prediction"].as_f64().unwrap()
     };
     let logit = predict_cli(&l, &[img.join("square.png")], None)[0];
-    assert!((probability - logit).abs() < 1e-6, "{probability} vs {logit}");
+    assert!(
+        (probability - logit).abs() < 1e-6,
+        "{probability} vs {logit}"
+    );
 }
 
 #[test]
@@ -345,7 +412,11 @@ fn the_official_dendrite_is_answered_and_refused_with_upstream_status_codes() {
     make_images(&images);
     let wallets = s.path("wallets");
     let keys: serde_json::Value = serde_json::from_str(&python(
-        &[&script("dendrite_check.py"), "wallets", wallets.to_str().unwrap()],
+        &[
+            &script("dendrite_check.py"),
+            "wallets",
+            wallets.to_str().unwrap(),
+        ],
         "dendrite_check.py wallets",
     ))
     .unwrap();
@@ -394,7 +465,10 @@ fn a_model_replaced_under_load_swaps_once_and_a_corrupt_one_is_refused() {
         predict_cli(&a, std::slice::from_ref(&image), None)[0],
         predict_cli(&b, std::slice::from_ref(&image), None)[0],
     );
-    assert!((pa - pb).abs() > 1e-4, "the two models must differ: {pa} {pb}");
+    assert!(
+        (pa - pb).abs() > 1e-4,
+        "the two models must differ: {pa} {pb}"
+    );
     replace(&s.model, &a);
     let v = 21;
     s.start(&[format!("predictor.allow=[{:?}]", key(v).ss58())]);
@@ -408,14 +482,19 @@ fn a_model_replaced_under_load_swaps_once_and_a_corrupt_one_is_refused() {
     let workers: Vec<_> = (0..3)
         .map(|i| {
             let mut c = s.client(v, &format!("load-{i}"));
-            let (b64, stop, seen, failures) = (b64.clone(), stop.clone(), seen.clone(), failures.clone());
+            let (b64, stop, seen, failures) =
+                (b64.clone(), stop.clone(), seen.clone(), failures.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match c.query(&b64, Spoil::None) {
-                        Ok(a) if a.status == 200 => {
-                            seen.lock().unwrap().push((Instant::now(), a.prediction().unwrap()))
-                        }
-                        Ok(a) => failures.lock().unwrap().push(format!("{} {}", a.status, a.body)),
+                        Ok(a) if a.status == 200 => seen
+                            .lock()
+                            .unwrap()
+                            .push((Instant::now(), a.prediction().unwrap())),
+                        Ok(a) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{} {}", a.status, a.body)),
                         Err(e) => failures.lock().unwrap().push(e.to_string()),
                     }
                 }
@@ -425,7 +504,8 @@ fn a_model_replaced_under_load_swaps_once_and_a_corrupt_one_is_refused() {
     std::thread::sleep(Duration::from_millis(800));
     replace(&s.model, &b);
     assert!(
-        eventually(Duration::from_secs(20), || s.prop("ModelVersion") != version_a),
+        eventually(Duration::from_secs(20), || s.prop("ModelVersion")
+            != version_a),
         "B never served: {}",
         s.log()
     );
@@ -437,7 +517,9 @@ fn a_model_replaced_under_load_swaps_once_and_a_corrupt_one_is_refused() {
     std::fs::write(&corrupt, &bytes[..bytes.len() / 2]).unwrap();
     replace(&s.model, &corrupt);
     assert!(
-        eventually(Duration::from_secs(20), || s.prop("LastReloadError").contains("not a usable ONNX model")),
+        eventually(Duration::from_secs(20), || s
+            .prop("LastReloadError")
+            .contains("not a usable ONNX model")),
         "corrupt model not refused: {}",
         s.log()
     );
@@ -454,7 +536,11 @@ fn a_model_replaced_under_load_swaps_once_and_a_corrupt_one_is_refused() {
         w.join().unwrap();
     }
     assert_eq!(s.prop("ModelVersion"), version_b);
-    assert!(failures.lock().unwrap().is_empty(), "{:?}", failures.lock().unwrap());
+    assert!(
+        failures.lock().unwrap().is_empty(),
+        "{:?}",
+        failures.lock().unwrap()
+    );
     let mut seen = seen.lock().unwrap().clone();
     seen.sort_by_key(|(t, _)| *t);
     assert!(seen.len() > 10, "too few answers: {}", seen.len());
@@ -464,8 +550,14 @@ fn a_model_replaced_under_load_swaps_once_and_a_corrupt_one_is_refused() {
             switches += 1;
         }
     }
-    assert!((seen[0].1 - pa).abs() < 1e-9, "first answer is not model A's");
-    assert!((seen[seen.len() - 1].1 - pb).abs() < 1e-9, "last answer is not model B's");
+    assert!(
+        (seen[0].1 - pa).abs() < 1e-9,
+        "first answer is not model A's"
+    );
+    assert!(
+        (seen[seen.len() - 1].1 - pb).abs() < 1e-9,
+        "last answer is not model B's"
+    );
     assert_eq!(switches, 1, "predictions switched {switches} times");
     assert!(s.log().contains("keeps serving"), "{}", s.log());
 }
@@ -514,7 +606,13 @@ fn a_flood_of_bad_requests_is_refused_while_the_validator_is_answered() {
     }
     let bad = bad_answers.lock().unwrap();
     assert!(bad.len() > 40, "flood too small: {}", bad.len());
-    assert!(bad.iter().all(|&c| c == 401 || c == 403), "{:?}", bad.iter().filter(|&&c| c != 401 && c != 403).collect::<Vec<_>>());
+    assert!(
+        bad.iter().all(|&c| c == 401 || c == 403),
+        "{:?}",
+        bad.iter()
+            .filter(|&&c| c != 401 && c != 403)
+            .collect::<Vec<_>>()
+    );
     assert!(bad.contains(&401) && bad.contains(&403));
     assert_eq!(answered.load(Ordering::Relaxed), 40);
 }
@@ -568,7 +666,10 @@ fn online_the_metagraph_decides_and_its_cache_outlives_the_committer() {
     };
     s.start(&sets(&s));
     let status = |s: &Setup, k: u8, uuid: &str| {
-        s.client(k, uuid).query(&b64, Spoil::None).map(|a| (a.status, a.body.to_string())).unwrap()
+        s.client(k, uuid)
+            .query(&b64, Spoil::None)
+            .map(|a| (a.status, a.body.to_string()))
+            .unwrap()
     };
     let mut last = (0, String::new());
     assert!(
@@ -581,11 +682,17 @@ fn online_the_metagraph_decides_and_its_cache_outlives_the_committer() {
         String::from_utf8_lossy(&minerctl(&s.bus, &["metagraph", "--json"]).stdout)
     );
     let (code, body) = status(&s, no_permit, "n");
-    assert!(code == 403 && body.contains("no validator permit"), "{code} {body}");
+    assert!(
+        code == 403 && body.contains("no validator permit"),
+        "{code} {body}"
+    );
     let (code, body) = status(&s, poor, "p");
     assert!(code == 403 && body.contains("TAO staked"), "{code} {body}");
     let (code, body) = status(&s, stranger, "s");
-    assert!(code == 403 && body.contains("not registered on netuid 1"), "{code} {body}");
+    assert!(
+        code == 403 && body.contains("not registered on netuid 1"),
+        "{code} {body}"
+    );
 
     // The axon was announced on chain through the committer.
     assert!(

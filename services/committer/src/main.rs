@@ -31,7 +31,8 @@ async fn main() -> anyhow::Result<()> {
     let hotkey = if daemon.config.miner.offline {
         None
     } else {
-        let hotkey = Hotkey::configured(&daemon.config).unwrap_or_else(|e| runtime::exit_config(&e));
+        let hotkey =
+            Hotkey::configured(&daemon.config).unwrap_or_else(|e| runtime::exit_config(&e));
         tracing::info!(HOTKEY = hotkey.ss58(), "hotkey loaded");
         Some(hotkey)
     };

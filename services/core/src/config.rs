@@ -748,9 +748,8 @@ impl PredictorConfig {
             _ => {}
         }
         for h in &self.allow {
-            ss58::decode(h).map_err(|e| {
-                ConfigError::new(&p("allow"), format!("{h:?}"), e.to_string())
-            })?;
+            ss58::decode(h)
+                .map_err(|e| ConfigError::new(&p("allow"), format!("{h:?}"), e.to_string()))?;
         }
         if !(self.min_stake_tao.is_finite() && self.min_stake_tao >= 0.0) {
             return Err(ConfigError::new(

@@ -161,7 +161,9 @@ impl Hotkey {
     /// The hotkey the configuration names (`miner.hotkey_file` or the systemd credential
     /// `hotkey`), checked against `miner.hotkey_ss58`. Every problem is a configuration error
     /// that says what to fix.
-    pub fn configured(config: &crate::config::Config) -> std::result::Result<Hotkey, crate::config::ConfigError> {
+    pub fn configured(
+        config: &crate::config::Config,
+    ) -> std::result::Result<Hotkey, crate::config::ConfigError> {
         use crate::config::ConfigError;
         let Some(path) = config.miner.hotkey_path() else {
             return Err(ConfigError::new(

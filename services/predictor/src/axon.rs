@@ -124,7 +124,12 @@ async fn handle(axon: &Axon, req: Request<Incoming>, peer: SocketAddr) -> Respon
     if path == "/healthz" && parts.method == Method::GET {
         return health(axon);
     }
-    let name = path.trim_start_matches('/').split('/').next().unwrap_or("").to_string();
+    let name = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
     let head = protocol::parse_head(&parts.headers).ok();
     let answer = if name != protocol::IMAGE_SYNAPSE {
         Answer::error(
@@ -279,8 +284,16 @@ async fn image_synapse(
     };
     let limited = Limited::new(incoming, axon.max_body_bytes as usize);
     let body = match tokio::time::timeout_at(deadline.into(), limited.collect()).await {
-        Err(_) => return Answer::error(StatusCode::REQUEST_TIMEOUT, "request body not received in time"),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(_) => {
+            return Answer::error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            )
+        }
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             return Answer::error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body over {} bytes", axon.max_body_bytes),
@@ -338,9 +351,10 @@ async fn predict(
             message: String::new(),
             prediction: Some(p),
         },
-        Ok(Ok(Err(Refusal::Overloaded))) => {
-            Answer::error(StatusCode::SERVICE_UNAVAILABLE, "Service at capacity; request shed")
-        }
+        Ok(Ok(Err(Refusal::Overloaded))) => Answer::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service at capacity; request shed",
+        ),
         Ok(Ok(Err(Refusal::TimedOut))) | Err(_) => {
             Answer::error(StatusCode::REQUEST_TIMEOUT, "Timeout waiting for the model")
         }

@@ -54,7 +54,8 @@ pub fn predict(args: &PredictArgs, config: &PredictorConfig) -> Result<()> {
     };
     let mut run = |name: String, tensor: Vec<f32>| -> Result<()> {
         let p = model.predict(&tensor, 1)?[0];
-        let line = serde_json::json!({"input": name, "prediction": p, "model_version": model.version});
+        let line =
+            serde_json::json!({"input": name, "prediction": p, "model_version": model.version});
         writeln!(out, "{line}").map_err(|source| Error::Io {
             context: "stdout".into(),
             source,
@@ -63,7 +64,10 @@ pub fn predict(args: &PredictArgs, config: &PredictorConfig) -> Result<()> {
     for image in &args.images {
         let tensor = model.preprocess.from_encoded(&read(image)?)?;
         if let Some(dir) = &args.tensor_out {
-            let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = image
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let bytes: Vec<u8> = tensor.iter().flat_map(|v| v.to_le_bytes()).collect();
             let target = dir.join(format!("{name}.f32"));
             std::fs::write(&target, bytes).map_err(|source| Error::Io {

@@ -34,7 +34,12 @@ pub async fn run(daemon: Daemon) -> anyhow::Result<()> {
             listen: cfg.listen.clone(),
         });
         let _conn = daemon
-            .serve(PredictorService { shared: shared.clone() }, &shared.summary())
+            .serve(
+                PredictorService {
+                    shared: shared.clone(),
+                },
+                &shared.summary(),
+            )
             .await?;
         runtime::until_shutdown(runtime::idle_loop(move || shared.summary())).await;
         return Ok(());
@@ -96,13 +101,21 @@ pub async fn run(daemon: Daemon) -> anyhow::Result<()> {
         listen: bound.to_string(),
     });
     let conn = daemon
-        .serve(PredictorService { shared: shared.clone() }, &shared.summary())
+        .serve(
+            PredictorService {
+                shared: shared.clone(),
+            },
+            &shared.summary(),
+        )
         .await?;
     tracing::info!(HOTKEY = hotkey.ss58(), "axon listening on {bound}");
 
     let external = cfg.announce_ip.as_ref().and_then(|ip| {
         let ip = ip.parse().ok()?;
-        Some(SocketAddr::new(ip, cfg.announce_port.unwrap_or(bound.port())))
+        Some(SocketAddr::new(
+            ip,
+            cfg.announce_port.unwrap_or(bound.port()),
+        ))
     });
     let axon = Arc::new(Axon {
         hotkey,
@@ -140,10 +153,16 @@ pub async fn run(daemon: Daemon) -> anyhow::Result<()> {
             Duration::from_secs(cfg.metagraph_refresh_s),
         ));
         if let Some(addr) = external {
-            tasks.spawn(committer::announce(conn.clone(), addr.ip().to_string(), addr.port()));
+            tasks.spawn(committer::announce(
+                conn.clone(),
+                addr.ip().to_string(),
+                addr.port(),
+            ));
         }
     } else if cfg.announce_ip.is_some() {
-        tracing::warn!("predictor.announce_ip is ignored offline: there is no chain to announce on");
+        tracing::warn!(
+            "predictor.announce_ip is ignored offline: there is no chain to announce on"
+        );
     }
 
     let status = shared.clone();
@@ -179,5 +198,12 @@ fn new_uuid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }

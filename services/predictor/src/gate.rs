@@ -205,10 +205,14 @@ impl Gate {
             return Err(Denied::Unverified("missing signature".into()));
         };
         let Some(signature) = protocol::parse_signature(sig_text) else {
-            return Err(Denied::Unverified("signature is not 64 bytes of hex".into()));
+            return Err(Denied::Unverified(
+                "signature is not 64 bytes of hex".into(),
+            ));
         };
         let Ok((_, public)) = ss58::decode(&d.hotkey) else {
-            return Err(Denied::Unverified("dendrite hotkey is not an SS58 address".into()));
+            return Err(Denied::Unverified(
+                "dendrite hotkey is not an SS58 address".into(),
+            ));
         };
         let timeout = head
             .timeout
@@ -298,7 +302,9 @@ mod tests {
         let (axon, v) = (key(1), key(2));
         let gate = Gate::new(axon.ss58(), rules(vec![v.ss58().into()]), None);
         assert_eq!(gate.blacklist(v.ss58()).unwrap().priority, u64::MAX);
-        assert!(matches!(gate.blacklist(key(3).ss58()), Err(Denied::Forbidden(m)) if m.contains("no metagraph")));
+        assert!(
+            matches!(gate.blacklist(key(3).ss58()), Err(Denied::Forbidden(m)) if m.contains("no metagraph"))
+        );
     }
 
     #[test]
@@ -314,11 +320,25 @@ mod tests {
             incentive: 0.0,
             axon: String::new(),
         };
-        gate.update(&[n(&key(2), 20_000_000_000, true), n(&key(3), 20_000_000_000, false), n(&key(4), 1, true)]);
-        assert_eq!(gate.blacklist(key(2).ss58()).unwrap().priority, 20_000_000_000);
-        assert!(gate.blacklist(key(3).ss58()).unwrap_err() == Denied::Forbidden(format!("hotkey {} has no validator permit", key(3).ss58())));
-        assert!(matches!(gate.blacklist(key(4).ss58()), Err(Denied::Forbidden(m)) if m.contains("TAO staked")));
-        assert!(matches!(gate.blacklist(key(5).ss58()), Err(Denied::Forbidden(m)) if m.contains("not registered")));
+        gate.update(&[
+            n(&key(2), 20_000_000_000, true),
+            n(&key(3), 20_000_000_000, false),
+            n(&key(4), 1, true),
+        ]);
+        assert_eq!(
+            gate.blacklist(key(2).ss58()).unwrap().priority,
+            20_000_000_000
+        );
+        assert!(
+            gate.blacklist(key(3).ss58()).unwrap_err()
+                == Denied::Forbidden(format!("hotkey {} has no validator permit", key(3).ss58()))
+        );
+        assert!(
+            matches!(gate.blacklist(key(4).ss58()), Err(Denied::Forbidden(m)) if m.contains("TAO staked"))
+        );
+        assert!(
+            matches!(gate.blacklist(key(5).ss58()), Err(Denied::Forbidden(m)) if m.contains("not registered"))
+        );
     }
 
     #[test]
@@ -349,14 +369,22 @@ mod tests {
         let head = signed(&v, axon.ss58(), now, "u1");
         gate.verify(&head).unwrap();
         // The same request again is a replay.
-        assert!(matches!(gate.verify(&head), Err(Denied::Unverified(m)) if m.contains("not newer")));
+        assert!(
+            matches!(gate.verify(&head), Err(Denied::Unverified(m)) if m.contains("not newer"))
+        );
         // Signed for another axon.
         let other = signed(&v, key(9).ss58(), now + 1, "u1");
-        assert_eq!(gate.verify(&other), Err(Denied::Unverified("signature mismatch".into())));
+        assert_eq!(
+            gate.verify(&other),
+            Err(Denied::Unverified("signature mismatch".into()))
+        );
         // Unsigned.
         let mut unsigned = signed(&v, axon.ss58(), now + 2, "u1");
         unsigned.dendrite.signature = None;
-        assert_eq!(gate.verify(&unsigned), Err(Denied::Unverified("missing signature".into())));
+        assert_eq!(
+            gate.verify(&unsigned),
+            Err(Denied::Unverified("missing signature".into()))
+        );
         // Old, even for a new endpoint (upstream would accept a first nonce inside 4 s + timeout
         // only; we apply the window to every nonce).
         let old = signed(&v, axon.ss58(), now - 30_000_000_000, "u2");
@@ -366,7 +394,8 @@ mod tests {
         stale.timeout = Some(1e9);
         assert!(matches!(gate.verify(&stale), Err(Denied::Unverified(m)) if m.contains("too old")));
         // A newer nonce on the first endpoint passes.
-        gate.verify(&signed(&v, axon.ss58(), now + 5, "u1")).unwrap();
+        gate.verify(&signed(&v, axon.ss58(), now + 5, "u1"))
+            .unwrap();
     }
 
     #[test]

@@ -68,7 +68,10 @@ pub struct PredictorService {
 #[zbus::interface(name = "org.taominer.Predictor1")]
 impl PredictorService {
     /// Loads the model file now; an error says why it was refused (the old model keeps serving).
-    async fn reload(&self, #[zbus(signal_emitter)] emitter: SignalEmitter<'_>) -> Result<(), BusError> {
+    async fn reload(
+        &self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(), BusError> {
         let Some(loader) = self.shared.loader.clone() else {
             return Err(BusError::Failed(NOT_CONFIGURED.into()));
         };

@@ -174,7 +174,10 @@ impl Model {
     /// Runs `n` inputs laid end to end (each `preprocess.len()` floats); one probability each,
     /// in [0, 1].
     pub fn predict(&self, inputs: &[f32], n: usize) -> Result<Vec<f64>> {
-        let (h, w) = (self.preprocess.height as usize, self.preprocess.width as usize);
+        let (h, w) = (
+            self.preprocess.height as usize,
+            self.preprocess.width as usize,
+        );
         if n == 0 || inputs.len() != n * 3 * h * w {
             return Err(Error::Inference(format!(
                 "{} floats for {n} inputs of 3x{h}x{w}",
@@ -225,7 +228,10 @@ fn providers(device: &str) -> std::result::Result<Vec<ort::ep::ExecutionProvider
     {
         let id = device
             .strip_prefix("cuda:")
-            .map(|n| n.parse::<i32>().map_err(|_| format!("bad device {device:?}")))
+            .map(|n| {
+                n.parse::<i32>()
+                    .map_err(|_| format!("bad device {device:?}"))
+            })
             .transpose()?
             .unwrap_or(0);
         Ok(vec![ort::ep::CUDA::default()
@@ -260,13 +266,20 @@ fn check_input(
             format!(
                 "has {} inputs ({}); one image input [N, 3, H, W] is needed",
                 inputs.len(),
-                inputs.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+                inputs
+                    .iter()
+                    .map(|i| i.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
     let input = &inputs[0];
     let Some((ty, shape)) = dims(input.dtype()) else {
-        return Err(refuse(path, format!("input {:?} is not a tensor", input.name())));
+        return Err(refuse(
+            path,
+            format!("input {:?} is not a tensor", input.name()),
+        ));
     };
     if ty != TensorElementType::Float32 {
         return Err(refuse(
@@ -290,29 +303,31 @@ fn check_input(
     if batch.is_some_and(|n| n != 1) {
         return Err(refuse(
             path,
-            format!("input batch axis is fixed at {}; 1 or dynamic is needed", shape[0]),
+            format!(
+                "input batch axis is fixed at {}; 1 or dynamic is needed",
+                shape[0]
+            ),
         ));
     }
     let model_hw = (shape[2] > 0 && shape[3] > 0).then(|| (shape[2] as u32, shape[3] as u32));
-    let (h, w) = match (opts.image_size, model_hw) {
-        (Some(cfg), Some(m)) if cfg != m => {
-            return Err(refuse(
-                path,
-                format!(
-                    "input is {}x{} but predictor.image_size is [{}, {}]",
-                    m.0, m.1, cfg.0, cfg.1
-                ),
-            ))
-        }
-        (Some(cfg), _) => cfg,
-        (None, Some(m)) => m,
-        (None, None) => {
-            return Err(refuse(
+    let (h, w) =
+        match (opts.image_size, model_hw) {
+            (Some(cfg), Some(m)) if cfg != m => {
+                return Err(refuse(
+                    path,
+                    format!(
+                        "input is {}x{} but predictor.image_size is [{}, {}]",
+                        m.0, m.1, cfg.0, cfg.1
+                    ),
+                ))
+            }
+            (Some(cfg), _) => cfg,
+            (None, Some(m)) => m,
+            (None, None) => return Err(refuse(
                 path,
                 "input height and width are dynamic; set predictor.image_size = [height, width]",
-            ))
-        }
-    };
+            )),
+        };
     Ok((input.name().to_string(), batch, h, w))
 }
 

@@ -253,10 +253,18 @@ mod tests {
         let mut pixels = Vec::new();
         for y in 0..h {
             for x in 0..w {
-                pixels.extend_from_slice(&[(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x + y) % 256) as u8]);
+                pixels.extend_from_slice(&[
+                    (x * 7 % 256) as u8,
+                    (y * 5 % 256) as u8,
+                    ((x + y) % 256) as u8,
+                ]);
             }
         }
-        Rgb { width: w, height: h, pixels }
+        Rgb {
+            width: w,
+            height: h,
+            pixels,
+        }
     }
 
     #[test]
@@ -276,22 +284,38 @@ mod tests {
         assert_eq!(resize_bilinear(&img, 9, 9), img);
         let (bounds, kk, ksize) = coefficients(300, 224);
         for (i, (_, n)) in bounds.iter().enumerate() {
-            let sum: i64 = kk[i * ksize..i * ksize + n].iter().map(|&v| i64::from(v)).sum();
+            let sum: i64 = kk[i * ksize..i * ksize + n]
+                .iter()
+                .map(|&v| i64::from(v))
+                .sum();
             assert!((sum - (1 << PRECISION_BITS)).abs() <= *n as i64, "{sum}");
         }
     }
 
     #[test]
     fn a_flat_image_stays_flat() {
-        let img = Rgb { width: 37, height: 23, pixels: vec![200; 37 * 23 * 3] };
+        let img = Rgb {
+            width: 37,
+            height: 23,
+            pixels: vec![200; 37 * 23 * 3],
+        };
         let out = resize_bilinear(&img, 16, 16);
         assert!(out.pixels.iter().all(|&p| p == 200));
     }
 
     #[test]
     fn tensors_are_channel_major_and_normalized() {
-        let p = Preprocess { height: 1, width: 2, mean: Some([0.5; 3]), std: Some([0.5; 3]) };
-        let img = Rgb { width: 2, height: 1, pixels: vec![255, 0, 0, 0, 255, 0] };
+        let p = Preprocess {
+            height: 1,
+            width: 2,
+            mean: Some([0.5; 3]),
+            std: Some([0.5; 3]),
+        };
+        let img = Rgb {
+            width: 2,
+            height: 1,
+            pixels: vec![255, 0, 0, 0, 255, 0],
+        };
         assert_eq!(p.tensor(&img), vec![1.0, -1.0, -1.0, 1.0, -1.0, -1.0]);
     }
 }

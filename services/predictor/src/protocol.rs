@@ -124,7 +124,12 @@ pub fn request_message(d: &Dendrite, axon_hotkey: &str, body_hash: &str) -> Stri
 }
 
 /// The message the axon signs in its answer.
-pub fn response_message(axon_nonce: u64, dendrite_hotkey: &str, axon_hotkey: &str, axon_uuid: &str) -> String {
+pub fn response_message(
+    axon_nonce: u64,
+    dendrite_hotkey: &str,
+    axon_hotkey: &str,
+    axon_uuid: &str,
+) -> String {
     format!("{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{axon_uuid}")
 }
 
@@ -245,7 +250,12 @@ fn sanitize(v: &str) -> String {
 /// The JSON body of a successful `ImageSynapse` answer: the synapse with its prediction. The
 /// image is not echoed back (upstream sends the whole request back; the dendrite only reads the
 /// fields it copies, and an empty `image` validates).
-pub fn image_synapse_body(prediction: f64, timeout: Option<f64>, axon: &AxonInfo, dendrite: &Dendrite) -> Value {
+pub fn image_synapse_body(
+    prediction: f64,
+    timeout: Option<f64>,
+    axon: &AxonInfo,
+    dendrite: &Dendrite,
+) -> Value {
     json!({
         "name": IMAGE_SYNAPSE,
         "timeout": timeout.unwrap_or(12.0),
@@ -308,10 +318,7 @@ mod tests {
         let head = parse_head(&h).unwrap();
         assert_eq!(head.dendrite.nonce, 12);
         assert_eq!(head.timeout, Some(12.0));
-        assert_eq!(
-            request_message(&head.dendrite, "5A", "hh"),
-            "12.5F.5A.u.hh"
-        );
+        assert_eq!(request_message(&head.dendrite, "5A", "hh"), "12.5F.5A.u.hh");
     }
 
     #[test]

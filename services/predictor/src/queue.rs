@@ -65,7 +65,12 @@ impl Queue {
     }
 
     /// Queues an input; the receiver gets its prediction or why not.
-    pub fn submit(&self, priority: u64, input: Vec<f32>, deadline: Instant) -> oneshot::Receiver<Reply> {
+    pub fn submit(
+        &self,
+        priority: u64,
+        input: Vec<f32>,
+        deadline: Instant,
+    ) -> oneshot::Receiver<Reply> {
         let (tx, rx) = oneshot::channel();
         let Ok(mut inner) = self.inner.lock() else {
             let _ = tx.send(Err(Refusal::Failed("queue unavailable".into())));
@@ -140,7 +145,10 @@ impl Queue {
             let Some(key) = inner.jobs.keys().next_back().copied() else {
                 break;
             };
-            if batch.first().is_some_and(|j: &Job| j.len != inner.jobs[&key].len) {
+            if batch
+                .first()
+                .is_some_and(|j: &Job| j.len != inner.jobs[&key].len)
+            {
                 break;
             }
             if let Some(job) = inner.jobs.remove(&key) {
@@ -169,7 +177,9 @@ pub fn run_worker(queue: Arc<Queue>, slot: Arc<Slot>) {
         }
         let Some(model) = slot.current() else {
             for job in live {
-                let _ = job.reply.send(Err(Refusal::Failed("no model loaded".into())));
+                let _ = job
+                    .reply
+                    .send(Err(Refusal::Failed("no model loaded".into())));
             }
             continue;
         };
@@ -220,9 +230,10 @@ mod tests {
     #[test]
     fn batches_take_highest_stake_first_then_arrival_order() {
         let q = Queue::new(10);
-        for (p, v) in [(1u64, 1.0f32), (7, 2.0), (7, 3.0), (3, 4.0)] {
-            let _ = q.submit(p, vec![v], later());
-        }
+        let _waiting: Vec<_> = [(1u64, 1.0f32), (7, 2.0), (7, 3.0), (3, 4.0)]
+            .into_iter()
+            .map(|(p, v)| q.submit(p, vec![v], later()))
+            .collect();
         let batch = q.take(3).unwrap();
         let order: Vec<f32> = batch.iter().map(|j| j.input[0]).collect();
         assert_eq!(order, vec![2.0, 3.0, 4.0]);

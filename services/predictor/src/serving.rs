@@ -136,11 +136,10 @@ impl Loader {
             Err(e) => {
                 self.stats.set_error(e.to_string());
                 match self.slot.current() {
-                    Some(cur) => tracing::error!(
-                        "{e}; version {} keeps serving",
-                        cur.version
-                    ),
-                    None => tracing::error!("{e}; nothing is served until a good model is in place"),
+                    Some(cur) => tracing::error!("{e}; version {} keeps serving", cur.version),
+                    None => {
+                        tracing::error!("{e}; nothing is served until a good model is in place")
+                    }
                 }
             }
         }
