@@ -61,34 +61,7 @@ fn make_images(dir: &Path) {
 }
 
 fn base64_of(path: &Path) -> String {
-    use std::io::Write;
-    let bytes = std::fs::read(path).unwrap();
-    // Base64 without a crate: the test harness stays dependency-light.
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let _ = out.write_all(&[
-            T[(n >> 18) as usize & 63],
-            T[(n >> 12) as usize & 63],
-            if chunk.len() > 1 {
-                T[(n >> 6) as usize & 63]
-            } else {
-                b'='
-            },
-            if chunk.len() > 2 {
-                T[n as usize & 63]
-            } else {
-                b'='
-            },
-        ]);
-    }
-    String::from_utf8(out).unwrap()
+    taominer_tests::axon::base64(&std::fs::read(path).unwrap())
 }
 
 /// `miner-predictor predict` on images; returns the predictions in order.

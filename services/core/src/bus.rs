@@ -328,6 +328,10 @@ pub trait Predictor {
     fn served(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn rejected(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn last_reload_error(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn queued(&self) -> zbus::Result<u64>;
     #[zbus(signal)]
     fn model_swapped(&self, path: &str) -> zbus::Result<()>;
 }
