@@ -474,6 +474,16 @@ fn a_model_replaced_under_load_swaps_once_and_a_corrupt_one_is_refused() {
             })
         })
         .collect();
+    // Signals on the bus, to count ModelSwapped.
+    let mut monitor = Command::new("dbus-monitor")
+        .args([
+            "--address",
+            &s.bus.address,
+            "type='signal',interface='org.taominer.Predictor1'",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("dbus-monitor (Debian dbus-bin)");
     std::thread::sleep(Duration::from_millis(800));
     replace(&s.model, &b);
     assert!(
@@ -509,6 +519,24 @@ fn a_model_replaced_under_load_swaps_once_and_a_corrupt_one_is_refused() {
         w.join().unwrap();
     }
     assert_eq!(s.prop("ModelVersion"), version_b);
+    let _ = monitor.kill();
+    let signals = {
+        use std::io::Read;
+        let mut out = String::new();
+        monitor
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let _ = monitor.wait();
+        out
+    };
+    assert_eq!(
+        signals.matches("member=ModelSwapped").count(),
+        1,
+        "one swap, one ModelSwapped: {signals}"
+    );
     assert!(
         failures.lock().unwrap().is_empty(),
         "{:?}",

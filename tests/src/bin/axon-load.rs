@@ -31,7 +31,12 @@ fn main() {
     let threads: Vec<_> = (0..concurrency)
         .map(|i| {
             let hotkey = Hotkey::load(std::path::Path::new(key_file)).expect("load hotkey");
-            let mut c = Client::new(hotkey, axon, addr, &format!("load-{i}-{}", std::process::id()));
+            let mut c = Client::new(
+                hotkey,
+                axon,
+                addr,
+                &format!("load-{i}-{}", std::process::id()),
+            );
             let (b64, stop, measuring, lat, err) = (
                 b64.clone(),
                 stop.clone(),
@@ -92,4 +97,3 @@ fn main() {
         })
     );
 }
-
