@@ -506,9 +506,21 @@ fn a_model_replaced_under_load_swaps_once_and_a_corrupt_one_is_refused() {
         "corrupt model not refused: {}",
         s.log()
     );
-    // Reload() says the same, over D-Bus, while serving goes on.
+    // Reload() says the same, over D-Bus and through minerctl, while serving goes on.
     let (ok, err) = s.reload();
     assert!(!ok && err.contains("not a usable ONNX model"), "{err}");
+    let out = minerctl(&s.bus, &["predictor", "reload"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a usable ONNX model"),
+        "{out:?}"
+    );
+    let status = json(&minerctl(&s.bus, &["predictor", "status", "--json"]));
+    assert_eq!(
+        status["model_version"],
+        version_b.trim_start_matches("variant").trim()
+    );
+    assert_eq!(status["state"], "serving");
     // Another input size is refused too: requests in flight are prepared for the serving size.
     replace(&s.model, &bad_shape);
     let (ok, err) = s.reload();

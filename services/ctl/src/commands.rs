@@ -32,6 +32,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The predictor's axon: reload the model, or its status.
+    Predictor {
+        #[command(subcommand)]
+        action: PredictorAction,
+    },
     /// Hand a model directory to the publisher; prints the job id.
     Publish {
         /// The model directory (config.json, *.safetensors, tokenizer files, ...).
@@ -109,6 +114,17 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum PredictorAction {
+    /// Load the model file now; says why a bad one was refused (the old one keeps serving).
+    Reload,
+    /// The serving model, its version, counters and the last reload error.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum TrainAction {
     /// Start (or resume) training.
     Start,
@@ -178,6 +194,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Metagraph { json } => metagraph(&cli.bus, json).await,
         Command::Train { action } => train(&cli.bus, action).await,
+        Command::Predictor { action } => predictor(&cli.bus, action).await,
     }
 }
 
@@ -666,6 +683,49 @@ async fn train(bus: &BusSpec, action: TrainAction) -> Result<()> {
                 println!("candidates  {}", s.candidates);
                 if !s.last_error.is_empty() {
                     println!("error       {}", s.last_error);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn predictor(bus: &BusSpec, action: PredictorAction) -> Result<()> {
+    let conn = connect(bus).await?;
+    let err = |e| call_error(Part::Predictor, e);
+    let p = PredictorProxy::builder(&conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .map_err(err)?;
+    match action {
+        PredictorAction::Reload => {
+            p.reload().await.map_err(err)?;
+            println!(
+                "serving {} (version {})",
+                p.model_path().await.map_err(err)?,
+                p.model_version().await.map_err(err)?
+            );
+        }
+        PredictorAction::Status { json } => {
+            let v = serde_json::json!({
+                "state": p.state().await.map_err(err)?,
+                "model_path": p.model_path().await.map_err(err)?,
+                "model_version": p.model_version().await.map_err(err)?,
+                "served": p.served().await.map_err(err)?,
+                "rejected": p.rejected().await.map_err(err)?,
+                "queued": p.queued().await.map_err(err)?,
+                "last_reload_error": p.last_reload_error().await.map_err(err)?,
+            });
+            if json {
+                println!("{v}");
+            } else {
+                println!("{}", p.status().await.map_err(err)?);
+                for k in ["model_version", "served", "rejected", "queued"] {
+                    println!("{k:<18}{}", v[k]);
+                }
+                if let Some(e) = v["last_reload_error"].as_str().filter(|e| !e.is_empty()) {
+                    println!("last_reload_error {e}");
                 }
             }
         }
