@@ -728,3 +728,22 @@ fn online_the_metagraph_decides_and_its_cache_outlives_the_committer() {
     assert_eq!(status(&s, stranger, "s1").0, 403);
     assert!(s.log().contains("cached metagraph"), "{}", s.log());
 }
+
+#[test]
+fn serving_without_a_hotkey_exits_78_naming_the_key() {
+    let s = Setup::new();
+    make_model(&s.model, 1, &[]);
+    let mut d = Spawn::new("predictor", &s.bus, &s.path("state"))
+        .arg("--set")
+        .arg(&format!(
+            "predictor.model_path={:?}",
+            s.model.display().to_string()
+        ))
+        .arg("--set")
+        .arg("miner.hotkey_file=\"/nonexistent/hotkey\"")
+        .log_to(&s.path("predictor.log"))
+        .start();
+    let status = d.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(78));
+    assert!(s.log().contains("miner.hotkey_file"), "{}", s.log());
+}

@@ -2,8 +2,8 @@
 //!
 //! A request goes through the same stages as upstream's `AxonMiddleware`, each with upstream's
 //! status code, cheapest first: route (404) → size (413) → headers (400) → blacklist (403) →
-//! body and its hash (413, 400) → signature and nonce (401) → image (400) → queue (503, 408) →
-//! model (500) → 200 with the prediction. Every answer carries the axon's terminal info in the
+//! signature and nonce over the header's body hash (401) → body and its hash (413, 400) → image
+//! (400) → queue (503, 408) → model (500) → 200 with the prediction. Every answer carries the axon's terminal info in the
 //! `bt_header_axon_*` headers, signed by our hotkey, so the official `Dendrite` reads the status
 //! from it. `GET /healthz` is for local probes.
 
@@ -276,6 +276,11 @@ async fn image_synapse(
             )
         }
     };
+    // The signature covers the header's body hash, so it is checked before the body is read: a
+    // stranger claiming a validator's hotkey cannot make us buffer megabytes.
+    if let Err(Denied::Unverified(why)) | Err(Denied::Forbidden(why)) = axon.gate.verify(&head) {
+        return Answer::error(StatusCode::UNAUTHORIZED, format!("Not Verified: {why}"));
+    }
     let timeout = head.timeout.unwrap_or(12.0).min(axon.max_timeout_s);
     let deadline = start + Duration::from_secs_f64(timeout);
 
@@ -317,9 +322,6 @@ async fn image_synapse(
             StatusCode::BAD_REQUEST,
             "Hash mismatch between header body hash and request body hash",
         );
-    }
-    if let Err(Denied::Unverified(why)) | Err(Denied::Forbidden(why)) = axon.gate.verify(&head) {
-        return Answer::error(StatusCode::UNAUTHORIZED, format!("Not Verified: {why}"));
     }
     predict(axon, &caller, fields, deadline).await
 }
