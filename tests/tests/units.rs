@@ -83,3 +83,31 @@ fn dbus_policy_is_accepted_by_dbus_daemon() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The exposure `systemd-analyze security --offline=true` gives each unit stays within the
+/// appliance's limits: publisher and committer ≤ 2.0; trainer and predictor ≤ 3.0 (they keep GPU
+/// device access, executable JIT memory and the thread-affinity calls).
+#[test]
+fn units_stay_within_the_exposure_limits() {
+    for (unit, limit) in [
+        ("miner-publisher.service", 2.0),
+        ("miner-committer.service", 2.0),
+        ("miner-trainer.service", 3.0),
+        ("miner-predictor.service", 3.0),
+    ] {
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(units_dir().join(unit))
+            .output()
+            .expect("systemd-analyze (Debian systemd) must be installed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let level: f64 = text
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|rest| rest.split(": ").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level for {unit}: {text}"));
+        assert!(level <= limit, "{unit}: exposure {level} > {limit}\n{text}");
+    }
+}

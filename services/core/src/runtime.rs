@@ -129,7 +129,13 @@ pub fn init_logging(identifier: &str) {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         match tracing_journald::layer() {
             Ok(layer) => {
-                let layer = layer.with_syslog_identifier(identifier.to_string());
+                // Fields under their own names (`JOB_ID`, `REPO`, `BLOCK`), not tracing-journald's
+                // default `F_JOB_ID`: `journalctl -u miner-publisher JOB_ID=…` finds a job. (PID 1's
+                // own messages about the unit use JOB_ID for systemd job numbers; ours are ids
+                // like 20261123T142501123Z-3f9a1c02 and never collide.)
+                let layer = layer
+                    .with_syslog_identifier(identifier.to_string())
+                    .with_field_prefix(None);
                 let _ = tracing_subscriber::registry()
                     .with(filter())
                     .with(layer)
