@@ -43,7 +43,7 @@ fn the_units_boot_restart_and_stop_under_systemd() {
     );
     let repo = repo_root();
     let cached = String::from_utf8(run_ok(
-        &mut Command::new("bash").arg(repo.join("tests/systemd/rootfs.sh")),
+        Command::new("bash").arg(repo.join("tests/systemd/rootfs.sh")),
         "tests/systemd/rootfs.sh (debootstrap)",
     ))
     .unwrap();
