@@ -1,44 +1,112 @@
 {
   description = "taominer: a Bittensor miner appliance (Rust daemons over D-Bus under systemd)";
 
-  # Minimal until the packaging issue: the CPU package, the NixOS module and a dev shell.
   inputs.nixpkgs.url = "github:nixos/nixpkgs/nixos-unstable";
 
   outputs = { self, nixpkgs }:
     let
       systems = [ "x86_64-linux" "aarch64-linux" ];
-      forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
-    in
-    {
-      packages = forAllSystems (pkgs: {
-        default = pkgs.rustPlatform.buildRustPackage {
-          pname = "taominer";
+      forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f {
+        inherit system;
+        pkgs = nixpkgs.legacyPackages.${system};
+        # CUDA is unfree; only the cuda package and its ONNX Runtime come from this set.
+        pkgsCuda = import nixpkgs { inherit system; config = { allowUnfree = true; cudaSupport = true; }; };
+      });
+
+      # The daemons and minerctl. `cuda`: candle's CUDA kernels and flash-attn for the trainer, the
+      # ONNX Runtime CUDA execution provider for the predictor (nixpkgs' mistral-rs recipe).
+      taominer = { pkgs, cuda ? false }:
+        let
+          inherit (pkgs) lib;
+          cudaPackages = pkgs.cudaPackages;
+        in
+        pkgs.rustPlatform.buildRustPackage {
+          pname = if cuda then "taominer-cuda" else "taominer";
           version = "0.1.0";
-          src = self;
+          src = lib.cleanSource self;
           cargoLock.lockFile = ./Cargo.lock;
-          # The cross-process tests start dbus-daemon, python3, git and systemd-analyze.
-          nativeCheckInputs = with pkgs; [ dbus python3 git systemd ];
+          buildFeatures = lib.optionals cuda [ "taominer-trainer/cuda" "taominer-predictor/cuda" ];
+          nativeBuildInputs = [ pkgs.makeWrapper ]
+            ++ lib.optionals cuda [ pkgs.autoPatchelfHook cudaPackages.cuda_nvcc pkgs.autoAddDriverRunpath ];
+          buildInputs = lib.optionals cuda (with cudaPackages; [ cccl cuda_cudart cuda_nvrtc libcublas libcurand cutlass ]);
+          env = lib.optionalAttrs cuda {
+            # No GPU in the build sandbox: name the architecture (sm_80, what flash-attn needs).
+            CUDA_COMPUTE_CAP = "80";
+            CUDA_TOOLKIT_ROOT_DIR = lib.getDev cudaPackages.cuda_cudart;
+            # candle-flash-attn's build would clone CUTLASS; nixpkgs has it.
+            CUTLASS_DIR = "${cudaPackages.cutlass}";
+          };
+          # The cross-process tests need dbus-daemon, systemd-nspawn and a Python venv from PyPI:
+          # they run in CI (scripts/test), and `checks.unit-tests` runs the rest in the sandbox.
+          doCheck = false;
           postInstall = ''
-            install -Dm644 units/*.service units/miner.target -t $out/lib/systemd/system
+            install -Dm644 units/miner-*.service -t $out/lib/systemd/system
             install -Dm644 units/org.taominer.conf -t $out/share/dbus-1/system.d
             install -Dm644 units/taominer.sysusers $out/lib/sysusers.d/taominer.conf
             install -Dm644 units/taominer.tmpfiles $out/lib/tmpfiles.d/taominer.conf
             substituteInPlace $out/lib/systemd/system/*.service --replace-fail /usr/local/bin $out/bin
+            wrapProgram $out/bin/miner-predictor \
+              --set-default ORT_DYLIB_PATH ${pkgs.onnxruntime}/lib/libonnxruntime.so
           '';
           meta = {
             description = "Bittensor miner appliance";
             mainProgram = "minerctl";
-            platforms = pkgs.lib.platforms.linux;
+            platforms = lib.platforms.linux;
           };
         };
+    in
+    {
+      packages = forAllSystems ({ pkgs, pkgsCuda, ... }: rec {
+        default = taominer { inherit pkgs; };
+        cuda = taominer { pkgs = pkgsCuda; cuda = true; };
       });
 
-      nixosModules.default = import ./nixos-module;
+      # The module, with the package defaulting to this flake's (the CUDA one when `cuda` is on).
+      nixosModules.default = { config, lib, pkgs, ... }: {
+        imports = [ ./nixos-module ];
+        services.taominer.package = lib.mkDefault
+          self.packages.${pkgs.stdenv.hostPlatform.system}.${if config.services.taominer.cuda then "cuda" else "default"};
+      };
 
-      devShells = forAllSystems (pkgs: {
+      checks = forAllSystems ({ system, pkgs, ... }:
+        let package = self.packages.${system}.default;
+        in {
+          build = package;
+          clippy = package.overrideAttrs (o: {
+            pname = "taominer-clippy";
+            nativeBuildInputs = o.nativeBuildInputs ++ [ pkgs.clippy ];
+            buildPhase = "cargo clippy --workspace --all-targets --offline -- -D warnings";
+            installPhase = "touch $out";
+            postInstall = "";
+          });
+          unit-tests = package.overrideAttrs (o: {
+            pname = "taominer-unit-tests";
+            doCheck = true;
+            cargoTestFlags = [ "--workspace" "--exclude" "taominer-tests" ];
+          });
+          module = pkgs.testers.runNixOSTest {
+            name = "taominer-module";
+            nodes.machine = {
+              imports = [ self.nixosModules.default ];
+              services.taominer = { enable = true; trainer.enable = true; predictor.enable = false; };
+            };
+            testScript = ''
+              machine.wait_for_unit("miner.target")
+              for unit in ["miner-publisher", "miner-committer", "miner-trainer"]:
+                  machine.wait_for_unit(unit + ".service")
+              machine.succeed("minerctl --bus system status")
+              machine.succeed("journalctl -u miner-publisher -o json | grep -q SYSLOG_IDENTIFIER")
+            '';
+          };
+        });
+
+      devShells = forAllSystems ({ pkgs, ... }: {
         default = pkgs.mkShell {
-          packages = with pkgs; [ cargo rustc clippy rustfmt dbus python3 git ];
+          packages = with pkgs; [ cargo rustc clippy rustfmt dbus python3 git systemd onnxruntime nix ];
+          ORT_DYLIB_PATH = "${pkgs.onnxruntime}/lib/libonnxruntime.so";
         };
       });
+
+      formatter = forAllSystems ({ pkgs, ... }: pkgs.nixfmt-rfc-style);
     };
 }

@@ -1,85 +1,142 @@
-# services.taominer: the NixOS module. Minimal until the packaging issue (hardening, GPU
-# devices): it renders miner.toml from `settings` (RFC 42) and runs the daemons as in units/,
-# with the hotkey and the HF token as systemd credentials.
+# services.taominer: the NixOS module.
+#
+# One definition of the units: the services are the package's own unit files (units/, installed
+# by the flake's package with store paths), so their hardening, watchdog and restart policy are
+# exactly what units/ says and what the systemd boot test runs. The module adds, as drop-ins,
+# only what it alone knows: which daemons miner.target starts, the credentials (hotkey, HF token:
+# paths as strings, never copied to the store), a restart when the rendered miner.toml changes,
+# and the firewall for the axon. miner.toml is rendered from `settings` (RFC 42) with
+# pkgs.formats.toml; the keys users set most are typed options, the rest is free-form.
 { config, lib, pkgs, ... }:
 let
+  inherit (lib) mkOption mkEnableOption types;
   cfg = config.services.taominer;
   settingsFormat = pkgs.formats.toml { };
-  configFile = settingsFormat.generate "miner.toml" cfg.settings;
-  daemon = part: {
-    description = "taominer ${part}";
-    partOf = [ "miner.target" ];
-    wantedBy = [ "miner.target" ];
-    after = [ "dbus.service" "network-online.target" ];
-    wants = [ "network-online.target" ];
-    requires = [ "dbus.service" ];
-    serviceConfig = {
-      Type = "notify";
-      NotifyAccess = "main";
-      ExecStart = "${cfg.package}/bin/miner-${part} --config ${configFile} --bus system";
-      User = "taominer";
-      Group = "taominer";
-      StateDirectory = "taominer/${part}";
-      StateDirectoryMode = "0700";
-      WatchdogSec = "60s";
-      Restart = "on-failure";
-      RestartSec = "5s";
-      RestartPreventExitStatus = 78;
-      NoNewPrivileges = true;
-      ProtectSystem = "strict";
-      ProtectHome = "read-only";
-      PrivateTmp = true;
-      UMask = "0077";
-    } // lib.optionalAttrs (part == "committer" && cfg.hotkeyFile != null) {
-      LoadCredential = [ "hotkey:${cfg.hotkeyFile}" ];
-    } // lib.optionalAttrs (part == "publisher" && cfg.hfTokenFile != null) {
-      # The publisher reads $CREDENTIALS_DIRECTORY/hf-token; the token never enters the store.
-      LoadCredential = [ "hf-token:${cfg.hfTokenFile}" ];
-    };
+  # TOML has no null: unset typed options are left out (the daemons' defaults apply).
+  configFile = settingsFormat.generate "miner.toml"
+    (lib.filterAttrsRecursive (_: v: v != null) cfg.settings);
+  parts = [ "publisher" "committer" "trainer" "predictor" ];
+  enabled = lib.filter (p: cfg.${p}.enable) parts;
+  offline = cfg.settings.miner.offline;
+  gpuDaemons = lib.filter (p: lib.elem p [ "trainer" "predictor" ]) enabled;
+  nvidiaConfigured =
+    lib.elem "nvidia" (config.services.xserver.videoDrivers or [ ])
+    || (config.hardware.nvidia.datacenter.enable or false);
+  axonPort = lib.toInt (lib.last (lib.splitString ":" cfg.settings.predictor.listen));
+  # Which credentials each daemon loads (the unit files name the same, at /etc/taominer/…).
+  credentials = part:
+    lib.optional (lib.elem part [ "committer" "predictor" ] && cfg.hotkeyFile != null)
+      "hotkey:${cfg.hotkeyFile}"
+    ++ lib.optional (part == "publisher" && cfg.hfTokenFile != null) "hf-token:${cfg.hfTokenFile}";
+  absolutePath = types.nullOr (types.strMatching "/.*");
+  section = options: mkOption {
+    type = types.submodule { freeformType = settingsFormat.type; inherit options; };
+    default = { };
   };
 in
 {
   options.services.taominer = {
-    enable = lib.mkEnableOption "the taominer Bittensor miner";
-    package = lib.mkOption {
-      type = lib.types.package;
-      description = "The taominer package.";
+    enable = mkEnableOption "taominer, the Bittensor miner appliance";
+    package = lib.mkPackageOption pkgs "taominer" {
+      extraDescription = "The flake's module sets it to the flake's package (`.#cuda` when `cuda` is on).";
     };
-    settings = lib.mkOption {
-      type = settingsFormat.type;
+    cuda = mkEnableOption "the CUDA build (candle CUDA kernels, the ONNX Runtime CUDA execution provider) and GPU device access for the trainer and predictor";
+    openFirewall = mkEnableOption "the predictor's axon port (settings.predictor.listen) in the firewall";
+
+    publisher.enable = mkOption { type = types.bool; default = true; description = "Run the publisher (staging, hashing, Hub uploads)."; };
+    committer.enable = mkOption { type = types.bool; default = true; description = "Run the committer (chain commitments, metagraph)."; };
+    trainer.enable = mkEnableOption "the trainer daemon";
+    predictor.enable = mkEnableOption "the predictor daemon (the axon)";
+
+    hotkeyFile = mkOption {
+      type = absolutePath;
+      default = null;
+      example = "/run/keys/taominer-hotkey";
+      description = "The hotkey keyfile (as bittensor_wallet writes it), a path string so the key never enters the Nix store; given to the committer and the predictor as the systemd credential `hotkey`.";
+    };
+    hfTokenFile = mkOption {
+      type = absolutePath;
+      default = null;
+      example = "/run/keys/hf-token";
+      description = "File with the Hugging Face token, a path string so it never enters the Nix store; given to the publisher as the systemd credential `hf-token`.";
+    };
+
+    settings = mkOption {
+      description = "miner.toml (units/miner.toml.example lists every key). The keys below are typed; any other key passes through.";
       default = { };
-      example = { miner = { profile = "pretraining"; offline = true; }; };
-      description = "Contents of miner.toml; see the README's configuration reference.";
+      type = types.submodule {
+        freeformType = settingsFormat.type;
+        options.miner = section {
+          offline = mkOption { type = types.bool; default = true; description = "No Hub, no chain: commitments go to a local ledger."; };
+          profile = mkOption {
+            type = types.enum [ "pretraining" "finetuning" "coldint" "soundsright" "bitmind" ];
+            default = "pretraining";
+            description = "Which subnet's formats the miner speaks.";
+          };
+          netuid = mkOption { type = types.nullOr types.ints.u16; default = null; description = "Subnet id; default: the profile's."; };
+          competition = mkOption { type = types.nullOr types.str; default = null; description = "Default competition id; default: the profile's current one."; };
+          chain_endpoint = mkOption { type = types.nullOr types.str; default = null; example = "wss://entrypoint-finney.opentensor.ai:443"; description = "Subtensor WebSocket endpoint."; };
+          hotkey_ss58 = mkOption { type = types.nullOr types.str; default = null; description = "The hotkey's SS58 address (required online)."; };
+        };
+        options.publisher = section {
+          repo = mkOption { type = types.nullOr types.str; default = null; example = "alice/sn9-model"; description = "Hugging Face repo id (required online)."; };
+        };
+        options.predictor = section {
+          listen = mkOption { type = types.str; default = "0.0.0.0:8091"; description = "Where the axon listens."; };
+        };
+      };
     };
-    hotkeyFile = lib.mkOption {
-      type = lib.types.nullOr lib.types.path;
-      default = null;
-      description = "Hotkey keyfile, given to the committer only as a systemd credential.";
-    };
-    hfTokenFile = lib.mkOption {
-      type = lib.types.nullOr lib.types.str;
-      default = null;
-      example = "/run/secrets/hf-token";
-      description = "File with the Hugging Face token (a path string, so the secret stays out of the Nix store), given to the publisher only as a systemd credential.";
-    };
-    trainer.enable = lib.mkEnableOption "the trainer daemon";
-    predictor.enable = lib.mkEnableOption "the predictor daemon";
   };
 
   config = lib.mkIf cfg.enable {
-    users.users.taominer = { isSystemUser = true; group = "taominer"; };
-    users.groups.taominer = { };
-    services.dbus.packages = [ cfg.package ];
-    environment.systemPackages = [ cfg.package ];
-    environment.etc."taominer/miner.toml".source = configFile;
-    systemd.targets.miner = {
-      description = "taominer: the Bittensor miner appliance";
-      wantedBy = [ "multi-user.target" ];
+    assertions = [
+      {
+        assertion = offline || !(cfg.committer.enable || cfg.predictor.enable) || cfg.hotkeyFile != null;
+        message = "services.taominer.hotkeyFile must be set when settings.miner.offline = false: the committer signs commitments and the predictor signs axon answers with the hotkey.";
+      }
+      {
+        assertion = !cfg.predictor.enable || cfg.hotkeyFile != null;
+        message = "services.taominer.hotkeyFile must be set for the predictor: every axon answer is signed with the hotkey.";
+      }
+      {
+        assertion = offline || !cfg.publisher.enable || cfg.hfTokenFile != null;
+        message = "services.taominer.hfTokenFile must be set when settings.miner.offline = false: the publisher uploads to the Hugging Face Hub.";
+      }
+      {
+        assertion = !cfg.cuda || gpuDaemons == [ ] || nvidiaConfigured;
+        message = "services.taominer.cuda runs the ${lib.concatStringsSep " and " gpuDaemons} on the GPU, but no NVIDIA driver is configured: set services.xserver.videoDrivers = [ \"nvidia\" ] (or hardware.nvidia.datacenter.enable = true).";
+      }
+    ];
+
+    users.users.taominer = {
+      isSystemUser = true;
+      group = "taominer";
+      home = "/var/lib/taominer";
+      description = "taominer miner daemons";
     };
-    systemd.services = {
-      miner-publisher = daemon "publisher";
-      miner-committer = daemon "committer";
-    } // lib.optionalAttrs cfg.trainer.enable { miner-trainer = daemon "trainer"; }
-      // lib.optionalAttrs cfg.predictor.enable { miner-predictor = daemon "predictor"; };
+    users.groups.taominer = { };
+
+    services.dbus.packages = [ cfg.package ];
+    systemd.packages = [ cfg.package ];
+    environment.systemPackages = [ cfg.package ];
+    environment.etc."taominer/miner.toml" = { source = configFile; group = "taominer"; mode = "0640"; };
+
+    systemd.targets.miner = {
+      description = "taominer: the Bittensor miner appliance (all daemons)";
+      wantedBy = [ "multi-user.target" ];
+      wants = map (p: "miner-${p}.service") enabled;
+      after = [ "network-online.target" ];
+    };
+    systemd.services = lib.listToAttrs (map
+      (part: lib.nameValuePair "miner-${part}" {
+        wantedBy = [ "miner.target" ];
+        restartTriggers = [ configFile ];
+        # The unit files load /etc/taominer/{hotkey,hf-token}; here the configured files replace
+        # them (an empty first entry resets the list), and offline nothing is required.
+        serviceConfig.LoadCredential = [ "" ] ++ credentials part;
+      })
+      enabled);
+
+    networking.firewall.allowedTCPPorts = lib.optional (cfg.openFirewall && cfg.predictor.enable) axonPort;
   };
 }
