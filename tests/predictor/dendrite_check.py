@@ -18,28 +18,14 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import sys
 
 import aiohttp
-import bittensor
-import bittensor.utils.networking as networking
 
-# No internet: the Dendrite asks for its external IP at construction. Not 127.0.0.1, or it would
-# address the axon as 0.0.0.0.
-networking.get_external_ip = lambda: "127.0.0.2"
+from bitmind import ImageSynapse  # patches bittensor for offline use, so it comes first
 
 import bittensor as bt  # noqa: E402
 from bittensor_wallet import Keypair  # noqa: E402
-
-
-class ImageSynapse(bt.Synapse):
-    """SN34 BitMind's synapse, as in bitmind/protocol.py."""
-    image: str = ""
-    prediction: float = -1.0
-
-    def deserialize(self) -> float:
-        return self.prediction
 
 
 class OtherSynapse(bt.Synapse):

@@ -19,19 +19,13 @@ import onnxruntime as ort
 from PIL import Image
 from torchvision import transforms as T
 
-import bittensor.utils.networking as networking
-
-networking.get_external_ip = lambda: "127.0.0.1"
+import bitmind
+from bitmind import ImageSynapse
 
 import bittensor as bt  # noqa: E402
 
-
-class ImageSynapse(bt.Synapse):
-    image: str = ""
-    prediction: float = -1.0
-
-    def deserialize(self) -> float:
-        return self.prediction
+# The axon announces 127.0.0.1 (the benchmark's client connects there).
+bitmind.offline("127.0.0.1")
 
 
 def main():

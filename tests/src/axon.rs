@@ -120,7 +120,7 @@ impl Client {
         if spoil != Spoil::Unsigned {
             headers.push((
                 "bt_header_dendrite_signature".to_string(),
-                format!("0x{}", hex_encode(&sig)),
+                format!("0x{}", hex::encode(sig)),
             ));
         }
         let body = serde_json::json!({
@@ -173,19 +173,13 @@ impl Client {
                     }
                     return Ok(a);
                 }
-                Err(e) if attempt == 0 => {
-                    let _ = e;
-                    self.conn = None;
-                }
+                // A kept-alive connection the server closed: reconnect once.
+                Err(_) if attempt == 0 => self.conn = None,
                 Err(e) => return Err(e),
             }
         }
         unreachable!()
     }
-}
-
-fn hex_encode(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn read_answer(r: &mut BufReader<TcpStream>) -> std::io::Result<Answer> {
@@ -264,29 +258,8 @@ pub fn ort_library() -> std::path::PathBuf {
     panic!("no libonnxruntime.so.* in the venv's onnxruntime wheel; run scripts/setup")
 }
 
-/// Standard base64 (the synapse's `image` field), without a crate: the harness stays light.
+/// Standard base64, as the synapse's `image` field carries an encoded image.
 pub fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -21,7 +21,7 @@ restarts() { systemctl show -p NRestarts --value "$1"; }
 committed() { # job id, tenths of seconds
   for _ in $(seq 1 "${2:-600}"); do
     ctl jobs --json > /tmp/jobs 2>&1
-    grep -q "\"$1\"" /tmp/jobs && tr -d '\n ' < /tmp/jobs | grep -q "\"id\":\"$1\"[^}]*\"state\":\"committed\"" && return 0
+    tr -d '\n ' < /tmp/jobs | grep -q "\"id\":\"$1\"[^}]*\"state\":\"committed\"" && return 0
     sleep 0.1
   done
   cp /tmp/jobs /tmp/why

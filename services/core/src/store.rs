@@ -219,16 +219,31 @@ pub fn new_job_id() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let mut rnd = [0u8; 4];
+    format!(
+        "{}-{}",
+        format_utc_millis(now),
+        hex::encode(random_bytes::<4>())
+    )
+}
+
+/// `N` bytes from `/dev/urandom` (ids, uuids; nothing secret). Falls back to the clock's
+/// nanoseconds and our pid, which with the time they go with is still unique enough.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
     if File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd))
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut out))
         .is_err()
     {
-        // Fall back to the clock's nanoseconds and our pid; still unique enough with the time.
-        let n = now.subsec_nanos() ^ std::process::id().rotate_left(16);
-        rnd = n.to_le_bytes();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let seed = (t ^ u128::from(std::process::id()).rotate_left(64)).to_le_bytes();
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = seed[i % seed.len()];
+        }
     }
-    format!("{}-{}", format_utc_millis(now), hex::encode(rnd))
+    out
 }
 
 /// `YYYYMMDDTHHMMSSmmmZ` for a duration since the epoch (civil-from-days, proleptic Gregorian).

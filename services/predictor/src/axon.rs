@@ -101,13 +101,6 @@ impl Answer {
     }
 }
 
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
@@ -130,7 +123,8 @@ async fn handle(axon: &Axon, req: Request<Incoming>, peer: SocketAddr) -> Respon
         .next()
         .unwrap_or("")
         .to_string();
-    let head = protocol::parse_head(&parts.headers).ok();
+    let parsed = protocol::parse_head(&parts.headers);
+    let head = parsed.as_ref().ok();
     let answer = if name != protocol::IMAGE_SYNAPSE {
         Answer::error(
             StatusCode::NOT_FOUND,
@@ -142,7 +136,7 @@ async fn handle(axon: &Axon, req: Request<Incoming>, peer: SocketAddr) -> Respon
     } else if !(parts.method == Method::POST || parts.method == Method::GET) {
         Answer::error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
     } else {
-        image_synapse(axon, &parts, &mut body, start).await
+        image_synapse(axon, &parts, &parsed, &mut body, start).await
     };
     // Answered before the body was read (404, 403, …): read it anyway, within the size and time
     // limits, so a client still sending it gets the answer instead of a broken pipe.
@@ -161,12 +155,12 @@ async fn handle(axon: &Axon, req: Request<Incoming>, peer: SocketAddr) -> Respon
         axon.stats.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             "{peer} {name} {}: {} {}",
-            head.as_ref().map_or("-", |h| h.dendrite.hotkey.as_str()),
+            head.map_or("-", |h| h.dendrite.hotkey.as_str()),
             answer.status.as_u16(),
             answer.message
         );
     }
-    let mut response = finish(axon, &name, head.as_ref(), answer, start);
+    let mut response = finish(axon, &name, head, answer, start);
     if close {
         // The rest of the body is unread: the connection cannot carry another request, and a
         // client that pools connections must be told.
@@ -186,7 +180,7 @@ fn finish(
     start: Instant,
 ) -> Response<Full<Bytes>> {
     let dendrite = head.map(|h| &h.dendrite);
-    let nonce = now_ns();
+    let nonce = protocol::now_ns();
     let dendrite_hotkey = dendrite.map_or("", |d| d.hotkey.as_str());
     let message =
         protocol::response_message(nonce, dendrite_hotkey, axon.hotkey.ss58(), &axon.uuid);
@@ -244,6 +238,7 @@ fn health(axon: &Axon) -> Response<Full<Bytes>> {
 async fn image_synapse(
     axon: &Axon,
     parts: &hyper::http::request::Parts,
+    head: &Result<RequestHead, protocol::BadHead>,
     body: &mut Option<Incoming>,
     start: Instant,
 ) -> Answer {
@@ -258,7 +253,7 @@ async fn image_synapse(
             format!("request body over {} bytes", axon.max_body_bytes),
         );
     }
-    let head = match protocol::parse_head(&parts.headers) {
+    let head = match head {
         Ok(h) => h,
         Err(e) => {
             return Answer::error(
@@ -278,7 +273,7 @@ async fn image_synapse(
     };
     // The signature covers the header's body hash, so it is checked before the body is read: a
     // stranger claiming a validator's hotkey cannot make us buffer megabytes.
-    if let Err(Denied::Unverified(why)) | Err(Denied::Forbidden(why)) = axon.gate.verify(&head) {
+    if let Err(Denied::Unverified(why)) | Err(Denied::Forbidden(why)) = axon.gate.verify(head) {
         return Answer::error(StatusCode::UNAUTHORIZED, format!("Not Verified: {why}"));
     }
     let timeout = head.timeout.unwrap_or(12.0).min(axon.max_timeout_s);

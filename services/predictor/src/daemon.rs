@@ -184,17 +184,7 @@ pub async fn run(daemon: Daemon) -> anyhow::Result<()> {
 
 /// A random UUID (v4), this axon's `uuid`.
 fn new_uuid() -> String {
-    let mut b = [0u8; 16];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        b = (t ^ u128::from(std::process::id())).to_le_bytes();
-    }
+    let mut b = taominer_core::store::random_bytes::<16>();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);

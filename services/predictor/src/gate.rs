@@ -81,13 +81,6 @@ pub struct Gate {
     cache: Option<PathBuf>,
 }
 
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 impl Gate {
     /// A gate for `axon_hotkey` (ours); `cache` is where the metagraph is kept across restarts.
     pub fn new(axon_hotkey: &str, rules: Rules, cache: Option<&Path>) -> Gate {
@@ -220,11 +213,11 @@ impl Gate {
             .min(self.rules.max_timeout_s)
             .max(0.0);
         let window = (timeout * 1e9) as u64 + ALLOWED_DELTA_NS;
-        let oldest = now_ns().saturating_sub(window);
+        let oldest = protocol::now_ns().saturating_sub(window);
         if d.nonce <= oldest {
             return Err(Denied::Unverified(format!(
                 "nonce is too old: {:.2} s, {:.2} s allowed",
-                (now_ns().saturating_sub(d.nonce)) as f64 / 1e9,
+                (protocol::now_ns().saturating_sub(d.nonce)) as f64 / 1e9,
                 window as f64 / 1e9
             )));
         }
@@ -253,7 +246,7 @@ impl Gate {
         if nonces.len() > 4096 {
             // Entries older than any acceptable nonce can never match again.
             let max_window = (self.rules.max_timeout_s * 1e9) as u64 + ALLOWED_DELTA_NS;
-            let floor = now_ns().saturating_sub(max_window);
+            let floor = protocol::now_ns().saturating_sub(max_window);
             nonces.retain(|_, n| *n > floor);
         }
         Ok(())
@@ -365,7 +358,7 @@ mod tests {
     fn signatures_nonces_and_replays() {
         let (axon, v) = (key(1), key(2));
         let gate = Gate::new(axon.ss58(), rules(vec![v.ss58().into()]), None);
-        let now = now_ns();
+        let now = protocol::now_ns();
         let head = signed(&v, axon.ss58(), now, "u1");
         gate.verify(&head).unwrap();
         // The same request again is a replay.
@@ -402,7 +395,7 @@ mod tests {
     fn bytes_wrapped_signatures_are_accepted() {
         let (axon, v) = (key(1), key(2));
         let gate = Gate::new(axon.ss58(), rules(vec![v.ss58().into()]), None);
-        let mut head = signed(&v, axon.ss58(), now_ns(), "u");
+        let mut head = signed(&v, axon.ss58(), protocol::now_ns(), "u");
         let msg = protocol::request_message(&head.dendrite, axon.ss58(), &head.body_hash);
         let sig = v.sign(format!("<Bytes>{msg}</Bytes>").as_bytes());
         head.dendrite.signature = Some(format!("0x{}", hex::encode(sig)));

@@ -27,6 +27,14 @@ pub const AXON_VERSION: u64 = 10_005_000;
 /// Dendrites at or above 7.2.0 put a wall-clock nonce in every request.
 pub const V_7_2_0: u64 = 7_002_000;
 
+/// Wall-clock nanoseconds since the epoch: what nonces are (`time.time_ns()`).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 /// `hashlib.sha3_256(s.encode()).hexdigest()`.
 pub fn sha3_hex(s: &str) -> String {
     hex::encode(Sha3_256::digest(s.as_bytes()))
