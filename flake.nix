@@ -28,14 +28,20 @@
           buildFeatures = lib.optionals cuda [ "taominer-trainer/cuda" "taominer-predictor/cuda" ];
           nativeBuildInputs = [ pkgs.makeWrapper ]
             ++ lib.optionals cuda [ pkgs.autoPatchelfHook cudaPackages.cuda_nvcc pkgs.autoAddDriverRunpath ];
-          buildInputs = lib.optionals cuda (with cudaPackages; [ cccl cuda_cudart cuda_nvrtc libcublas libcurand cutlass ]);
+          # CCCL's attribute was cuda_cccl before nixpkgs renamed it to cccl (CUDA 13.3): take either.
+          buildInputs = lib.optionals cuda ([ (cudaPackages.cccl or cudaPackages.cuda_cccl) ]
+            ++ (with cudaPackages; [ cuda_cudart cuda_nvrtc libcublas libcurand cutlass ]));
           env = lib.optionalAttrs cuda {
             # No GPU in the build sandbox: name the architecture (sm_80, what flash-attn needs).
             CUDA_COMPUTE_CAP = "80";
             CUDA_TOOLKIT_ROOT_DIR = lib.getDev cudaPackages.cuda_cudart;
-            # candle-flash-attn's build would clone CUTLASS; nixpkgs has it.
-            CUTLASS_DIR = "${cudaPackages.cutlass}";
           };
+          # candle-flash-attn's build (cudaforge's with_cutlass) would git-clone CUTLASS and reads no
+          # variable naming another copy: point the vendored build script at nixpkgs' CUTLASS headers.
+          postPatch = lib.optionalString cuda ''
+            substituteInPlace "$cargoDepsCopy"/candle-flash-attn-*/build.rs \
+              --replace-fail '.with_cutlass(Some(CUTLASS_COMMIT))' '.arg("-I${cudaPackages.cutlass}/include")'
+          '';
           # The cross-process tests need dbus-daemon, systemd-nspawn and a Python venv from PyPI:
           # they run in CI (scripts/test), and `checks.unit-tests` runs the rest in the sandbox.
           doCheck = false;
@@ -107,6 +113,8 @@
         };
       });
 
-      formatter = forAllSystems ({ pkgs, ... }: pkgs.nixfmt-rfc-style);
+      # nixfmt-rfc-style is a deprecated alias of nixfmt (evaluation warning); nixfmt-tree wraps nixfmt in
+      # treefmt so that a bare `nix fmt` formats the whole tree.
+      formatter = forAllSystems ({ pkgs, ... }: pkgs.nixfmt-tree);
     };
 }

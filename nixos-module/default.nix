@@ -118,13 +118,16 @@ in
 
     services.dbus.packages = [ cfg.package ];
     systemd.packages = [ cfg.package ];
+    # /etc/taominer 0750 root:taominer, as the package's tmpfiles.d snippet says.
+    systemd.tmpfiles.packages = [ cfg.package ];
     environment.systemPackages = [ cfg.package ];
     environment.etc."taominer/miner.toml" = { source = configFile; group = "taominer"; mode = "0640"; };
 
     systemd.targets.miner = {
       description = "taominer: the Bittensor miner appliance (all daemons)";
       wantedBy = [ "multi-user.target" ];
-      wants = map (p: "miner-${p}.service") enabled;
+      # `after` alone would not pull the network target in (NixOS warns about that).
+      wants = [ "network-online.target" ] ++ map (p: "miner-${p}.service") enabled;
       after = [ "network-online.target" ];
     };
     systemd.services = lib.listToAttrs (map

@@ -26,6 +26,7 @@ let
       services.xserver.videoDrivers = list;
       hardware.nvidia.datacenter.enable = mkOption { type = types.bool; default = false; };
       systemd.packages = list;
+      systemd.tmpfiles.packages = list;
       systemd.targets = mkOption { type = types.attrsOf types.anything; default = { }; };
       systemd.services = mkOption { type = types.attrsOf types.anything; default = { }; };
       environment.systemPackages = list;

@@ -700,4 +700,6 @@ pub fn assert_python_checks_pass(script: &Path, args: &[&std::ffi::OsStr]) {
         text.lines().any(|l| l.ends_with(" passed, 0 failed")),
         "{text}"
     );
+    // Shown with --nocapture: what was checked.
+    println!("{text}");
 }

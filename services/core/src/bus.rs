@@ -332,8 +332,11 @@ pub trait Predictor {
     fn last_reload_error(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn queued(&self) -> zbus::Result<u64>;
+    async fn feedback(&self) -> zbus::Result<String>;
     #[zbus(signal)]
     fn model_swapped(&self, path: &str) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn feedback_received(&self, competition: &str, validator: &str) -> zbus::Result<()>;
 }
 
 /// Whether an error from a call means "nobody owns that name" (the daemon is down).

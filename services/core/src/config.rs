@@ -605,6 +605,116 @@ impl TrainerConfig {
     }
 }
 
+/// `[soundsright]`: the SN105 miner's model and its side services (profile `soundsright`).
+///
+/// The axon answers the competition synapses with `models.<COMPETITION>`'s ids, the publisher
+/// commits `sha256(ns:name:rev:hotkey:competition)` for them, and the healthcheck API reports on
+/// the miner. Upstream allows one competition per hotkey; so do we.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SoundsrightConfig {
+    /// The model this hotkey serves, under its competition id (`DENOISING_16000HZ`, …): upstream's
+    /// `{TASK}_{RATE}_HF_MODEL_NAMESPACE/NAME/REVISION`. At most one entry.
+    pub models: BTreeMap<String, SoundsrightModel>,
+    /// The healthcheck HTTP API (`/healthcheck/*`); unset: off. Upstream listens on 0.0.0.0:6000.
+    pub healthcheck_listen: Option<String>,
+    /// Validator feedback records kept (oldest dropped first).
+    pub feedback_keep: usize,
+}
+
+/// `[soundsright.models.<COMPETITION>]`: a model on the Hub at one commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoundsrightModel {
+    pub namespace: String,
+    pub name: String,
+    /// A 40-hex commit id (validators refuse branch names).
+    pub revision: String,
+}
+
+impl Default for SoundsrightConfig {
+    fn default() -> Self {
+        SoundsrightConfig {
+            models: BTreeMap::new(),
+            healthcheck_listen: None,
+            feedback_keep: 1000,
+        }
+    }
+}
+
+impl SoundsrightConfig {
+    /// The one competition served and its model, if configured.
+    pub fn model(&self) -> Option<(&str, &SoundsrightModel)> {
+        self.models.iter().next().map(|(c, m)| (c.as_str(), m))
+    }
+
+    fn validate(&self, miner: &MinerConfig) -> Result<(), ConfigError> {
+        if self.models.len() > 1 {
+            let names: Vec<&str> = self.models.keys().map(String::as_str).collect();
+            return Err(ConfigError::new(
+                "soundsright.models",
+                names.join(", "),
+                "one competition per hotkey (validators score a hotkey in one competition)",
+            ));
+        }
+        if let Some((comp, model)) = self.model() {
+            let key = |f: &str| format!("soundsright.models.{comp}.{f}");
+            if miner.profile != Profile::Soundsright {
+                return Err(ConfigError::new(
+                    &format!("soundsright.models.{comp}"),
+                    format!("(set with miner.profile = {:?})", miner.profile.as_str()),
+                    "only with miner.profile = \"soundsright\"",
+                ));
+            }
+            competition::check(miner.profile, comp, &miner.allowed_competitions()).map_err(
+                |e| ConfigError::new("soundsright.models", format!("{comp:?}"), e.to_string()),
+            )?;
+            if let Some(c) = &miner.competition {
+                if c != comp {
+                    return Err(ConfigError::new(
+                        "miner.competition",
+                        format!("{c:?}"),
+                        format!("the competition of soundsright.models ({comp:?}), or unset"),
+                    ));
+                }
+            }
+            let repo = format!("{}/{}", model.namespace, model.name);
+            crate::formats::model_id::check_repo_id(miner.profile, &repo).map_err(|e| {
+                ConfigError::new(&key("namespace"), format!("{repo:?}"), e.to_string())
+            })?;
+            if !is_commit_id(&model.revision) {
+                return Err(ConfigError::new(
+                    &key("revision"),
+                    format!("{:?}", model.revision),
+                    "a 40-hex-digit commit id (validators refuse branches and tags)",
+                ));
+            }
+        }
+        if let Some(listen) = &self.healthcheck_listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::new(
+                    "soundsright.healthcheck_listen",
+                    format!("{listen:?}"),
+                    "an address and port such as 127.0.0.1:6000",
+                ));
+            }
+        }
+        if self.feedback_keep == 0 {
+            return Err(ConfigError::new(
+                "soundsright.feedback_keep",
+                0,
+                "at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A full git commit id as the Hub and validators write it: 40 lowercase hex digits.
+pub fn is_commit_id(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// `[predictor]`: the ONNX model served on the Bittensor axon (SN34 `ImageSynapse`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -788,6 +898,7 @@ pub struct Config {
     pub miner: MinerConfig,
     pub trainer: TrainerConfig,
     pub predictor: PredictorConfig,
+    pub soundsright: SoundsrightConfig,
     pub publisher: PublisherConfig,
     pub committer: CommitterConfig,
 }
@@ -851,7 +962,12 @@ impl Config {
             let (key, value) = parse_override(item)?;
             figment = figment.merge(Serialized::default(&key, value));
         }
-        let config: Config = figment.extract().map_err(from_figment)?;
+        let mut config: Config = figment.extract().map_err(from_figment)?;
+        // A SoundsRight model names its competition; it is the miner's unless one is set
+        // (validate() refuses a different one).
+        if config.miner.profile == Profile::Soundsright && config.miner.competition.is_none() {
+            config.miner.competition = config.soundsright.model().map(|(c, _)| c.to_string());
+        }
         config.validate()?;
         Ok(config)
     }
@@ -868,6 +984,8 @@ impl Config {
                 "required when miner.offline = false: the hotkey's SS58 address",
             ));
         }
+        // Before the competition check: a SoundsRight model's key became miner.competition.
+        self.soundsright.validate(m)?;
         if let Some(list) = &m.competitions {
             if list.is_empty() {
                 return Err(ConfigError::new(
@@ -1154,6 +1272,51 @@ mod tests {
             "trainer.dataset_repo"
         );
         assert_eq!(key_of(&["trainer.nonsense=1"]), "trainer.nonsense");
+    }
+
+    #[test]
+    fn soundsright_serves_one_competition_at_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let rev = "0123456789abcdef0123456789abcdef01234567";
+        let one = format!(
+            "[miner]\nprofile = \"soundsright\"\n[soundsright.models.DEREVERBERATION_16000HZ]\nnamespace = \"alice\"\nname = \"dereverb\"\nrevision = \"{rev}\"\n"
+        );
+        let c = load(Some(write(&dir, &one)), &[]).unwrap();
+        // The model's competition is the miner's.
+        assert_eq!(
+            c.miner.competition().as_deref(),
+            Some("DEREVERBERATION_16000HZ")
+        );
+        assert_eq!(c.soundsright.model().unwrap().1.revision, rev);
+        let two = format!(
+            "{one}[soundsright.models.DENOISING_16000HZ]\nnamespace = \"alice\"\nname = \"denoise\"\nrevision = \"{rev}\"\n"
+        );
+        let e = load(Some(write(&dir, &two)), &[]).unwrap_err();
+        assert_eq!(e.key, "soundsright.models");
+        assert!(e.to_string().contains("one competition per hotkey"), "{e}");
+        let e = load(Some(write(&dir, &one.replace(rev, "main"))), &[]).unwrap_err();
+        assert_eq!(e.key, "soundsright.models.DEREVERBERATION_16000HZ.revision");
+        let e = load(
+            Some(write(&dir, &one)),
+            &["miner.competition=\"DENOISING_16000HZ\""],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "miner.competition");
+        let e = load(
+            Some(write(
+                &dir,
+                &one.replace("DEREVERBERATION_16000HZ", "SINGING_8000HZ"),
+            )),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "soundsright.models");
+        let e = load(
+            Some(write(&dir, &one.replace("soundsright\"", "pretraining\""))),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "soundsright.models.DEREVERBERATION_16000HZ");
     }
 
     #[test]

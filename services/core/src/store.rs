@@ -193,7 +193,7 @@ impl<T: Job> JobStore<T> {
     }
 
     /// All jobs, oldest first.
-    pub fn all(&self) -> impl Iterator<Item = &T> {
+    pub fn all(&self) -> impl DoubleEndedIterator<Item = &T> {
         self.jobs.values()
     }
 
@@ -205,6 +205,18 @@ impl<T: Job> JobStore<T> {
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
         self.jobs.is_empty()
+    }
+
+    /// Durably removes a job (a missing file is fine: the removal may have been interrupted).
+    pub fn remove(&mut self, id: &str) -> Result<()> {
+        let path = self.path_of(id);
+        match fs::remove_file(&path) {
+            Ok(()) => fsync_dir(&self.dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("cannot remove", &path, e)),
+        }
+        self.jobs.remove(id);
+        Ok(())
     }
 
     fn path_of(&self, id: &str) -> PathBuf {
@@ -248,23 +260,77 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// `YYYYMMDDTHHMMSSmmmZ` for a duration since the epoch (civil-from-days, proleptic Gregorian).
 fn format_utc_millis(t: std::time::Duration) -> String {
-    let secs = t.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
+    let c = Civil::utc(t);
     format!(
-        "{y:04}{mo:02}{d:02}T{h:02}{m:02}{s:02}{:03}Z",
+        "{:04}{:02}{:02}T{:02}{:02}{:02}{:03}Z",
+        c.year,
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
         t.subsec_millis()
     )
+}
+
+/// A UTC calendar time, for the few places that print dates (no time-zone crate for this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub micros: u32,
+}
+
+impl Civil {
+    /// `t` since the Unix epoch, in UTC.
+    pub fn utc(t: std::time::Duration) -> Civil {
+        let secs = t.as_secs();
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Howard Hinnant's days-to-civil algorithm.
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        Civil {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: (rem / 3600) as u32,
+            minute: (rem % 3600 / 60) as u32,
+            second: (rem % 60) as u32,
+            micros: t.subsec_micros(),
+        }
+    }
+
+    /// Now, in UTC.
+    pub fn now() -> Civil {
+        Civil::utc(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// As Python's `str(datetime)`: `2026-11-28 21:34:52.123456`, the fraction left out when
+    /// it is zero.
+    pub fn python_str(&self) -> String {
+        let mut s = format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        );
+        if self.micros != 0 {
+            s.push_str(&format!(".{:06}", self.micros));
+        }
+        s
+    }
 }
 
 /// Current time as seconds since the epoch (for records shown to users).
@@ -278,6 +344,17 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_time_prints_as_python_does() {
+        // 2026-11-28 21:54:52.5 UTC
+        let t = std::time::Duration::new(1_795_902_892, 500_000_000);
+        assert_eq!(Civil::utc(t).python_str(), "2026-11-28 21:54:52.500000");
+        assert_eq!(
+            Civil::utc(std::time::Duration::from_secs(951_782_400)).python_str(),
+            "2000-02-29 00:00:00"
+        );
+    }
     use serde::Deserialize;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -37,6 +37,14 @@ enum Command {
         #[command(subcommand)]
         action: PredictorAction,
     },
+    /// SoundsRight validators' feedback (benchmark results), newest first.
+    Feedback {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Hand a model directory to the publisher; prints the job id.
     Publish {
         /// The model directory (config.json, *.safetensors, tokenizer files, ...).
@@ -195,6 +203,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Metagraph { json } => metagraph(&cli.bus, json).await,
         Command::Train { action } => train(&cli.bus, action).await,
         Command::Predictor { action } => predictor(&cli.bus, action).await,
+        Command::Feedback { limit, json } => feedback(&cli.bus, limit, json).await,
     }
 }
 
@@ -688,6 +697,98 @@ async fn train(bus: &BusSpec, action: TrainAction) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn feedback(bus: &BusSpec, limit: usize, json: bool) -> Result<()> {
+    let conn = connect(bus).await?;
+    let err = |e| call_error(Part::Predictor, e);
+    let p = PredictorProxy::new(&conn).await.map_err(err)?;
+    let text = p.feedback().await.map_err(err)?;
+    let all: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| CtlError::Failed(format!("the predictor's feedback is not JSON: {e}")))?;
+    let shown: Vec<&serde_json::Value> = all.iter().take(limit).collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::Value::Array(shown.into_iter().cloned().collect())
+        );
+        return Ok(());
+    }
+    if shown.is_empty() {
+        println!("no feedback yet: validators send it after each competition's benchmarks");
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<14} {:<24} {:<44} BEST",
+        "RECEIVED (UTC)", "VALIDATOR", "COMPETITION", "OUR RESULTS"
+    );
+    for f in shown {
+        let received = f["received"].as_u64().unwrap_or(0);
+        let c = taominer_core::store::Civil::utc(std::time::Duration::from_secs(received));
+        let when = format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            c.year, c.month, c.day, c.hour, c.minute, c.second
+        );
+        let competition = f["competition"].as_str().unwrap_or("-");
+        let best = match &f["best_models"] {
+            serde_json::Value::Object(m) => m
+                .get(competition)
+                .map(|v| clip(&v.to_string(), 40))
+                .unwrap_or_else(|| format!("{} competitions", m.len())),
+            serde_json::Value::Null => "-".into(),
+            other => clip(&other.to_string(), 40),
+        };
+        println!(
+            "{when:<20} {:<14} {competition:<24} {:<44} {best}",
+            clip(f["validator"].as_str().unwrap_or("-"), 14),
+            clip(&metrics_summary(&f["data"]), 44),
+        );
+    }
+    if all.len() > limit {
+        println!("({} more; --limit N or --json)", all.len() - limit);
+    }
+    Ok(())
+}
+
+/// `PESQ 2.31, ESTOI 0.82`: each metric's average (or value) from a feedback's results, which
+/// validators nest as `{data: {METRIC: {average, …}}}`.
+fn metrics_summary(data: &serde_json::Value) -> String {
+    let metrics = match data.get("data") {
+        Some(inner @ serde_json::Value::Object(_)) => inner,
+        _ => data,
+    };
+    let Some(map) = metrics.as_object() else {
+        return if data.is_null() {
+            "(none: the model was not benchmarked)".into()
+        } else {
+            data.to_string()
+        };
+    };
+    let mut parts = Vec::new();
+    for (k, v) in map {
+        let value = v.get("average").unwrap_or(v);
+        match value.as_f64() {
+            Some(x) => parts.push(format!("{k} {x:.3}")),
+            None if !v.is_object() && !v.is_array() => parts.push(format!("{k} {v}")),
+            None => {}
+        }
+    }
+    if parts.is_empty() {
+        data.to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// At most `n` characters, with `…` when cut.
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
 }
 
 async fn predictor(bus: &BusSpec, action: PredictorAction) -> Result<()> {

@@ -3,9 +3,10 @@
 //! A request goes through the same stages as upstream's `AxonMiddleware`, each with upstream's
 //! status code, cheapest first: route (404) → size (413) → headers (400) → blacklist (403) →
 //! signature and nonce over the header's body hash (401) → body and its hash (413, 400) → image
-//! (400) → queue (503, 408) → model (500) → 200 with the prediction. Every answer carries the axon's terminal info in the
-//! `bt_header_axon_*` headers, signed by our hotkey, so the official `Dendrite` reads the status
-//! from it. `GET /healthz` is for local probes.
+//! (400) → the synapse: for `ImageSynapse` queue (503, 408) → model (500) → 200 with the
+//! prediction; for SoundsRight's synapses the model ids or the stored feedback. Every answer
+//! carries the axon's terminal info in the `bt_header_axon_*` headers, signed by our hotkey, so the
+//! official `Dendrite` reads the status from it. `GET /healthz` is for local probes.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,9 +29,43 @@ use crate::gate::{Caller, Denied, Gate};
 use crate::protocol::{self, AxonInfo, RequestHead};
 use crate::queue::{Queue, Refusal};
 use crate::serving::{Slot, Stats};
+use crate::soundsright::{self, SoundsRight};
 
 /// Connections served at once; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 2048;
+
+/// The synapses this axon serves, by subnet.
+pub enum Synapses {
+    /// SN34 BitMind: `ImageSynapse` through the ONNX model.
+    Image { queue: Arc<Queue>, slot: Arc<Slot> },
+    /// SN105 SoundsRight: the competition synapses and `FeedbackProtocol`.
+    SoundsRight(Arc<SoundsRight>),
+}
+
+impl Synapses {
+    fn serves(&self, name: &str) -> bool {
+        match self {
+            Synapses::Image { .. } => name == protocol::IMAGE_SYNAPSE,
+            Synapses::SoundsRight(_) => soundsright::is_synapse(name),
+        }
+    }
+
+    fn names(&self) -> String {
+        let names = match self {
+            Synapses::Image { .. } => vec![protocol::IMAGE_SYNAPSE],
+            Synapses::SoundsRight(_) => soundsright::synapse_names(),
+        };
+        let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+        format!("[{}]", quoted.join(", "))
+    }
+
+    fn hash_fields(&self) -> &'static [&'static str] {
+        match self {
+            Synapses::Image { .. } => protocol::IMAGE_SYNAPSE_HASH_FIELDS,
+            Synapses::SoundsRight(_) => soundsright::HASH_FIELDS,
+        }
+    }
+}
 
 /// What every request handler shares.
 pub struct Axon {
@@ -38,8 +73,7 @@ pub struct Axon {
     /// This axon's uuid, in every answer (upstream: one per axon instance).
     pub uuid: String,
     pub gate: Arc<Gate>,
-    pub queue: Arc<Queue>,
-    pub slot: Arc<Slot>,
+    pub synapses: Synapses,
     pub stats: Arc<Stats>,
     pub max_body_bytes: u64,
     pub max_timeout_s: f64,
@@ -87,8 +121,8 @@ pub async fn serve(listener: TcpListener, axon: Arc<Axon>) {
 struct Answer {
     status: StatusCode,
     message: String,
-    /// The success body's prediction.
-    prediction: Option<f64>,
+    /// The success body's synapse fields.
+    fields: Option<serde_json::Map<String, Value>>,
 }
 
 impl Answer {
@@ -96,9 +130,25 @@ impl Answer {
         Answer {
             status,
             message: message.into(),
-            prediction: None,
+            fields: None,
         }
     }
+
+    fn ok(fields: serde_json::Map<String, Value>) -> Answer {
+        Answer {
+            status: StatusCode::OK,
+            message: String::new(),
+            fields: Some(fields),
+        }
+    }
+}
+
+/// A request that passed the gate, with its body read and its hash checked.
+struct Admitted {
+    caller: Caller,
+    hotkey: String,
+    fields: serde_json::Map<String, Value>,
+    deadline: Instant,
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
@@ -125,18 +175,29 @@ async fn handle(axon: &Axon, req: Request<Incoming>, peer: SocketAddr) -> Respon
         .to_string();
     let parsed = protocol::parse_head(&parts.headers);
     let head = parsed.as_ref().ok();
-    let answer = if name != protocol::IMAGE_SYNAPSE {
+    let answer = if !axon.synapses.serves(&name) {
         Answer::error(
             StatusCode::NOT_FOUND,
             format!(
-                "Synapse name '{name}' not found. Available synapses ['{}']",
-                protocol::IMAGE_SYNAPSE
+                "Synapse name '{name}' not found. Available synapses {}",
+                axon.synapses.names()
             ),
         )
     } else if !(parts.method == Method::POST || parts.method == Method::GET) {
         Answer::error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
     } else {
-        image_synapse(axon, &parts, &parsed, &mut body, start).await
+        match admit(axon, &parts, &parsed, &mut body, start).await {
+            Err(refused) => refused,
+            Ok(admitted) => match &axon.synapses {
+                Synapses::Image { queue, slot } => predict(queue, slot, admitted).await,
+                Synapses::SoundsRight(sr) => {
+                    match sr.answer(&name, &admitted.hotkey, admitted.fields) {
+                        Ok(fields) => Answer::ok(fields),
+                        Err(e) => Answer::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                    }
+                }
+            },
+        }
     };
     // Answered before the body was read (404, 403, …): read it anyway, within the size and time
     // limits, so a client still sending it gets the answer instead of a broken pipe.
@@ -200,8 +261,8 @@ fn finish(
         port: axon.external.map(|a| a.port()),
     };
     let timeout = head.and_then(|h| h.timeout);
-    let body = match (answer.prediction, dendrite) {
-        (Some(p), Some(d)) => protocol::image_synapse_body(p, timeout, &info, d),
+    let body = match (answer.fields, dendrite) {
+        (Some(fields), Some(d)) => protocol::synapse_body(name, timeout, &info, d, fields),
         _ => protocol::error_body(&info.status_message),
     };
     let mut response = json_response(answer.status, &body);
@@ -213,14 +274,28 @@ fn finish(
 }
 
 fn health(axon: &Axon) -> Response<Full<Bytes>> {
-    match axon.slot.current() {
+    let (queue, slot) = match &axon.synapses {
+        Synapses::Image { queue, slot } => (queue, slot),
+        Synapses::SoundsRight(sr) => {
+            return json_response(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "state": "serving",
+                    "current_models": sr.current_models(),
+                    "served": axon.stats.served.load(Ordering::Relaxed),
+                    "rejected": axon.stats.rejected.load(Ordering::Relaxed),
+                }),
+            )
+        }
+    };
+    match slot.current() {
         Some(m) => json_response(
             StatusCode::OK,
             &serde_json::json!({
                 "state": "serving",
                 "model_path": m.path.display().to_string(),
                 "model_version": m.version,
-                "queued": axon.queue.len(),
+                "queued": queue.len(),
                 "served": axon.stats.served.load(Ordering::Relaxed),
                 "rejected": axon.stats.rejected.load(Ordering::Relaxed),
             }),
@@ -235,99 +310,113 @@ fn health(axon: &Axon) -> Response<Full<Bytes>> {
     }
 }
 
-async fn image_synapse(
+/// The stages every synapse shares: size, headers, blacklist, signature, body and its hash.
+async fn admit(
     axon: &Axon,
     parts: &hyper::http::request::Parts,
     head: &Result<RequestHead, protocol::BadHead>,
     body: &mut Option<Incoming>,
     start: Instant,
-) -> Answer {
+) -> Result<Admitted, Answer> {
+    let too_large = || {
+        Answer::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {} bytes", axon.max_body_bytes),
+        )
+    };
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > axon.max_body_bytes) {
-        return Answer::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over {} bytes", axon.max_body_bytes),
-        );
+        return Err(too_large());
     }
-    let head = match head {
-        Ok(h) => h,
-        Err(e) => {
-            return Answer::error(
-                StatusCode::BAD_REQUEST,
-                format!("Improperly formatted request: {}", e.0),
-            )
-        }
-    };
-    let caller = match axon.gate.blacklist(&head.dendrite.hotkey) {
-        Ok(c) => c,
-        Err(Denied::Forbidden(why)) | Err(Denied::Unverified(why)) => {
-            return Answer::error(
+    let head = head.as_ref().map_err(|e| {
+        Answer::error(
+            StatusCode::BAD_REQUEST,
+            format!("Improperly formatted request: {}", e.0),
+        )
+    })?;
+    let caller = axon
+        .gate
+        .blacklist(&head.dendrite.hotkey)
+        .map_err(|denied| {
+            let (Denied::Forbidden(why) | Denied::Unverified(why)) = denied;
+            Answer::error(
                 StatusCode::FORBIDDEN,
                 format!("Forbidden. Key is blacklisted: {why}."),
             )
-        }
-    };
+        })?;
     // The signature covers the header's body hash, so it is checked before the body is read: a
     // stranger claiming a validator's hotkey cannot make us buffer megabytes.
     if let Err(Denied::Unverified(why)) | Err(Denied::Forbidden(why)) = axon.gate.verify(head) {
-        return Answer::error(StatusCode::UNAUTHORIZED, format!("Not Verified: {why}"));
+        return Err(Answer::error(
+            StatusCode::UNAUTHORIZED,
+            format!("Not Verified: {why}"),
+        ));
     }
     let timeout = head.timeout.unwrap_or(12.0).min(axon.max_timeout_s);
     let deadline = start + Duration::from_secs_f64(timeout);
 
     let Some(incoming) = body.take() else {
-        return Answer::error(StatusCode::BAD_REQUEST, "request body already read");
+        return Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            "request body already read",
+        ));
     };
     let limited = Limited::new(incoming, axon.max_body_bytes as usize);
-    let body = match tokio::time::timeout_at(deadline.into(), limited.collect()).await {
+    let bytes = match tokio::time::timeout_at(deadline.into(), limited.collect()).await {
         Err(_) => {
-            return Answer::error(
+            return Err(Answer::error(
                 StatusCode::REQUEST_TIMEOUT,
                 "request body not received in time",
-            )
+            ))
         }
         Ok(Err(e))
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return Answer::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body over {} bytes", axon.max_body_bytes),
-            )
+            return Err(too_large())
         }
-        Ok(Err(e)) => return Answer::error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+        Ok(Err(e)) => {
+            return Err(Answer::error(
+                StatusCode::BAD_REQUEST,
+                format!("request body: {e}"),
+            ))
+        }
         Ok(Ok(b)) => b.to_bytes(),
     };
-    let fields = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(map)) => map,
-        _ => {
-            return Answer::error(
-                StatusCode::BAD_REQUEST,
-                "Improperly formatted request: the body is not a JSON object",
-            )
-        }
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&bytes) else {
+        return Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            "Improperly formatted request: the body is not a JSON object",
+        ));
     };
-    let recomputed = protocol::body_hash(&fields, protocol::IMAGE_SYNAPSE_HASH_FIELDS);
+    let recomputed = protocol::body_hash(&fields, axon.synapses.hash_fields());
     if recomputed != head.body_hash {
-        return Answer::error(
+        return Err(Answer::error(
             StatusCode::BAD_REQUEST,
             "Hash mismatch between header body hash and request body hash",
-        );
+        ));
     }
-    predict(axon, &caller, fields, deadline).await
+    Ok(Admitted {
+        caller,
+        hotkey: head.dendrite.hotkey.clone(),
+        fields,
+        deadline,
+    })
 }
 
-async fn predict(
-    axon: &Axon,
-    caller: &Caller,
-    mut fields: serde_json::Map<String, Value>,
-    deadline: Instant,
-) -> Answer {
-    let Some(model) = axon.slot.current() else {
+/// `ImageSynapse`: decode and preprocess off the runtime, then queue for the model.
+async fn predict(queue: &Queue, slot: &Slot, admitted: Admitted) -> Answer {
+    let Admitted {
+        caller,
+        mut fields,
+        deadline,
+        ..
+    } = admitted;
+    let Some(model) = slot.current() else {
         return Answer::error(StatusCode::SERVICE_UNAVAILABLE, "no model loaded");
     };
     let image = match fields.remove("image") {
@@ -341,13 +430,9 @@ async fn predict(
         Ok(Err(e)) => return Answer::error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => return Answer::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let rx = axon.queue.submit(caller.priority, tensor, deadline);
+    let rx = queue.submit(caller.priority, tensor, deadline);
     match tokio::time::timeout_at(deadline.into(), rx).await {
-        Ok(Ok(Ok(p))) => Answer {
-            status: StatusCode::OK,
-            message: String::new(),
-            prediction: Some(p),
-        },
+        Ok(Ok(Ok(p))) => Answer::ok(protocol::image_synapse_fields(p)),
         Ok(Ok(Err(Refusal::Overloaded))) => Answer::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "Service at capacity; request shed",

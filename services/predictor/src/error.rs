@@ -23,6 +23,9 @@ pub enum Error {
     /// Nothing is loaded yet, or the predictor is not configured to serve.
     #[error("{0}")]
     NotServing(String),
+    /// A request or argument that makes no sense here.
+    #[error("{0}")]
+    Invalid(String),
     /// A shared-library operation failed (disk, state file, format).
     #[error(transparent)]
     Core(#[from] taominer_core::Error),

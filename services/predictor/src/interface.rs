@@ -12,6 +12,7 @@ use zbus::object_server::SignalEmitter;
 
 use crate::queue::Queue;
 use crate::serving::{Loader, Slot, Stats, Swap};
+use crate::soundsright::SoundsRight;
 
 /// What the interface reports on.
 pub struct Shared {
@@ -22,6 +23,8 @@ pub struct Shared {
     pub queue: Option<Arc<Queue>>,
     /// Where the axon listens, for the status line.
     pub listen: String,
+    /// The SoundsRight miner, when the profile is `soundsright`.
+    pub soundsright: Option<Arc<SoundsRight>>,
 }
 
 /// Status line when no model is configured.
@@ -29,6 +32,13 @@ pub const NOT_CONFIGURED: &str = "idle: no model configured; set predictor.model
 
 impl Shared {
     pub fn state(&self) -> &'static str {
+        if let Some(sr) = &self.soundsright {
+            return if sr.competition().is_some() {
+                "serving"
+            } else {
+                "idle"
+            };
+        }
         match (&self.loader, self.slot.current()) {
             (None, _) => "idle",
             (Some(_), Some(_)) => "serving",
@@ -43,6 +53,22 @@ impl Shared {
             self.stats.served.load(Ordering::Relaxed),
             self.stats.rejected.load(Ordering::Relaxed)
         );
+        if let Some(sr) = &self.soundsright {
+            let feedback = sr.feedback_count();
+            return match sr.config.model() {
+                Some((comp, m)) => format!(
+                    "serving {}/{}@{} for {comp} on {}; {counts}; {feedback} feedback",
+                    m.namespace,
+                    m.name,
+                    &m.revision[..m.revision.len().min(12)],
+                    self.listen
+                ),
+                None => format!(
+                    "idle: no model configured (set soundsright.models.<COMPETITION>); axon on {} answers data = null; {counts}; {feedback} feedback",
+                    self.listen
+                ),
+            };
+        }
         match (&self.loader, self.slot.current()) {
             (None, _) => NOT_CONFIGURED.to_string(),
             (Some(_), Some(m)) => format!(
@@ -144,6 +170,25 @@ impl PredictorService {
         self.shared.queue.as_ref().map_or(0, |q| q.len() as u64)
     }
 
+    /// SoundsRight validators' feedback, newest first, as a JSON array of
+    /// `{id, received, validator, competition, data, best_models, subnet_version}`.
+    async fn feedback(&self) -> Result<String, BusError> {
+        let Some(sr) = &self.shared.soundsright else {
+            return Err(BusError::Failed(
+                "feedback is a SoundsRight thing: this predictor runs another profile".into(),
+            ));
+        };
+        serde_json::to_string(&sr.feedback()).map_err(|e| BusError::Failed(e.to_string()))
+    }
+
     #[zbus(signal)]
     pub async fn model_swapped(emitter: &SignalEmitter<'_>, path: &str) -> zbus::Result<()>;
+
+    /// A SoundsRight validator's feedback was stored.
+    #[zbus(signal)]
+    pub async fn feedback_received(
+        emitter: &SignalEmitter<'_>,
+        competition: &str,
+        validator: &str,
+    ) -> zbus::Result<()>;
 }

@@ -1,5 +1,6 @@
-//! taominer's predictor: an ONNX model served on a Bittensor axon that only registered validators
-//! can use (SN34 BitMind classic, `ImageSynapse`).
+//! taominer's predictor: the Bittensor axon that only registered validators can use. It serves an
+//! ONNX model (SN34 BitMind classic, `ImageSynapse`), or SoundsRight's synapses (SN105: the model
+//! ids this hotkey entered, validators' feedback) with upstream's healthcheck API.
 //!
 //! * [`protocol`]: the axon wire format (headers, body hash, signed messages).
 //! * [`gate`]: who may query (metagraph or allow-list) and whether a request is really theirs.
@@ -7,6 +8,7 @@
 //! * [`model`]: ONNX Runtime loaded at run time; models checked at load.
 //! * [`queue`]: bounded, stake-ordered, batched inference on one thread.
 //! * [`serving`]: the serving model and its hot swap (file watch, `Reload()`).
+//! * [`soundsright`]: SN105's synapses and the feedback store; [`healthcheck`]: its HTTP API.
 //! * [`axon`]: the HTTP server tying these together; [`committer`]: metagraph and `ServeAxon`.
 //! * [`interface`]: `org.taominer.Predictor1`; [`daemon`]: wiring; [`cli`]: `predict`.
 
@@ -16,9 +18,11 @@ pub mod committer;
 pub mod daemon;
 pub mod error;
 pub mod gate;
+pub mod healthcheck;
 pub mod interface;
 pub mod model;
 pub mod preprocess;
 pub mod protocol;
 pub mod queue;
 pub mod serving;
+pub mod soundsright;

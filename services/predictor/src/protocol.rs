@@ -255,17 +255,19 @@ fn sanitize(v: &str) -> String {
     s
 }
 
-/// The JSON body of a successful `ImageSynapse` answer: the synapse with its prediction. The
-/// image is not echoed back (upstream sends the whole request back; the dendrite only reads the
-/// fields it copies, and an empty `image` validates).
-pub fn image_synapse_body(
-    prediction: f64,
+/// The JSON body of a successful answer: the synapse's common fields, the terminal infos, and
+/// the synapse's own `fields` (for `ImageSynapse` the prediction with an empty image: upstream
+/// echoes the whole request, the dendrite only reads the fields it copies, and an empty `image`
+/// validates).
+pub fn synapse_body(
+    name: &str,
     timeout: Option<f64>,
     axon: &AxonInfo,
     dendrite: &Dendrite,
+    fields: Map<String, Value>,
 ) -> Value {
-    json!({
-        "name": IMAGE_SYNAPSE,
+    let mut body = json!({
+        "name": name,
         "timeout": timeout.unwrap_or(12.0),
         "total_size": 0,
         "header_size": 0,
@@ -283,9 +285,19 @@ pub fn image_synapse_body(
         },
         "axon": axon.to_json(),
         "computed_body_hash": sha3_hex(""),
-        "image": "",
-        "prediction": prediction,
-    })
+    });
+    if let Value::Object(map) = &mut body {
+        map.extend(fields);
+    }
+    body
+}
+
+/// `ImageSynapse`'s own answer fields.
+pub fn image_synapse_fields(prediction: f64) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("image".into(), Value::String(String::new()));
+    m.insert("prediction".into(), json!(prediction));
+    m
 }
 
 /// `{"message": …}`, the body of every error answer.

@@ -128,6 +128,7 @@ impl PublisherService {
             digests: Default::default(),
             hub_commit: None,
             public: None,
+            declared: false,
         })
     }
 }

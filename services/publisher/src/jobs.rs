@@ -113,6 +113,12 @@ pub struct PublishJob {
     /// `None` not yet, `Some(false)` tried and failed (see `last_error`).
     #[serde(default)]
     pub public: Option<bool>,
+    /// A model already on the Hub that the configuration names (SoundsRight's
+    /// `soundsright.models`): nothing is uploaded, the job starts `uploaded` at the configured
+    /// revision, and the download is checked and hashed as validators will, not compared with a
+    /// staged copy.
+    #[serde(default)]
+    pub declared: bool,
 }
 
 impl Job for PublishJob {
@@ -172,6 +178,62 @@ impl Shared {
             jobs: Mutex::new(jobs),
             wake: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Makes sure the model the configuration names (SoundsRight's `soundsright.models`) has a
+    /// job: a new one starts `uploaded` at the configured revision, so the pipeline checks that
+    /// the commit exists on the Hub, downloads it, runs the validators' container checks, hashes
+    /// it and hands the commitment to the committer, which writes it only if the chain holds
+    /// something else. Returns the new job's id; `None` when there is nothing to declare or the
+    /// same model (repo, revision, competition) already has a job.
+    pub fn declare_configured_model(&self) -> Result<Option<String>> {
+        let Some((competition, model)) = self.config.soundsright.model() else {
+            return Ok(None);
+        };
+        if self.config.miner.offline {
+            tracing::warn!(
+                "offline: soundsright.models.{competition} is served but neither checked on the Hub nor committed"
+            );
+            return Ok(None);
+        }
+        let repo = format!("{}/{}", model.namespace, model.name);
+        let mut jobs = self.jobs();
+        if jobs.all().any(|j| {
+            j.declared
+                && j.repo == repo
+                && j.competition == competition
+                && j.hub_commit.as_deref() == Some(model.revision.as_str())
+        }) {
+            return Ok(None);
+        }
+        let hotkey = self
+            .config
+            .miner
+            .hotkey()
+            .ok_or_else(|| crate::error::Error::Invalid("miner.hotkey_ss58 is unset".into()))?
+            .to_string();
+        let job = PublishJob {
+            id: taominer_core::store::new_job_id(),
+            state: JobState::Uploaded,
+            source: PathBuf::from(format!("hf://{repo}@{}", model.revision)),
+            competition: competition.to_string(),
+            repo,
+            hotkey,
+            created: taominer_core::store::unix_now(),
+            snapshot: None,
+            block: None,
+            error: None,
+            last_error: None,
+            digests: BTreeMap::new(),
+            hub_commit: Some(model.revision.clone()),
+            public: None,
+            declared: true,
+        };
+        let id = job.id.clone();
+        tracing::info!(JOB_ID = %id, REPO = %job.repo, COMMIT = %model.revision,
+            "declared the configured model for {competition}: checking it on the Hub before it is committed");
+        jobs.put(job)?;
+        Ok(Some(id))
     }
 
     /// Locks the job store. A poisoned lock means a panic mid-update; the store on disk is still

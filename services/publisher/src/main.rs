@@ -39,6 +39,9 @@ async fn main() -> anyhow::Result<()> {
         jobs::Shared::open(daemon.config.clone(), daemon.state_dir.clone(), hub)
             .context("cannot open the publisher's state")?,
     );
+    shared
+        .declare_configured_model()
+        .context("cannot record the configured model's job")?;
     let service = interface::PublisherService {
         shared: shared.clone(),
     };

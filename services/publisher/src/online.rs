@@ -206,9 +206,22 @@ fn hash_download(
             "the download of {commit} holds {got_sorted:?}, expected {want:?}"
         )));
     }
+    if profile == taominer_core::config::Profile::Soundsright {
+        // What validators check before they build the container (a declared model was never
+        // staged here, and an uploaded one could have been changed on the Hub since).
+        let problems = preflight::container_problems(dest)?;
+        if !problems.is_empty() {
+            return Err(Error::Rejected(format!(
+                "{} at {commit}: {}",
+                job.repo,
+                problems.join("; ")
+            )));
+        }
+    }
     let paths: Vec<&Path> = entries.iter().map(|e| e.path.as_path()).collect();
     let digests = hash::file_digests(&paths)?;
-    for (e, d) in entries.iter().zip(&digests) {
+    // A declared model is whatever the Hub holds at the configured commit.
+    for (e, d) in entries.iter().zip(&digests).filter(|_| !job.declared) {
         let hex = hex::encode(d);
         if job.digests.get(&e.rel) != Some(&hex) {
             return Err(Error::Invalid(format!(

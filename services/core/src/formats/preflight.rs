@@ -145,6 +145,10 @@ pub fn check(
         }
     }
 
+    if profile == Profile::Soundsright {
+        failures.extend(container_problems(dir)?);
+    }
+
     if let Some(l) = limits {
         // The Hub adds `.gitattributes` (about 1.5 KB) on creation; the check after the upload
         // sums every file exactly as validators do.
@@ -192,6 +196,144 @@ pub fn check(
             failures.join("; ")
         )))
     }
+}
+
+/// SoundsRight directory hashes validators refuse (upstream `build.py` `forbidden_model_hashes`:
+/// the subnet's own baseline models).
+const FORBIDDEN_DIRECTORY_HASHES: &[&str] = &[
+    "ENZIdw0H8Vbb79lXDQKBqqReXIj2ycgOX1Ob0QoexAU=",
+    "Mbx0++bk5q6n+rdVlUblElnturj/zRobTk61WFVHmgg=",
+];
+
+/// Files (sha256 hex) validators refuse anywhere in a SoundsRight repository (upstream
+/// `validation.py` `verify_directory_files`).
+const FORBIDDEN_FILE_HASHES: &[&str] = &[
+    "e3875747b5646092d5c556bae68e5af639e2c1f45f009c669f379cd4d415cbd8",
+    "2ec94cf546ef0a9d66f90364bd735820c78d9a214133588e90ce9ce01cd8a73b",
+    "b770d098538dec1c06c6917bf327a7922ef326321aa23678f071d86c5f39716f",
+];
+
+/// The port the container API listens on; validators rewrite this string to `6500 + uid` in
+/// every file of the repository before they build it.
+pub const CONTAINER_PORT: &str = "6500";
+
+/// What SoundsRight validators (and upstream's `verify_miner_model.py`) would refuse in a model
+/// repository: no `Dockerfile`; a Dockerfile that runs as root (no `USER`, `USER root`/`0`, or a
+/// `USER $VAR` that resolves to either or to nothing) or mentions `bittensor` (upstream's
+/// "sensitive config"); no `6500` anywhere for the port rewrite to find; a forbidden baseline
+/// file or directory hash. Each problem is one line; empty means the repository passes.
+pub fn container_problems(dir: &Path) -> Result<Vec<String>> {
+    let entries = hash::walk(dir, &|name| name == ".git")?;
+    let mut problems = Vec::new();
+    // The first `Dockerfile` in os.walk order, as validators pick it.
+    match entries.iter().find(|e| e.rel.rsplit('/').next() == Some("Dockerfile")) {
+        None => problems.push(
+            "no Dockerfile: validators build the model as a container from the repository's Dockerfile"
+                .to_string(),
+        ),
+        Some(df) => {
+            let text = std::fs::read_to_string(&df.path)
+                .map_err(|e| Error::io("cannot read", &df.path, e))?;
+            if let Some(why) = dockerfile_runs_as_root(&text) {
+                problems.push(format!(
+                    "{}: the container would run as root ({why}); add a USER line with an unprivileged user",
+                    df.rel
+                ));
+            }
+            if let Some(line) = text.lines().find(|l| l.contains("bittensor")) {
+                problems.push(format!(
+                    "{}: mentions bittensor ({:?}), which validators treat as reaching for wallet files",
+                    df.rel,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    let mut port_seen = false;
+    for e in &entries {
+        let bytes = std::fs::read(&e.path).map_err(|err| Error::io("cannot read", &e.path, err))?;
+        if !port_seen
+            && bytes
+                .windows(CONTAINER_PORT.len())
+                .any(|w| w == CONTAINER_PORT.as_bytes())
+        {
+            port_seen = true;
+        }
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        if FORBIDDEN_FILE_HASHES.contains(&digest.as_str()) {
+            problems.push(format!(
+                "{} is one of the files validators refuse (sha256 {digest})",
+                e.rel
+            ));
+        }
+    }
+    if !port_seen {
+        problems.push(format!(
+            "no file mentions port {CONTAINER_PORT}: the container API must listen on {CONTAINER_PORT} (validators rewrite \"{CONTAINER_PORT}\" to 6500+uid in every file)"
+        ));
+    }
+    let content = hash::content_hash(dir)?;
+    if FORBIDDEN_DIRECTORY_HASHES.contains(&content.as_str()) {
+        problems.push(format!(
+            "the repository is a SoundsRight baseline model (content hash {content}), which validators refuse"
+        ));
+    }
+    Ok(problems)
+}
+
+/// Why a Dockerfile's container would run as root, or `None`. Follows upstream's
+/// `check_dockerfile_for_root_user` (any USER line naming root or 0 counts; no USER line means
+/// root), resolving `$VAR`/`${VAR}` through earlier `ARG`/`ENV` lines; an unresolved variable
+/// counts as root, erring on the side of caution as upstream does.
+pub fn dockerfile_runs_as_root(text: &str) -> Option<String> {
+    let mut vars: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut user_seen = false;
+    for line in text.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        let keyword = words.next().unwrap_or("").to_ascii_uppercase();
+        let rest = line[keyword.len().min(line.len())..].trim();
+        match keyword.as_str() {
+            "ARG" | "ENV" => {
+                if let Some((k, v)) = rest.split_once('=') {
+                    let v = v.trim().trim_matches('"').trim_matches('\'');
+                    vars.insert(k.trim().to_string(), v.to_string());
+                } else if keyword == "ENV" {
+                    // `ENV NAME value`
+                    let mut kv = rest.splitn(2, char::is_whitespace);
+                    if let (Some(k), Some(v)) = (kv.next(), kv.next()) {
+                        vars.insert(k.to_string(), v.trim().to_string());
+                    }
+                }
+            }
+            "USER" => {
+                user_seen = true;
+                let spec = rest.split_whitespace().next().unwrap_or("");
+                // `user:group`: the user part decides.
+                let user_part = spec.split(':').next().unwrap_or("");
+                let resolved = match user_part.strip_prefix('$') {
+                    Some(var) => {
+                        let var = var.trim_start_matches('{').trim_end_matches('}');
+                        match vars.get(var) {
+                            Some(v) => v.clone(),
+                            None => {
+                                return Some(format!("USER {spec} names an undefined variable"))
+                            }
+                        }
+                    }
+                    None => user_part.to_string(),
+                };
+                if resolved.is_empty()
+                    || resolved == "root"
+                    || resolved == "0"
+                    || resolved.starts_with('$')
+                {
+                    return Some(format!("USER {spec}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    (!user_seen).then(|| "no USER line; the default user is root".to_string())
 }
 
 /// `config.json` `architectures[0]`.
@@ -353,6 +495,53 @@ mod tests {
         assert!(e.contains("no tokenizer"), "{e}");
         std::fs::write(d.path().join("tokenizer.json"), b"{}").unwrap();
         assert!(check(d.path(), Profile::Coldint, "me/m", "c00", Some(&l)).is_ok());
+    }
+
+    #[test]
+    fn dockerfiles_that_run_as_root_are_refused() {
+        let root = |t: &str| dockerfile_runs_as_root(t).is_some();
+        assert!(root("FROM python:3.11\nCMD [\"x\"]\n"));
+        assert!(root("FROM x\nUSER root\n"));
+        assert!(root("FROM x\nUSER 0:0\n"));
+        assert!(root("FROM x\nUSER app\nUSER root\n"));
+        assert!(root("FROM x\nARG U=root\nUSER $U\n"));
+        assert!(root("FROM x\nUSER $NOBODY\n"));
+        assert!(!root("FROM x\nUSER 10002:10002\n"));
+        assert!(!root("FROM x\nARG U=app\nUSER ${U}\n"));
+        // Upstream's own test expects this to pass (its code has a bug that refuses it).
+        assert!(!root("FROM x\nENV USER_ID=nobody\nUSER $USER_ID\n"));
+    }
+
+    #[test]
+    fn a_soundsright_repository_needs_a_safe_dockerfile_and_the_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let problems = container_problems(d).unwrap();
+        assert!(
+            problems.iter().any(|p| p.starts_with("no Dockerfile")),
+            "{problems:?}"
+        );
+        std::fs::write(
+            d.join("Dockerfile"),
+            "FROM python:3.11\nRUN pip install bittensor\n",
+        )
+        .unwrap();
+        let problems = container_problems(d).unwrap();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("run as root")));
+        assert!(problems.iter().any(|p| p.contains("mentions bittensor")));
+        assert!(problems.iter().any(|p| p.contains("port 6500")));
+        std::fs::write(
+            d.join("Dockerfile"),
+            "FROM python:3.11\nUSER 10002:10002\nEXPOSE 6500\n",
+        )
+        .unwrap();
+        assert_eq!(container_problems(d).unwrap(), Vec::<String>::new());
+        let e = check(d, Profile::Soundsright, "me/enh", "DENOISING_16000HZ", None).unwrap();
+        assert_eq!(e.files, 1);
+        std::fs::write(d.join("Dockerfile"), "FROM x\n").unwrap();
+        let e = check(d, Profile::Soundsright, "me/enh", "DENOISING_16000HZ", None).unwrap_err();
+        assert!(e.to_string().contains("run as root"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,367 @@
+//! SoundsRight (SN105) on the axon: the miner's side of the subnet's synapses.
+//!
+//! SoundsRight validators do not send audio to miners. They ask each miner which model it entered
+//! (`Denoising_16kHz_Protocol` and its three siblings, one per competition), check the answer
+//! against the sha256 the miner committed, then build and benchmark the model themselves; later
+//! they send the results back in `FeedbackProtocol`. So this module answers with the configured
+//! model's ids, for the one competition this hotkey serves, and keeps every feedback durably for
+//! `minerctl feedback`. The same gate as `ImageSynapse` decides who may ask.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use taominer_core::config::SoundsrightConfig;
+use taominer_core::store::{Civil, Job, JobStore};
+
+use crate::error::{Error, Result};
+
+/// The competition synapses (upstream `soundsright/base/protocol.py`) and the competition each
+/// one asks about.
+pub const COMPETITION_SYNAPSES: [(&str, &str); 4] = [
+    ("Denoising_16kHz_Protocol", "DENOISING_16000HZ"),
+    ("Dereverberation_16kHz_Protocol", "DEREVERBERATION_16000HZ"),
+    ("Denoising_48kHz_Protocol", "DENOISING_48000HZ"),
+    ("Dereverberation_48kHz_Protocol", "DEREVERBERATION_48000HZ"),
+];
+
+/// Validators' benchmark results for miners.
+pub const FEEDBACK_SYNAPSE: &str = "FeedbackProtocol";
+
+/// No SoundsRight synapse sets `required_hash_fields`.
+pub const HASH_FIELDS: &[&str] = &[];
+
+/// Events kept per level for the healthcheck API (upstream keeps 250; the journal has them all).
+const EVENTS_KEPT: usize = 250;
+
+/// The event levels upstream's healthcheck API reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Success = 0,
+    Warning = 1,
+    Error = 2,
+}
+
+/// Whether `name` is one of the routes this module answers.
+pub fn is_synapse(name: &str) -> bool {
+    name == FEEDBACK_SYNAPSE || COMPETITION_SYNAPSES.iter().any(|(s, _)| *s == name)
+}
+
+/// Every route, for the 404 message.
+pub fn synapse_names() -> Vec<&'static str> {
+    let mut v: Vec<&str> = COMPETITION_SYNAPSES.iter().map(|(s, _)| *s).collect();
+    v.push(FEEDBACK_SYNAPSE);
+    v
+}
+
+/// One `FeedbackProtocol` as received, kept in `feedback/<id>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    /// Sorts by arrival (`new_job_id`).
+    pub id: String,
+    /// Unix seconds.
+    pub received: u64,
+    /// The validator's hotkey (authenticated by the gate).
+    pub validator: String,
+    pub competition: Option<String>,
+    /// Our model's benchmark results.
+    pub data: Value,
+    /// The competition's best models and their results.
+    pub best_models: Value,
+    pub subnet_version: Option<i64>,
+}
+
+impl Job for Feedback {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// The SoundsRight side of the predictor, shared by the axon, the healthcheck API and D-Bus.
+pub struct SoundsRight {
+    pub config: SoundsrightConfig,
+    pub hotkey: String,
+    feedback: Mutex<JobStore<Feedback>>,
+    events: Mutex<[VecDeque<Value>; 3]>,
+    /// Events recorded since start, by level (the lists above keep only the latest).
+    counts: [AtomicU64; 3],
+    /// Wakes the D-Bus side to emit `FeedbackReceived(competition, validator)`.
+    arrived: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    /// Unix seconds, for `start_time` in the metrics.
+    pub started: f64,
+}
+
+impl SoundsRight {
+    /// Opens the feedback store under `state_dir`.
+    pub fn open(
+        config: SoundsrightConfig,
+        hotkey: String,
+        state_dir: &Path,
+        arrived: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    ) -> Result<SoundsRight> {
+        let feedback = JobStore::open(&state_dir.join("feedback"))?;
+        Ok(SoundsRight {
+            config,
+            hotkey,
+            feedback: Mutex::new(feedback),
+            events: Mutex::new(Default::default()),
+            counts: Default::default(),
+            arrived,
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        })
+    }
+
+    /// The competition this hotkey serves, if a model is configured.
+    pub fn competition(&self) -> Option<&str> {
+        self.config.model().map(|(c, _)| c)
+    }
+
+    /// The answer fields for `synapse` from `caller`: the model ids when it asks about our
+    /// competition, `data: null` for the others (as upstream, whose unset models are `None`).
+    pub fn answer(
+        &self,
+        synapse: &str,
+        caller: &str,
+        request: Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        if synapse == FEEDBACK_SYNAPSE {
+            return self.store_feedback(caller, request);
+        }
+        let asked = COMPETITION_SYNAPSES
+            .iter()
+            .find(|(s, _)| *s == synapse)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| Error::Invalid(format!("not a SoundsRight synapse: {synapse}")))?;
+        let data = match self.config.model() {
+            Some((comp, m)) if comp == asked => json!({
+                "hf_model_namespace": m.namespace,
+                "hf_model_name": m.name,
+                "hf_model_revision": m.revision,
+            }),
+            _ => Value::Null,
+        };
+        let level = if data.is_null() {
+            Level::Warning
+        } else {
+            Level::Success
+        };
+        self.event(
+            level,
+            format!("{synapse} from {caller}: answered {}", short(&data)),
+        );
+        // Upstream sets only `data`; `subnet_version` goes back as the validator sent it.
+        let mut out = Map::new();
+        out.insert("data".into(), data);
+        if let Some(v) = request.get("subnet_version") {
+            out.insert("subnet_version".into(), v.clone());
+        }
+        Ok(out)
+    }
+
+    fn store_feedback(
+        &self,
+        caller: &str,
+        mut request: Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        let competition = match request.remove("competition") {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        };
+        let record = Feedback {
+            id: taominer_core::store::new_job_id(),
+            received: taominer_core::store::unix_now(),
+            validator: caller.to_string(),
+            competition: competition.clone(),
+            data: request.remove("data").unwrap_or(Value::Null),
+            best_models: request.remove("best_models").unwrap_or(Value::Null),
+            subnet_version: request.get("subnet_version").and_then(Value::as_i64),
+        };
+        {
+            let mut store = self.feedback.lock().unwrap_or_else(|p| p.into_inner());
+            store.put(record.clone())?;
+            // Oldest first: drop from the front.
+            let excess = store.len().saturating_sub(self.config.feedback_keep);
+            let old: Vec<String> = store.all().take(excess).map(|f| f.id.clone()).collect();
+            for id in old {
+                store.remove(&id)?;
+            }
+        }
+        let comp = competition.unwrap_or_default();
+        tracing::info!(
+            VALIDATOR = caller,
+            COMPETITION = comp.as_str(),
+            "feedback received from {caller} for {comp}"
+        );
+        self.event(Level::Success, format!("feedback from {caller} for {comp}"));
+        let _ = self.arrived.send((comp.clone(), caller.to_string()));
+        // Upstream stores nothing and returns the synapse as received.
+        let mut out = Map::new();
+        out.insert("competition".into(), json!(record.competition));
+        out.insert("data".into(), record.data);
+        out.insert("best_models".into(), record.best_models);
+        if let Some(v) = record.subnet_version {
+            out.insert("subnet_version".into(), json!(v));
+        }
+        Ok(out)
+    }
+
+    /// How many feedback records are kept.
+    pub fn feedback_count(&self) -> usize {
+        self.feedback
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Every stored feedback, newest first.
+    pub fn feedback(&self) -> Vec<Feedback> {
+        let store = self.feedback.lock().unwrap_or_else(|p| p.into_inner());
+        store.all().rev().cloned().collect()
+    }
+
+    /// Records an event for `/healthcheck/events` under `success`, `warning` or `error`, as
+    /// upstream's logger does, the latest [`EVENTS_KEPT`] of each.
+    pub fn event(&self, level: Level, message: String) {
+        self.counts[level as usize].fetch_add(1, Ordering::Relaxed);
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let list = &mut events[level as usize];
+        if list.len() == EVENTS_KEPT {
+            list.pop_front();
+        }
+        list.push_back(json!({
+            "timestamp": Civil::now().python_str(),
+            "message": message,
+        }));
+    }
+
+    /// `{"warning": [...], "error": [...], "success": [...]}`, oldest first.
+    pub fn events(&self) -> Value {
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let list = |l: Level| Value::Array(events[l as usize].iter().cloned().collect());
+        json!({
+            "warning": list(Level::Warning),
+            "error": list(Level::Error),
+            "success": list(Level::Success),
+        })
+    }
+
+    /// How many events of `level` were recorded since start.
+    pub fn event_count(&self, level: Level) -> u64 {
+        self.counts[level as usize].load(Ordering::Relaxed)
+    }
+
+    /// `{competition: {hf_model_namespace, …}}` for the model served.
+    pub fn current_models(&self) -> Value {
+        let mut m = Map::new();
+        if let Some((comp, model)) = self.config.model() {
+            m.insert(
+                comp.to_string(),
+                json!({
+                    "hf_model_namespace": model.namespace,
+                    "hf_model_name": model.name,
+                    "hf_model_revision": model.revision,
+                }),
+            );
+        }
+        Value::Object(m)
+    }
+}
+
+/// A one-line form of an answer for logs.
+fn short(data: &Value) -> String {
+    match data {
+        Value::Null => "no model".into(),
+        Value::Object(m) => format!(
+            "{}/{}@{}",
+            m.get("hf_model_namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            m.get("hf_model_name").and_then(Value::as_str).unwrap_or(""),
+            m.get("hf_model_revision")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        ),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taominer_core::config::SoundsrightModel;
+
+    fn miner(
+        dir: &Path,
+        keep: usize,
+    ) -> (
+        SoundsRight,
+        tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    ) {
+        let mut config = SoundsrightConfig {
+            feedback_keep: keep,
+            ..Default::default()
+        };
+        config.models.insert(
+            "DEREVERBERATION_16000HZ".into(),
+            SoundsrightModel {
+                namespace: "alice".into(),
+                name: "dereverb".into(),
+                revision: "ab".repeat(20),
+            },
+        );
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (
+            SoundsRight::open(config, "5Hot".into(), dir, tx).unwrap(),
+            rx,
+        )
+    }
+
+    #[test]
+    fn answers_only_for_the_competition_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sr, _rx) = miner(dir.path(), 10);
+        let mut req = Map::new();
+        req.insert("subnet_version".into(), json!(2014));
+        let ours = sr
+            .answer("Dereverberation_16kHz_Protocol", "5V", req)
+            .unwrap();
+        assert_eq!(ours["data"]["hf_model_name"], "dereverb");
+        assert_eq!(ours["data"]["hf_model_revision"], "ab".repeat(20));
+        assert_eq!(ours["subnet_version"], json!(2014));
+        let other = sr
+            .answer("Denoising_48kHz_Protocol", "5V", Map::new())
+            .unwrap();
+        assert_eq!(other["data"], Value::Null);
+        assert!(sr.answer("ImageSynapse", "5V", Map::new()).is_err());
+    }
+
+    #[test]
+    fn feedback_is_kept_durably_newest_first_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sr, mut rx) = miner(dir.path(), 2);
+        for i in 0..3 {
+            let mut req = Map::new();
+            req.insert("competition".into(), json!("DEREVERBERATION_16000HZ"));
+            req.insert("data".into(), json!({"PESQ": {"average": i}}));
+            req.insert("best_models".into(), json!([]));
+            req.insert("subnet_version".into(), json!(7));
+            sr.answer(FEEDBACK_SYNAPSE, &format!("5V{i}"), req).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(rx.try_recv().unwrap().1, "5V0");
+        drop(sr);
+        // Reopened: what was kept survived, the oldest is gone.
+        let (sr, _rx) = miner(dir.path(), 2);
+        let kept = sr.feedback();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].validator, "5V2");
+        assert_eq!(kept[1].data["PESQ"]["average"], 1);
+        assert_eq!(kept[0].subnet_version, Some(7));
+    }
+}
