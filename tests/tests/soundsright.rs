@@ -14,7 +14,9 @@
 //!   SDK reads exactly what the validator's check recomputes (`miner_check.py commitment`); a
 //!   restart writes nothing more, a new revision writes once more, a revision the Hub does not
 //!   have fails with the reason, and a Dockerfile that runs as root is refused before anything is
-//!   committed;
+//!   committed; a model directory published with `minerctl publish` is uploaded, checked and
+//!   committed the same way; the axon names whichever model the chain holds for us, whatever
+//!   revision its configuration started with;
 //! * two competitions, or a branch name instead of a commit, stop the daemons with exit 78 and the
 //!   key named.
 
@@ -171,7 +173,7 @@ fn validators_get_the_model_ids_and_their_feedback_is_kept() {
     let status = String::from_utf8_lossy(&minerctl(&bus, &["status"]).stdout).to_string();
     assert!(
         status.contains(&format!(
-            "serving alice/dereverb@{} for {COMPETITION}",
+            "serving alice/dereverb@{} for {COMPETITION} (config)",
             &REV[..12]
         )) && status.contains("1 feedback"),
         "{status}"
@@ -293,6 +295,21 @@ impl Online {
             .unwrap_or_default()
     }
 
+    /// Waits until the predictor names `rev` (from `source`).
+    fn assert_serving(&self, rev: &str, source: &str, log: &Path) {
+        let want = format!("alice/dereverb@{} for {COMPETITION} ({source})", &rev[..12]);
+        let mut status = String::new();
+        assert!(
+            eventually(Duration::from_secs(40), || {
+                status =
+                    String::from_utf8_lossy(&minerctl(&self.bus, &["status"]).stdout).into_owned();
+                status.contains(&want)
+            }),
+            "predictor never served {want}: {status}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
     /// Waits until the job for `rev` ends; returns it.
     fn job_for(&self, rev: &str) -> serde_json::Value {
         let mut found = serde_json::Value::Null;
@@ -395,6 +412,30 @@ fn the_configured_model_is_checked_on_the_hub_and_committed_once_per_revision() 
     commitment_check(&chain, &rev2);
     assert_eq!(chain.rpc("dev_extrinsicCount", serde_json::json!([])), 2);
 
+    // The axon, configured with the first revision, names the one the chain holds.
+    let predictor_log = d.join("predictor.log");
+    let mut predictor = Spawn::new("predictor", &s.bus, &d.join("predictor"))
+        .arg("--config")
+        .arg(s.config.to_str().unwrap())
+        .arg("--set")
+        .arg("predictor.listen=\"127.0.0.1:0\"")
+        .arg("--set")
+        .arg(&format!(
+            "soundsright.models.{COMPETITION}.namespace=\"alice\""
+        ))
+        .arg("--set")
+        .arg(&format!(
+            "soundsright.models.{COMPETITION}.name=\"dereverb\""
+        ))
+        .arg("--set")
+        .arg(&format!(
+            "soundsright.models.{COMPETITION}.revision=\"{rev1}\""
+        ))
+        .log_to(&predictor_log)
+        .start();
+    predictor.assert_ready();
+    s.assert_serving(&rev2, "chain", &predictor_log);
+
     // A commit the Hub does not have.
     let missing = "ffffffffffffffffffffffffffffffffffffffff";
     s.serve_revision(missing);
@@ -417,6 +458,29 @@ fn the_configured_model_is_checked_on_the_hub_and_committed_once_per_revision() 
     );
     assert_eq!(chain.rpc("dev_extrinsicCount", serde_json::json!([])), 2);
     commitment_check(&chain, &rev2);
+
+    // A model repository published from a local directory: uploaded, checked, committed, and
+    // the axon names it.
+    model_repo(&d.join("v4"), GOOD_DOCKERFILE, 4);
+    let out = minerctl(
+        &s.bus,
+        &["publish", d.join("v4").to_str().unwrap(), "--wait", "120"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = s
+        .jobs()
+        .into_iter()
+        .find(|j| j["source"].as_str() == d.join("v4").to_str())
+        .unwrap();
+    assert_eq!(job["state"], "committed", "{job}");
+    let rev4 = job["commit"].as_str().unwrap().to_string();
+    commitment_check(&chain, &rev4);
+    assert_eq!(chain.rpc("dev_extrinsicCount", serde_json::json!([])), 3);
+    s.assert_serving(&rev4, "chain", &predictor_log);
 }
 
 #[test]

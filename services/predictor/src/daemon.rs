@@ -26,6 +26,9 @@ use crate::queue::{self, Queue};
 use crate::serving::{self, Loader, Slot, Stats};
 use crate::soundsright::SoundsRight;
 
+/// How often a SoundsRight axon checks which model the chain holds for us (seconds).
+const FOLLOW_COMMITMENT_S: u64 = 12;
+
 /// Runs the daemon until shutdown.
 pub async fn run(daemon: Daemon) -> anyhow::Result<()> {
     let _lock = daemon.lock_state()?;
@@ -102,7 +105,11 @@ pub async fn run(daemon: Daemon) -> anyhow::Result<()> {
             listen: bound.to_string(),
             soundsright: Some(sr.clone()),
         };
-        (Synapses::SoundsRight(sr), shared, Err(feedback))
+        (
+            Synapses::SoundsRight(sr.clone()),
+            shared,
+            Err((sr, feedback)),
+        )
     } else {
         let model_path = cfg.model_path.clone().unwrap_or_default();
         let slot = Arc::new(Slot::default());
@@ -192,7 +199,12 @@ pub async fn run(daemon: Daemon) -> anyhow::Result<()> {
             ));
             Some(worker)
         }
-        Err(mut feedback) => {
+        Err((sr, mut feedback)) => {
+            tasks.spawn(crate::soundsright::follow_commitment(
+                conn.clone(),
+                sr,
+                Duration::from_secs(FOLLOW_COMMITMENT_S),
+            ));
             tasks.spawn(async move {
                 while let Some((competition, validator)) = feedback.recv().await {
                     if let Err(e) =

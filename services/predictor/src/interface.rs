@@ -55,12 +55,14 @@ impl Shared {
         );
         if let Some(sr) = &self.soundsright {
             let feedback = sr.feedback_count();
-            return match sr.config.model() {
-                Some((comp, m)) => format!(
-                    "serving {}/{}@{} for {comp} on {}; {counts}; {feedback} feedback",
-                    m.namespace,
-                    m.name,
-                    &m.revision[..m.revision.len().min(12)],
+            return match sr.served() {
+                Some(s) => format!(
+                    "serving {}/{}@{} for {} ({}) on {}; {counts}; {feedback} feedback",
+                    s.model.namespace,
+                    s.model.name,
+                    &s.model.revision[..s.model.revision.len().min(12)],
+                    s.competition,
+                    s.source,
                     self.listen
                 ),
                 None => format!(

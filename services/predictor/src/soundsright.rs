@@ -10,11 +10,13 @@
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use taominer_core::config::SoundsrightConfig;
+use taominer_core::bus::{CommitterProxy, PublisherProxy};
+use taominer_core::config::{SoundsrightConfig, SoundsrightModel};
 use taominer_core::store::{Civil, Job, JobStore};
 
 use crate::error::{Error, Result};
@@ -80,9 +82,20 @@ impl Job for Feedback {
     }
 }
 
+/// The model the axon names, and where that came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    pub competition: String,
+    pub model: SoundsrightModel,
+    /// `config` (soundsright.models), or `chain` (the publisher's job whose commitment the chain
+    /// holds for our hotkey).
+    pub source: &'static str,
+}
+
 /// The SoundsRight side of the predictor, shared by the axon, the healthcheck API and D-Bus.
 pub struct SoundsRight {
     pub config: SoundsrightConfig,
+    served: std::sync::RwLock<Option<Served>>,
     pub hotkey: String,
     feedback: Mutex<JobStore<Feedback>>,
     events: Mutex<[VecDeque<Value>; 3]>,
@@ -103,7 +116,13 @@ impl SoundsRight {
         arrived: tokio::sync::mpsc::UnboundedSender<(String, String)>,
     ) -> Result<SoundsRight> {
         let feedback = JobStore::open(&state_dir.join("feedback"))?;
+        let served = config.model().map(|(c, m)| Served {
+            competition: c.to_string(),
+            model: m.clone(),
+            source: "config",
+        });
         Ok(SoundsRight {
+            served: std::sync::RwLock::new(served),
             config,
             hotkey,
             feedback: Mutex::new(feedback),
@@ -117,9 +136,27 @@ impl SoundsRight {
         })
     }
 
-    /// The competition this hotkey serves, if a model is configured.
-    pub fn competition(&self) -> Option<&str> {
-        self.config.model().map(|(c, _)| c)
+    /// The model the axon names now.
+    pub fn served(&self) -> Option<Served> {
+        self.served
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Names `next` from now on; returns whether that changed anything.
+    pub fn serve(&self, next: Served) -> bool {
+        let mut served = self.served.write().unwrap_or_else(|p| p.into_inner());
+        if served.as_ref() == Some(&next) {
+            return false;
+        }
+        *served = Some(next);
+        true
+    }
+
+    /// The competition this hotkey serves, if it has a model.
+    pub fn competition(&self) -> Option<String> {
+        self.served().map(|s| s.competition)
     }
 
     /// The answer fields for `synapse` from `caller`: the model ids when it asks about our
@@ -138,11 +175,11 @@ impl SoundsRight {
             .find(|(s, _)| *s == synapse)
             .map(|(_, c)| *c)
             .ok_or_else(|| Error::Invalid(format!("not a SoundsRight synapse: {synapse}")))?;
-        let data = match self.config.model() {
-            Some((comp, m)) if comp == asked => json!({
-                "hf_model_namespace": m.namespace,
-                "hf_model_name": m.name,
-                "hf_model_revision": m.revision,
+        let data = match self.served() {
+            Some(s) if s.competition == asked => json!({
+                "hf_model_namespace": s.model.namespace,
+                "hf_model_name": s.model.name,
+                "hf_model_revision": s.model.revision,
             }),
             _ => Value::Null,
         };
@@ -259,18 +296,79 @@ impl SoundsRight {
     /// `{competition: {hf_model_namespace, …}}` for the model served.
     pub fn current_models(&self) -> Value {
         let mut m = Map::new();
-        if let Some((comp, model)) = self.config.model() {
+        if let Some(s) = self.served() {
             m.insert(
-                comp.to_string(),
+                s.competition,
                 json!({
-                    "hf_model_namespace": model.namespace,
-                    "hf_model_name": model.name,
-                    "hf_model_revision": model.revision,
+                    "hf_model_namespace": s.model.namespace,
+                    "hf_model_name": s.model.name,
+                    "hf_model_revision": s.model.revision,
                 }),
             );
         }
         Value::Object(m)
     }
+}
+
+/// Keeps the axon naming the model whose commitment the chain holds for our hotkey.
+///
+/// Validators hash the ids we answer with and compare them with our commitment, so the ids must
+/// be the committed ones: after `minerctl publish` of a new model, or while a newly configured
+/// model is still being checked, the chain holds another model than `soundsright.models` names.
+/// Every `every`, the committer tells what the chain (offline: its ledger) holds and the
+/// publisher which job wrote it; a commitment no job of ours wrote leaves the configured model.
+pub async fn follow_commitment(conn: zbus::Connection, miner: Arc<SoundsRight>, every: Duration) {
+    loop {
+        match committed_model(&conn, &miner.hotkey).await {
+            Ok(Some(next)) => {
+                let label = format!(
+                    "{}/{}@{} for {}",
+                    next.model.namespace, next.model.name, next.model.revision, next.competition
+                );
+                if miner.serve(next) {
+                    tracing::info!("serving the committed model {label}");
+                    miner.event(
+                        Level::Success,
+                        format!("serving the committed model {label}"),
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(
+                "cannot read the committed model yet: {}",
+                taominer_core::bus::error_message(&e)
+            ),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The model of the publisher job whose commitment the chain holds for `hotkey`, if any.
+async fn committed_model(conn: &zbus::Connection, hotkey: &str) -> zbus::Result<Option<Served>> {
+    let on_chain = CommitterProxy::new(conn).await?.commitment(hotkey).await?;
+    if on_chain.is_empty() {
+        return Ok(None);
+    }
+    let jobs = PublisherProxy::new(conn).await?.jobs().await?;
+    let Some(job) = jobs
+        .iter()
+        .rev()
+        .find(|j| j.commitment == on_chain && j.state == "committed")
+    else {
+        return Ok(None);
+    };
+    let Some((namespace, name)) = job.repo.split_once('/') else {
+        return Ok(None);
+    };
+    Ok(Some(Served {
+        competition: job.competition.clone(),
+        model: SoundsrightModel {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            revision: job.commit.clone(),
+        },
+        source: "chain",
+    }))
 }
 
 /// A one-line form of an answer for logs.
@@ -294,7 +392,6 @@ fn short(data: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use taominer_core::config::SoundsrightModel;
 
     fn miner(
         dir: &Path,

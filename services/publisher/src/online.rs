@@ -220,8 +220,15 @@ fn hash_download(
     }
     let paths: Vec<&Path> = entries.iter().map(|e| e.path.as_path()).collect();
     let digests = hash::file_digests(&paths)?;
-    // A declared model is whatever the Hub holds at the configured commit.
-    for (e, d) in entries.iter().zip(&digests).filter(|_| !job.declared) {
+    // A declared model is whatever the Hub holds at the configured commit. Validators that clone
+    // the whole repository (SoundsRight) also get the `.gitattributes` the Hub wrote, which we
+    // did not stage; it is theirs, and it is hashed like every other file.
+    let ours = |rel: &str| !(rel == ".gitattributes" && !job.digests.contains_key(rel));
+    for (e, d) in entries
+        .iter()
+        .zip(&digests)
+        .filter(|(e, _)| !job.declared && ours(&e.rel))
+    {
         let hex = hex::encode(d);
         if job.digests.get(&e.rel) != Some(&hex) {
             return Err(Error::Invalid(format!(
