@@ -152,7 +152,7 @@ fn transformers_loads_our_checkpoint_and_computes_the_same_loss() {
 /// Proves a real training signal: 200 steps lower the held-out eval loss from the untrained
 /// model's (~ln 400 = 6.0) by at least 2 nats. Also drives pause/start over D-Bus.
 #[test]
-fn two_hundred_steps_lower_the_eval_loss() {
+fn two_hundred_steps_lower_the_eval_loss_and_the_live_views_show_it() {
     let fx = Fixture::new();
     let bus = Bus::start();
     let state = fx.path("state");
@@ -211,6 +211,45 @@ fn two_hundred_steps_lower_the_eval_loss() {
     );
     let best = done["best_loss"].as_f64().unwrap();
     assert!(best <= last + 1e-12);
+
+    // The live views read the same run: the loss curve as a PNG (a training point per
+    // evaluation after the first), `top` and the Prometheus exposition.
+    let png = fx.path("loss.png");
+    let out = minerctl(&bus, &["plot", "loss", "--out", png.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let evals = history.len();
+    assert!(
+        said.contains(&format!(
+            "{} training and {evals} evaluation points",
+            evals - 1
+        )),
+        "{said} vs run.json {history:?}"
+    );
+    assert_eq!(
+        run_index(&state)["train_history"].as_array().map(Vec::len),
+        Some(evals - 1)
+    );
+    let bytes = read(&png);
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&bytes[16..24], &[0, 0, 3, 132, 0, 0, 2, 8], "900x520");
+    let top = String::from_utf8_lossy(&minerctl(&bus, &["top", "--once"]).stdout).into_owned();
+    assert!(top.contains("trainer    finished   step 200"), "{top}");
+    assert!(top.contains("publisher  down"), "{top}");
+    let metrics = String::from_utf8_lossy(&minerctl(&bus, &["metrics"]).stdout).into_owned();
+    assert!(metrics.contains("taominer_trainer_step 200\n"), "{metrics}");
+    assert!(
+        metrics.contains("taominer_up{daemon=\"trainer\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("taominer_trainer_best_loss {best}\n")),
+        "{metrics}"
+    );
     assert_eq!(d.terminate().map(|s| s.success()), Some(true));
 }
 

@@ -282,6 +282,9 @@ pub trait Committer {
 pub trait Trainer {
     async fn start(&self) -> zbus::Result<()>;
     async fn pause(&self) -> zbus::Result<()>;
+    /// (train, eval) loss histories: (step, loss) pairs, oldest first.
+    #[allow(clippy::type_complexity)]
+    async fn history(&self) -> zbus::Result<(Vec<(u64, f64)>, Vec<(u64, f64)>)>;
     async fn status(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;

@@ -37,6 +37,27 @@ enum Command {
         #[command(subcommand)]
         action: PredictorAction,
     },
+    /// The whole appliance on one screen, refreshed: each daemon's state, training step, loss,
+    /// tokens/s, ETA, jobs in flight, the last commitment and its block, requests served.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print one frame and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Plot the trainer's loss history.
+    Plot {
+        #[command(subcommand)]
+        what: PlotWhat,
+    },
+    /// The figures of `top` in Prometheus' text format: printed once, or served on --listen.
+    Metrics {
+        /// Serve GET /metrics on this address (e.g. 127.0.0.1:9101) until Ctrl-C.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
     /// SoundsRight validators' feedback (benchmark results), newest first.
     Feedback {
         /// Show at most this many.
@@ -133,6 +154,15 @@ enum PredictorAction {
 }
 
 #[derive(Debug, Subcommand)]
+enum PlotWhat {
+    /// Training and evaluation loss by step, as a PNG.
+    Loss {
+        #[arg(long, value_name = "FILE", default_value = "loss.png")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum TrainAction {
     /// Start (or resume) training.
     Start,
@@ -204,6 +234,30 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Train { action } => train(&cli.bus, action).await,
         Command::Predictor { action } => predictor(&cli.bus, action).await,
         Command::Feedback { limit, json } => feedback(&cli.bus, limit, json).await,
+        Command::Top { interval, once } => {
+            let conn = connect(&cli.bus).await?;
+            let every = std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0));
+            crate::top::run(&conn, every, once).await;
+            Ok(())
+        }
+        Command::Plot {
+            what: PlotWhat::Loss { out },
+        } => plot_loss(&cli.bus, &out).await,
+        Command::Metrics { listen } => {
+            let conn = connect(&cli.bus).await?;
+            match listen {
+                Some(addr) => crate::metrics::serve(conn, &addr)
+                    .await
+                    .map_err(|e| CtlError::Failed(format!("--listen {addr}: {e}"))),
+                None => {
+                    print!(
+                        "{}",
+                        crate::metrics::exposition(&crate::snapshot::Snapshot::read(&conn).await)
+                    );
+                    Ok(())
+                }
+            }
+        }
     }
 }
 
@@ -696,6 +750,26 @@ async fn train(bus: &BusSpec, action: TrainAction) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn plot_loss(bus: &BusSpec, out: &std::path::Path) -> Result<()> {
+    let conn = connect(bus).await?;
+    let err = |e| call_error(Part::Trainer, e);
+    let t = TrainerProxy::new(&conn).await.map_err(err)?;
+    let (train, eval) = t.history().await.map_err(err)?;
+    let points = |v: &[(u64, f64)]| -> Vec<crate::plot::Point> {
+        v.iter()
+            .map(|&(step, loss)| crate::plot::Point { step, loss })
+            .collect()
+    };
+    crate::plot::write_png(out, &points(&train), &points(&eval)).map_err(CtlError::Failed)?;
+    println!(
+        "{}: {} training and {} evaluation points",
+        out.display(),
+        train.len(),
+        eval.len()
+    );
     Ok(())
 }
 

@@ -1,7 +1,12 @@
 //! `minerctl`: the command line for a running taominer appliance. Wiring only; each subcommand
-//! lives in [`commands`].
+//! lives in [`commands`]; the live views in [`top`], [`metrics`] and [`plot`], reading
+//! [`snapshot`].
 
 mod commands;
+mod metrics;
+mod plot;
+mod snapshot;
+mod top;
 
 use clap::Parser;
 

@@ -223,7 +223,7 @@ fn hash_download(
     // A declared model is whatever the Hub holds at the configured commit. Validators that clone
     // the whole repository (SoundsRight) also get the `.gitattributes` the Hub wrote, which we
     // did not stage; it is theirs, and it is hashed like every other file.
-    let ours = |rel: &str| !(rel == ".gitattributes" && !job.digests.contains_key(rel));
+    let ours = |rel: &str| rel != ".gitattributes" || job.digests.contains_key(rel);
     for (e, d) in entries
         .iter()
         .zip(&digests)

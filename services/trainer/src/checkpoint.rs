@@ -265,6 +265,9 @@ pub struct RunIndex {
     pub candidates: Vec<Candidate>,
     /// (step, eval loss) of every evaluation, for `minerctl` and plots.
     pub history: Vec<(u64, f64)>,
+    /// (step, mean training loss since the previous evaluation), recorded at each evaluation.
+    #[serde(default)]
+    pub train_history: Vec<(u64, f64)>,
 }
 
 impl RunIndex {

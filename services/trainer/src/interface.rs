@@ -57,6 +57,13 @@ impl TrainerService {
         self.shared.progress().line()
     }
 
+    /// The loss history: (step, mean training loss since the previous evaluation) and
+    /// (step, eval loss), one entry per evaluation, oldest first.
+    async fn history(&self) -> (Vec<(u64, f64)>, Vec<(u64, f64)>) {
+        let p = self.shared.progress();
+        (p.train_history, p.eval_history)
+    }
+
     /// `idle` (nothing configured to train), `starting`, `training`, `pausing`, `paused`,
     /// `finished` or `failed`.
     #[zbus(property)]

@@ -42,6 +42,10 @@ pub struct Progress {
     pub parameters: u64,
     pub last_error: String,
     pub candidates: u64,
+    /// (step, eval loss) of every evaluation, and (step, mean training loss since the one
+    /// before) recorded with it: `minerctl plot loss`.
+    pub eval_history: Vec<(u64, f64)>,
+    pub train_history: Vec<(u64, f64)>,
 }
 
 impl Default for Progress {
@@ -58,6 +62,8 @@ impl Default for Progress {
             parameters: 0,
             last_error: String::new(),
             candidates: 0,
+            eval_history: Vec::new(),
+            train_history: Vec::new(),
         }
     }
 }
@@ -255,6 +261,8 @@ pub struct Run {
     state: RunState,
     save_dtype: DType,
     competition: String,
+    /// Training losses since the last evaluation (sum, steps), for the train-loss history.
+    window: (f64, u64),
 }
 
 /// What identifies a run across restarts: the model's shape and the data.
@@ -433,6 +441,8 @@ impl Run {
             p.loss = state.train_loss.unwrap_or(f64::NAN);
             p.parameters = parameter_count(&model.params);
             p.candidates = store.index.candidates.len() as u64;
+            p.eval_history = store.index.history.clone();
+            p.train_history = store.index.train_history.clone();
         });
         tracing::info!(
             "model: {} parameters, {} layers, hidden {}, vocab {}; device {}, compute {:?}",
@@ -456,6 +466,7 @@ impl Run {
             store,
             state,
             competition,
+            window: (0.0, 0),
         })
     }
 
@@ -472,7 +483,10 @@ impl Run {
             let loss = self.eval_loss(shared)?;
             tracing::info!(STEP = 0, "eval loss {loss:.4} before training");
             self.store.index.history.push((0, loss));
-            shared.update(|p| p.eval_loss = loss);
+            shared.update(|p| {
+                p.eval_loss = loss;
+                p.eval_history.push((0, loss));
+            });
         }
         loop {
             match shared.control() {
@@ -547,6 +561,7 @@ impl Run {
                 )));
             }
             self.state.train_loss = Some(loss);
+            self.window = (self.window.0 + loss, self.window.1 + 1);
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             let now = tokens_per_step / secs;
             rate = if rate == 0.0 {
@@ -658,6 +673,16 @@ impl Run {
         let loss = self.eval_loss(shared)?;
         self.state.eval_loss = Some(loss);
         self.store.index.history.push((self.state.step, loss));
+        let step = self.state.step;
+        let train = (self.window.1 > 0).then(|| (step, self.window.0 / self.window.1 as f64));
+        self.window = (0.0, 0);
+        if let Some(point) = train {
+            self.store.index.train_history.push(point);
+        }
+        shared.update(|p| {
+            p.eval_history.push((step, loss));
+            p.train_history.extend(train);
+        });
         let improved = self.state.best_loss.is_none_or(|b| loss < b);
         tracing::info!(
             STEP = self.state.step,

@@ -1,0 +1,157 @@
+//! One reading of every daemon's figures over D-Bus, for `minerctl top` and `minerctl metrics`.
+//!
+//! Both views show the same numbers, so they are gathered in one place; a daemon that is down is
+//! a row that says so, never an error that hides the others.
+
+use taominer_core::bus::{
+    self, CommitterProxy, Part, PredictorProxy, PublisherProxy, TrainerProxy,
+};
+
+/// The trainer's figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trainer {
+    pub state: String,
+    pub step: u64,
+    pub epoch: u64,
+    pub loss: f64,
+    pub eval_loss: f64,
+    pub best_loss: f64,
+    pub tokens_per_second: f64,
+    pub eta_seconds: f64,
+    pub candidates: u64,
+    pub last_error: String,
+}
+
+/// The publisher's jobs, counted by state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Publisher {
+    pub state: String,
+    pub jobs: Vec<(String, u64)>,
+    pub in_flight: u64,
+    pub last: Option<bus::PublishJobInfo>,
+}
+
+/// The committer's last commitment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Committer {
+    pub state: String,
+    pub commitments: u64,
+    pub last: Option<bus::CommitmentRecord>,
+}
+
+/// The axon's counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Predictor {
+    pub state: String,
+    pub status: String,
+    pub served: u64,
+    pub rejected: u64,
+    pub queued: u64,
+}
+
+/// Each daemon's figures, `None` when it is not on the bus.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub trainer: Option<Trainer>,
+    pub publisher: Option<Publisher>,
+    pub committer: Option<Committer>,
+    pub predictor: Option<Predictor>,
+}
+
+/// Publish job states that still owe work.
+const PENDING: [&str; 5] = ["received", "staged", "uploaded", "hashed", "handed-off"];
+
+impl Snapshot {
+    /// Reads every daemon once.
+    pub async fn read(conn: &zbus::Connection) -> Snapshot {
+        Snapshot {
+            trainer: up(Part::Trainer, trainer(conn).await),
+            publisher: up(Part::Publisher, publisher(conn).await),
+            committer: up(Part::Committer, committer(conn).await),
+            predictor: up(Part::Predictor, predictor(conn).await),
+        }
+    }
+}
+
+/// A daemon that does not answer is shown as down; why goes to the debug log.
+fn up<T>(part: Part, r: zbus::Result<T>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::debug!("{part}: {}", bus::error_message(&e));
+            None
+        }
+    }
+}
+
+async fn trainer(conn: &zbus::Connection) -> zbus::Result<Trainer> {
+    let t = TrainerProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    Ok(Trainer {
+        state: t.state().await?,
+        step: t.step().await?,
+        epoch: t.epoch().await?,
+        loss: t.loss().await?,
+        eval_loss: t.eval_loss().await?,
+        best_loss: t.best_loss().await?,
+        tokens_per_second: t.tokens_per_second().await?,
+        eta_seconds: t.eta().await?,
+        candidates: t.candidates().await?,
+        last_error: t.last_error().await?,
+    })
+}
+
+async fn publisher(conn: &zbus::Connection) -> zbus::Result<Publisher> {
+    let p = PublisherProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    let state = p.state().await?;
+    let all = p.jobs().await?;
+    let mut jobs: Vec<(String, u64)> = Vec::new();
+    for j in &all {
+        match jobs.iter_mut().find(|(s, _)| *s == j.state) {
+            Some((_, n)) => *n += 1,
+            None => jobs.push((j.state.clone(), 1)),
+        }
+    }
+    Ok(Publisher {
+        state,
+        in_flight: all
+            .iter()
+            .filter(|j| PENDING.contains(&j.state.as_str()))
+            .count() as u64,
+        jobs,
+        last: all.into_iter().next_back(),
+    })
+}
+
+async fn committer(conn: &zbus::Connection) -> zbus::Result<Committer> {
+    let c = CommitterProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    let state = c.state().await?;
+    let records = c.commitments().await?;
+    Ok(Committer {
+        state,
+        commitments: records.len() as u64,
+        last: records.into_iter().max_by_key(|r| r.block),
+    })
+}
+
+async fn predictor(conn: &zbus::Connection) -> zbus::Result<Predictor> {
+    let p = PredictorProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    Ok(Predictor {
+        state: p.state().await?,
+        status: p.status().await?,
+        served: p.served().await?,
+        rejected: p.rejected().await?,
+        queued: p.queued().await?,
+    })
+}
