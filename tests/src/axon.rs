@@ -7,6 +7,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use taominer_core::wallet::Hotkey;
@@ -262,4 +264,71 @@ pub fn ort_library() -> std::path::PathBuf {
 pub fn base64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Runs the venv's Python in the repository root; returns stdout.
+fn predictor_python(args: &[&str], what: &str) -> String {
+    let out = crate::run_ok(
+        std::process::Command::new(crate::venv_python())
+            .args(args)
+            .current_dir(crate::repo_root()),
+        what,
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A script under `tests/predictor/`.
+fn predictor_script(name: &str) -> String {
+    crate::repo_root()
+        .join("tests/predictor")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Builds a test model; `extra` are make_model.py flags.
+pub fn make_model(path: &Path, seed: u64, extra: &[&str]) {
+    let mut args = vec![
+        predictor_script("make_model.py"),
+        path.display().to_string(),
+        "--seed".into(),
+        seed.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    predictor_python(&refs, "make_model.py");
+}
+
+/// Test images (JPEG as validators send them, PNG of PIL's decoded pixels).
+pub fn make_images(dir: &Path) {
+    predictor_python(
+        &[
+            &predictor_script("reference.py"),
+            "images",
+            dir.to_str().unwrap(),
+        ],
+        "reference.py images",
+    );
+}
+
+/// `miner-predictor predict` on images; returns the predictions in order.
+pub fn predict_cli(model: &Path, images: &[PathBuf], tensor_out: Option<&Path>) -> Vec<f64> {
+    let mut cmd = Command::new(crate::bin_dir().join("miner-predictor"));
+    cmd.arg("predict")
+        .arg("--model")
+        .arg(model)
+        .arg("--ort-library")
+        .arg(ort_library())
+        .args(images);
+    if let Some(d) = tensor_out {
+        cmd.arg("--tensor-out").arg(d);
+    }
+    let out = String::from_utf8(crate::run_ok(&mut cmd, "miner-predictor predict")).unwrap();
+    out.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["prediction"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
 }

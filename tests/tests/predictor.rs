@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use taominer_core::wallet::Hotkey;
-use taominer_tests::axon::{ort_library, Client, Spoil};
+use taominer_tests::axon::{make_images, make_model, ort_library, predict_cli, Client, Spoil};
 use taominer_tests::*;
 
 fn python(args: &[&str], what: &str) -> String {
@@ -39,51 +39,8 @@ fn script(name: &str) -> String {
         .to_string()
 }
 
-/// Builds a test model; `extra` are make_model.py flags.
-fn make_model(path: &Path, seed: u64, extra: &[&str]) {
-    let mut args = vec![
-        script("make_model.py"),
-        path.display().to_string(),
-        "--seed".into(),
-        seed.to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    python(&refs, "make_model.py");
-}
-
-/// Test images (JPEG as validators send them, PNG of PIL's decoded pixels).
-fn make_images(dir: &Path) {
-    python(
-        &[&script("reference.py"), "images", dir.to_str().unwrap()],
-        "reference.py images",
-    );
-}
-
 fn base64_of(path: &Path) -> String {
     taominer_tests::axon::base64(&std::fs::read(path).unwrap())
-}
-
-/// `miner-predictor predict` on images; returns the predictions in order.
-fn predict_cli(model: &Path, images: &[PathBuf], tensor_out: Option<&Path>) -> Vec<f64> {
-    let mut cmd = Command::new(bin_dir().join("miner-predictor"));
-    cmd.arg("predict")
-        .arg("--model")
-        .arg(model)
-        .arg("--ort-library")
-        .arg(ort_library())
-        .args(images);
-    if let Some(d) = tensor_out {
-        cmd.arg("--tensor-out").arg(d);
-    }
-    let out = String::from_utf8(run_ok(&mut cmd, "miner-predictor predict")).unwrap();
-    out.lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["prediction"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect()
 }
 
 /// A running predictor with its bus and state.
