@@ -203,6 +203,15 @@ impl Shared {
         let Ok(mut g) = self.control.lock() else {
             return Control::Stop;
         };
+        if *g == Control::Pause {
+            // Paused before the run began (a `Pause` while the daemon was starting): say so, or
+            // the state would read `starting` for as long as the pause lasts.
+            self.update(|p| {
+                if p.state == "starting" {
+                    p.state = "paused".into();
+                }
+            });
+        }
         while *g == Control::Pause {
             self.beat();
             g = match self.wake.wait_timeout(g, Duration::from_millis(500)) {
