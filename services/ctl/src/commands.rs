@@ -293,8 +293,22 @@ fn hash_dir(dir: &std::path::Path, hotkey: &str, profile: Profile, json: bool) -
             dir.display()
         )));
     }
-    let model_hash =
-        hash::model_hash_for(profile, dir).map_err(|e| CtlError::Failed(e.to_string()))?;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let bar = crate::progress::wanted().then(|| {
+        let total = hash::walk(dir, &|_| false)
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|e| std::fs::metadata(&e.path).ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        crate::progress::Bar::start("hashing", total, done.clone())
+    });
+    let model_hash = hash::model_hash_for_with(profile, dir, &done)
+        .map_err(|e| CtlError::Failed(e.to_string()))?;
+    drop(bar);
     let secure = hash::secure_hash_for(profile, &model_hash, hotkey);
     if json {
         let v = serde_json::json!({ "model_hash": model_hash, "secure_hash": secure });
@@ -403,13 +417,30 @@ async fn publish(
     let Some(secs) = wait else {
         return Ok(());
     };
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    let show = crate::progress::wanted();
+    let mut last_state = String::new();
     loop {
         let jobs = publisher
             .jobs()
             .await
             .map_err(|e| call_error(Part::Publisher, e))?;
         if let Some(job) = jobs.iter().find(|j| j.id == id) {
+            // Each step as it happens: received → staged → uploaded → hashed → handed-off.
+            if show && job.state != last_state {
+                eprintln!(
+                    "  {:>6.1}s  {}{}",
+                    started.elapsed().as_secs_f64(),
+                    job.state,
+                    if job.error.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", job.error)
+                    }
+                );
+                last_state = job.state.clone();
+            }
             match job.state.as_str() {
                 "committed" => {
                     eprintln!("committed at block {}: {}", job.block, job.commitment);

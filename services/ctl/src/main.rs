@@ -5,6 +5,7 @@
 mod commands;
 mod metrics;
 mod plot;
+mod progress;
 mod snapshot;
 mod top;
 

@@ -16,6 +16,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -31,10 +32,10 @@ const CHUNK: usize = 1 << 20;
 
 /// base64(sha256(contents of `path`)), taoverse `get_hash_of_file`.
 pub fn file_hash(path: &Path) -> Result<String> {
-    Ok(BASE64.encode(sha256_file(path)?))
+    Ok(BASE64.encode(sha256_file(path, &AtomicU64::new(0))?))
 }
 
-fn sha256_file(path: &Path) -> Result<[u8; 32]> {
+fn sha256_file(path: &Path, progress: &AtomicU64) -> Result<[u8; 32]> {
     let mut file = File::open(path).ctx("cannot open", path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
@@ -44,6 +45,7 @@ fn sha256_file(path: &Path) -> Result<[u8; 32]> {
             break;
         }
         hasher.update(&buf[..n]);
+        progress.fetch_add(n as u64, Ordering::Relaxed);
     }
     Ok(hasher.finalize().into())
 }
@@ -129,9 +131,14 @@ fn non_utf8(path: &Path) -> Error {
 /// File hashes are independent, so they are computed on all cores and then fed to the directory
 /// hash in walk order; the result is identical to the sequential Python.
 pub fn model_hash(dir: &Path) -> Result<String> {
+    model_hash_with(dir, &AtomicU64::new(0))
+}
+
+/// [`model_hash`], counting the bytes hashed into `progress` (for progress bars).
+pub fn model_hash_with(dir: &Path, progress: &AtomicU64) -> Result<String> {
     let entries = walk(dir, &|_| false)?;
     let paths: Vec<&Path> = entries.iter().map(|e| e.path.as_path()).collect();
-    Ok(model_hash_of_digests(&file_digests(&paths)?))
+    Ok(model_hash_of_digests(&file_digests_with(&paths, progress)?))
 }
 
 /// The taoverse directory hash from the sha256 of each file, in walk order.
@@ -146,6 +153,11 @@ pub fn model_hash_of_digests(digests: &[[u8; 32]]) -> String {
 /// sha256 of each file, computed on all cores, in the order given. The same digest is the
 /// taoverse file hash (base64) and the Git LFS object id (hex), so one pass serves both.
 pub fn file_digests(paths: &[&Path]) -> Result<Vec<[u8; 32]>> {
+    file_digests_with(paths, &AtomicU64::new(0))
+}
+
+/// [`file_digests`], counting the bytes hashed into `progress`.
+pub fn file_digests_with(paths: &[&Path], progress: &AtomicU64) -> Result<Vec<[u8; 32]>> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -159,7 +171,7 @@ pub fn file_digests(paths: &[&Path]) -> Result<Vec<[u8; 32]>> {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(path) = paths.get(i) else { break };
-                        out.push((i, sha256_file(path)));
+                        out.push((i, sha256_file(path, progress)));
                     }
                     out
                 })
@@ -193,9 +205,18 @@ pub fn secure_hash(model_hash: &str, hotkey_ss58: &str) -> String {
 /// The model hash a profile's validators compute: the SoundsRight content hash for
 /// `soundsright`, the taoverse directory hash for every other profile.
 pub fn model_hash_for(profile: crate::config::Profile, dir: &Path) -> Result<String> {
+    model_hash_for_with(profile, dir, &AtomicU64::new(0))
+}
+
+/// [`model_hash_for`], counting the bytes hashed into `progress`.
+pub fn model_hash_for_with(
+    profile: crate::config::Profile,
+    dir: &Path,
+    progress: &AtomicU64,
+) -> Result<String> {
     match profile {
-        crate::config::Profile::Soundsright => content_hash(dir),
-        _ => model_hash(dir),
+        crate::config::Profile::Soundsright => content_hash_with(dir, progress),
+        _ => model_hash_with(dir, progress),
     }
 }
 
@@ -218,6 +239,11 @@ pub fn secure_hash_for(
 /// subdirectories too (the only reproducible choice); for flat repositories, the usual case, the
 /// two agree exactly.
 pub fn content_hash(dir: &Path) -> Result<String> {
+    content_hash_with(dir, &AtomicU64::new(0))
+}
+
+/// [`content_hash`], counting the bytes hashed into `progress`.
+pub fn content_hash_with(dir: &Path, progress: &AtomicU64) -> Result<String> {
     let mut h = Sha256::new();
     for entry in walk(dir, &|name| name == ".git")? {
         let name = entry.rel.rsplit('/').next().unwrap_or(&entry.rel);
@@ -227,6 +253,7 @@ pub fn content_hash(dir: &Path) -> Result<String> {
         h.update(entry.rel.as_bytes());
         let contents = fs::read(&entry.path).ctx("cannot read", &entry.path)?;
         h.update(&contents);
+        progress.fetch_add(contents.len() as u64, Ordering::Relaxed);
     }
     Ok(BASE64.encode(h.finalize()))
 }
