@@ -332,3 +332,50 @@ pub fn predict_cli(model: &Path, images: &[PathBuf], tensor_out: Option<&Path>) 
         })
         .collect()
 }
+
+/// Creates the wallets `validator` and `stranger` under `dir` with the official
+/// `bittensor_wallet` (`tests/predictor/dendrite_check.py wallets`); returns their SS58 addresses.
+pub fn dendrite_wallets(dir: &Path) -> (String, String) {
+    let out = predictor_python(
+        &[
+            &predictor_script("dendrite_check.py"),
+            "wallets",
+            dir.to_str().expect("UTF-8 path"),
+        ],
+        "dendrite_check.py wallets",
+    );
+    let keys: serde_json::Value = serde_json::from_str(&out).expect("JSON from dendrite_check.py");
+    let get = |k: &str| keys[k].as_str().expect("an SS58 address").to_string();
+    (get("validator"), get("stranger"))
+}
+
+/// The official `Dendrite` against our axon (`tests/predictor/dendrite_check.py check`): the
+/// validator's `ImageSynapse` on `image` is answered 200 with `expect`, signed; a stranger 403,
+/// a tampered signature and a replay 401, a body over `max_body` 413, an unknown synapse 404.
+pub fn official_dendrite_check(
+    wallets: &Path,
+    port: u16,
+    axon_hotkey: &str,
+    image: &Path,
+    expect: f64,
+    max_body: u64,
+) {
+    crate::assert_python_checks_pass(
+        &crate::repo_root().join("tests/predictor/dendrite_check.py"),
+        &[
+            "check".as_ref(),
+            "--wallets".as_ref(),
+            wallets.as_os_str(),
+            "--port".as_ref(),
+            port.to_string().as_ref(),
+            "--axon-hotkey".as_ref(),
+            axon_hotkey.as_ref(),
+            "--image".as_ref(),
+            image.as_os_str(),
+            "--expect".as_ref(),
+            expect.to_string().as_ref(),
+            "--max-body".as_ref(),
+            max_body.to_string().as_ref(),
+        ],
+    );
+}

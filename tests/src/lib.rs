@@ -703,3 +703,76 @@ pub fn assert_python_checks_pass(script: &Path, args: &[&std::ffi::OsStr]) {
     // Shown with --nocapture: what was checked.
     println!("{text}");
 }
+
+/// An online configuration for the whole pipeline against the dev chain (netuid 1) and the local
+/// Hub: the seed-7 hotkey, alice's token (both written into `dir`), `repo`, fast retries, the tiny
+/// models' competition-2 minimum lifted, and a small trainer on `dir`'s generated corpus
+/// (`transformers_check.py make-data`). `extra` is appended: more keys for `[trainer]` first
+/// (it is the last table), then other tables. Returns the file's path.
+pub fn online_config(
+    dir: &Path,
+    chain: &DevChain,
+    hub: &HubServer,
+    repo: &str,
+    extra: &str,
+) -> PathBuf {
+    std::fs::write(dir.join("hf-token"), HUB_USERS[0].1).expect("write the token");
+    write_seed7_hotkey(&dir.join("hotkey"));
+    let path = dir.join("miner.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[miner]
+offline = false
+netuid = 1
+chain_endpoint = "{chain}"
+hotkey_ss58 = "{SEED7_SS58}"
+hotkey_file = "{hotkey}"
+
+[publisher]
+repo = "{repo}"
+endpoint = "{hub}"
+token_file = "{token}"
+retry_initial_ms = 50
+retry_max_ms = 500
+
+[publisher.limits."2"]
+min_parameters = 0
+
+[trainer]
+data = ["{corpus}"]
+tokenizer = "{tokenizer}"
+sequence_length = 64
+batch_size = 4
+lr = 0.003
+warmup_steps = 5
+{extra}
+"#,
+            chain = chain.url,
+            hotkey = dir.join("hotkey").display(),
+            hub = hub.url,
+            token = dir.join("hf-token").display(),
+            corpus = dir.join("corpus.txt").display(),
+            tokenizer = dir.join("tokenizer.json").display(),
+        ),
+    )
+    .expect("write miner.toml");
+    path
+}
+
+/// Starts `miner-<part>` with `--config`, its state in `dir/<part>` and its log in
+/// `dir/<part>.log`; panics with that log if it does not get to READY=1.
+pub fn start_configured(part: &'static str, bus: &Bus, dir: &Path, config: &Path) -> Daemon {
+    let mut daemon = Spawn::new(part, bus, &dir.join(part))
+        .arg("--config")
+        .arg(config.to_str().expect("UTF-8 path"))
+        .log_to(&dir.join(format!("{part}.log")))
+        .start();
+    if !daemon.wait_notify("READY=1", Duration::from_secs(60)) {
+        panic!(
+            "{part} did not start: {}",
+            std::fs::read_to_string(dir.join(format!("{part}.log"))).unwrap_or_default()
+        );
+    }
+    daemon
+}

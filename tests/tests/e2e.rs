@@ -15,44 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use taominer_tests::axon::{make_images, make_model, ort_library, predict_cli};
+use taominer_tests::axon::{
+    dendrite_wallets, make_images, make_model, official_dendrite_check, ort_library, predict_cli,
+};
 use taominer_tests::*;
 
-const NETUID: u16 = 1;
 const REPO: &str = "alice/tiny-e2e";
 
 fn config(dir: &Path, chain: &DevChain, hub: &HubServer) -> PathBuf {
-    std::fs::write(dir.join("hf-token"), HUB_USERS[0].1).unwrap();
-    write_seed7_hotkey(&dir.join("hotkey"));
-    let path = dir.join("miner.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[miner]
-offline = false
-netuid = {NETUID}
-chain_endpoint = "{chain}"
-hotkey_ss58 = "{SEED7_SS58}"
-hotkey_file = "{hotkey}"
-
-[publisher]
-repo = "{REPO}"
-endpoint = "{hub}"
-token_file = "{token}"
-retry_initial_ms = 50
-retry_max_ms = 500
-
-[publisher.limits."2"]
-min_parameters = 0
-
-[trainer]
-data = ["{corpus}"]
-tokenizer = "{tokenizer}"
-sequence_length = 64
-batch_size = 4
-lr = 0.003
-warmup_steps = 5
-eval_sequences = 16
+    let extra = format!(
+        r#"eval_sequences = 16
 max_steps = 60
 eval_every = 20
 checkpoint_every = 20
@@ -66,28 +38,10 @@ max_body_bytes = 300000
 watch_interval_ms = 200
 metagraph_refresh_s = 2
 "#,
-            chain = chain.url,
-            hotkey = dir.join("hotkey").display(),
-            hub = hub.url,
-            token = dir.join("hf-token").display(),
-            corpus = dir.join("corpus.txt").display(),
-            tokenizer = dir.join("tokenizer.json").display(),
-            model = dir.join("model.onnx").display(),
-            ort = ort_library().display(),
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn start(part: &'static str, bus: &Bus, dir: &Path, config: &Path) -> Daemon {
-    let mut d = Spawn::new(part, bus, &dir.join(part))
-        .arg("--config")
-        .arg(config.to_str().unwrap())
-        .log_to(&dir.join(format!("{part}.log")))
-        .start();
-    d.assert_ready();
-    d
+        model = dir.join("model.onnx").display(),
+        ort = ort_library().display(),
+    );
+    online_config(dir, chain, hub, REPO, &extra)
 }
 
 fn logs(dir: &Path) -> String {
@@ -118,29 +72,21 @@ fn trained_published_committed_accepted_and_served() {
     make_model(&d.join("model-b.onnx"), 11, &[]);
     make_images(&d.join("images"));
     let wallets = d.join("wallets");
-    let keys: serde_json::Value = serde_json::from_slice(&run_ok(
-        Command::new(venv_python())
-            .arg(repo_root().join("tests/predictor/dendrite_check.py"))
-            .arg("wallets")
-            .arg(&wallets),
-        "dendrite_check.py wallets",
-    ))
-    .unwrap();
-    let validator = keys["validator"].as_str().unwrap();
+    let (validator, _) = dendrite_wallets(&wallets);
 
     let chain = DevChain::start(
-        &serde_json::json!({"subnets": [{"netuid": NETUID, "tempo": 360, "neurons": [
+        &serde_json::json!({"subnets": [{"netuid": 1, "tempo": 360, "neurons": [
             {"hotkey": SEED7_SS58, "coldkey": ALICE, "stake": 1_000_000_000u64, "validator_permit": false},
-            {"hotkey": validator, "coldkey": ALICE, "stake": 5_000_000_000_000u64, "validator_permit": true}
+            {"hotkey": validator.as_str(), "coldkey": ALICE, "stake": 5_000_000_000_000u64, "validator_permit": true}
         ]}]}),
         100,
     );
     let hub = HubServer::start(&[]);
     let config = config(d, &chain, &hub);
     let bus = Bus::start();
-    let _committer = start("committer", &bus, d, &config);
-    let _publisher = start("publisher", &bus, d, &config);
-    let _predictor = start("predictor", &bus, d, &config);
+    let _committer = start_configured("committer", &bus, d, &config);
+    let _publisher = start_configured("publisher", &bus, d, &config);
+    let _predictor = start_configured("predictor", &bus, d, &config);
     let predictor_status = || json(&minerctl(&bus, &["predictor", "status", "--json"]));
     assert!(
         eventually(Duration::from_secs(30), || predictor_status()["state"]
@@ -149,7 +95,7 @@ fn trained_published_committed_accepted_and_served() {
         logs(d)
     );
     let version_a = predictor_status()["model_version"].clone();
-    let mut trainer = start("trainer", &bus, d, &config);
+    let mut trainer = start_configured("trainer", &bus, d, &config);
 
     // While the trainer runs: a new model for the axon.
     let incoming = d.join("model.incoming");
@@ -230,24 +176,7 @@ fn trained_published_committed_accepted_and_served() {
         });
     let image = d.join("images/wide.jpg");
     let expect = predict_cli(&d.join("model-b.onnx"), std::slice::from_ref(&image), None)[0];
-    assert_python_checks_pass(
-        &repo_root().join("tests/predictor/dendrite_check.py"),
-        &[
-            "check".as_ref(),
-            "--wallets".as_ref(),
-            wallets.as_os_str(),
-            "--port".as_ref(),
-            port.to_string().as_ref(),
-            "--axon-hotkey".as_ref(),
-            SEED7_SS58.as_ref(),
-            "--image".as_ref(),
-            image.as_os_str(),
-            "--expect".as_ref(),
-            expect.to_string().as_ref(),
-            "--max-body".as_ref(),
-            "300000".as_ref(),
-        ],
-    );
+    official_dendrite_check(&wallets, port, SEED7_SS58, &image, expect, 300_000);
     // No secret in any log.
     let all = logs(d);
     assert!(

@@ -55,71 +55,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn write_config(d: &Path, chain: &DevChain, hub: &HubServer) -> std::path::PathBuf {
-    std::fs::write(d.join("hf-token"), HUB_USERS[0].1).unwrap();
-    write_seed7_hotkey(&d.join("hotkey"));
-    let path = d.join("miner.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[miner]
-offline = false
-netuid = 1
-chain_endpoint = "{chain}"
-hotkey_ss58 = "{SEED7_SS58}"
-hotkey_file = "{hotkey}"
-
-[publisher]
-repo = "alice/faults"
-endpoint = "{hub}"
-token_file = "{token}"
-retry_initial_ms = 50
-retry_max_ms = 500
-
-[publisher.limits."2"]
-min_parameters = 0
-
-[trainer]
-data = ["{corpus}"]
-tokenizer = "{tokenizer}"
-sequence_length = 64
-batch_size = 4
-lr = 0.003
-warmup_steps = 5
-eval_sequences = 8
-max_steps = 100000
-eval_every = 15
-checkpoint_every = 15
-keep_checkpoints = 3
-avg_loss_upload_threshold = 100.0
-"#,
-            chain = chain.url,
-            hotkey = d.join("hotkey").display(),
-            hub = hub.url,
-            token = d.join("hf-token").display(),
-            corpus = d.join("corpus.txt").display(),
-            tokenizer = d.join("tokenizer.json").display(),
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn start(part: &'static str, bus: &Bus, d: &Path, config: &Path) -> Daemon {
-    let mut daemon = Spawn::new(part, bus, &d.join(part))
-        .arg("--config")
-        .arg(config.to_str().unwrap())
-        .log_to(&d.join(format!("{part}.log")))
-        .start();
-    if !daemon.wait_notify("READY=1", Duration::from_secs(60)) {
-        panic!(
-            "{part} did not start: {}",
-            std::fs::read_to_string(d.join(format!("{part}.log"))).unwrap_or_default()
-        );
-    }
-    daemon
-}
-
 /// Whether a safetensors file's header parses (the 8-byte length, then that much JSON).
 fn safetensors_ok(path: &Path) -> bool {
     let Ok(bytes) = std::fs::read(path) else {
@@ -209,11 +144,17 @@ fn seeded_faults_while_candidates_flow_lose_nothing_and_double_nothing() {
         100,
     );
     let hub = HubServer::start(&[]);
-    let config = write_config(d, &chain, &hub);
+    let config = online_config(
+        d,
+        &chain,
+        &hub,
+        "alice/faults",
+        "eval_sequences = 8\nmax_steps = 100000\neval_every = 15\ncheckpoint_every = 15\nkeep_checkpoints = 3\navg_loss_upload_threshold = 100.0\n",
+    );
     let bus = Bus::start();
     let mut daemons: BTreeMap<&str, Daemon> = BTreeMap::new();
     for part in ["committer", "publisher", "trainer"] {
-        daemons.insert(part, start(part, &bus, d, &config));
+        daemons.insert(part, start_configured(part, &bus, d, &config));
     }
     // The hotkey's secret (its seed, as hex) and the HF token must never be logged.
     let seed_hex = hex::encode([7u8; 32]);
@@ -253,7 +194,7 @@ fn seeded_faults_while_candidates_flow_lose_nothing_and_double_nothing() {
                 if let Some(mut victim) = daemons.remove(part) {
                     victim.kill9();
                 }
-                daemons.insert(part, start(part, &bus, d, &config));
+                daemons.insert(part, start_configured(part, &bus, d, &config));
             }
         }
         if let Err(e) = check_invariants(d, &bus, &secrets) {

@@ -18,7 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use taominer_core::wallet::Hotkey;
-use taominer_tests::axon::{make_images, make_model, ort_library, predict_cli, Client, Spoil};
+use taominer_tests::axon::{
+    dendrite_wallets, make_images, make_model, official_dendrite_check, ort_library, predict_cli,
+    Client, Spoil,
+};
 use taominer_tests::*;
 
 fn python(args: &[&str], what: &str) -> String {
@@ -341,39 +344,20 @@ fn the_official_dendrite_is_answered_and_refused_with_upstream_status_codes() {
     let images = s.path("images");
     make_images(&images);
     let wallets = s.path("wallets");
-    let keys: serde_json::Value = serde_json::from_str(&python(
-        &[
-            &script("dendrite_check.py"),
-            "wallets",
-            wallets.to_str().unwrap(),
-        ],
-        "dendrite_check.py wallets",
-    ))
-    .unwrap();
-    let validator = keys["validator"].as_str().unwrap().to_string();
+    let (validator, _) = dendrite_wallets(&wallets);
     let max_body = 300_000;
     s.start(&[
         format!("predictor.allow=[{validator:?}]"),
         format!("predictor.max_body_bytes={max_body}"),
     ]);
     let expect = predict_cli(&s.model, &[images.join("wide.jpg")], None)[0];
-    assert_python_checks_pass(
-        &repo_root().join("tests/predictor/dendrite_check.py"),
-        &[
-            "check".as_ref(),
-            "--wallets".as_ref(),
-            wallets.as_os_str(),
-            "--port".as_ref(),
-            s.port.to_string().as_ref(),
-            "--axon-hotkey".as_ref(),
-            AXON.as_ref(),
-            "--image".as_ref(),
-            images.join("wide.jpg").as_os_str(),
-            "--expect".as_ref(),
-            expect.to_string().as_ref(),
-            "--max-body".as_ref(),
-            max_body.to_string().as_ref(),
-        ],
+    official_dendrite_check(
+        &wallets,
+        s.port,
+        AXON,
+        &images.join("wide.jpg"),
+        expect,
+        max_body,
     );
     // Counters: the good query and the first of the replayed pair were served.
     assert_eq!(s.prop("Served"), "variant       uint64 2");

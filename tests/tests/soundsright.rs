@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use taominer_tests::axon::dendrite_wallets;
 use taominer_tests::*;
 
 const REV: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -33,20 +34,13 @@ fn script() -> PathBuf {
     repo_root().join("tests/soundsright/miner_check.py")
 }
 
-/// `(validator, stranger)` hotkeys of fresh wallets under `dir` (as the predictor test makes them).
-fn wallets(dir: &Path) -> (String, String) {
-    let out = run_ok(
-        Command::new(venv_python())
-            .arg(repo_root().join("tests/predictor/dendrite_check.py"))
-            .arg("wallets")
-            .arg(dir),
-        "dendrite_check.py wallets",
-    );
-    let keys: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    (
-        keys["validator"].as_str().unwrap().to_string(),
-        keys["stranger"].as_str().unwrap().to_string(),
-    )
+/// `--set` values naming alice/dereverb at `rev` as the model for our competition.
+fn model_sets(rev: &str) -> [String; 3] {
+    [
+        format!("soundsright.models.{COMPETITION}.namespace=\"alice\""),
+        format!("soundsright.models.{COMPETITION}.name=\"dereverb\""),
+        format!("soundsright.models.{COMPETITION}.revision=\"{rev}\""),
+    ]
 }
 
 /// The first `prefix<port>` in a log, once it is there.
@@ -81,14 +75,13 @@ fn start_predictor(bus: &Bus, dir: &Path, validator: &str) -> (Daemon, u16, u16)
         "predictor.listen=\"127.0.0.1:0\"".into(),
         format!("predictor.allow=[{validator:?}]"),
         "soundsright.healthcheck_listen=\"127.0.0.1:0\"".into(),
-        format!("soundsright.models.{COMPETITION}.namespace=\"alice\""),
-        format!("soundsright.models.{COMPETITION}.name=\"dereverb\""),
-        format!("soundsright.models.{COMPETITION}.revision=\"{REV}\""),
-    ];
+    ]
+    .into_iter()
+    .chain(model_sets(REV));
     let state = dir.join("state");
     let mut spawn = Spawn::new("predictor", bus, &state).log_to(&log);
-    for s in &sets {
-        spawn = spawn.arg("--set").arg(s);
+    for s in sets {
+        spawn = spawn.arg("--set").arg(&s);
     }
     let mut d = spawn.start();
     d.assert_ready();
@@ -102,7 +95,7 @@ fn validators_get_the_model_ids_and_their_feedback_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_seed7_hotkey(&d.join("hotkey"));
-    let (validator, _stranger) = wallets(&d.join("wallets"));
+    let (validator, _stranger) = dendrite_wallets(&d.join("wallets"));
     let bus = Bus::start();
     let mut monitor = Command::new("dbus-monitor")
         .args([
@@ -267,23 +260,15 @@ impl Online {
         if let Some(mut p) = self.publisher.take() {
             p.terminate();
         }
-        let mut p = Spawn::new("publisher", &self.bus, &self.dir.path().join("publisher"))
+        let state = self.dir.path().join("publisher");
+        let mut spawn = Spawn::new("publisher", &self.bus, &state)
             .arg("--config")
             .arg(self.config.to_str().unwrap())
-            .arg("--set")
-            .arg(&format!(
-                "soundsright.models.{COMPETITION}.namespace=\"alice\""
-            ))
-            .arg("--set")
-            .arg(&format!(
-                "soundsright.models.{COMPETITION}.name=\"dereverb\""
-            ))
-            .arg("--set")
-            .arg(&format!(
-                "soundsright.models.{COMPETITION}.revision=\"{rev}\""
-            ))
-            .log_to(&self.dir.path().join("publisher.log"))
-            .start();
+            .log_to(&self.dir.path().join("publisher.log"));
+        for set in model_sets(rev) {
+            spawn = spawn.arg("--set").arg(&set);
+        }
+        let mut p = spawn.start();
         p.assert_ready();
         self.publisher = Some(p);
     }
@@ -414,25 +399,17 @@ fn the_configured_model_is_checked_on_the_hub_and_committed_once_per_revision() 
 
     // The axon, configured with the first revision, names the one the chain holds.
     let predictor_log = d.join("predictor.log");
-    let mut predictor = Spawn::new("predictor", &s.bus, &d.join("predictor"))
+    let predictor_state = d.join("predictor");
+    let mut spawn = Spawn::new("predictor", &s.bus, &predictor_state)
         .arg("--config")
         .arg(s.config.to_str().unwrap())
         .arg("--set")
         .arg("predictor.listen=\"127.0.0.1:0\"")
-        .arg("--set")
-        .arg(&format!(
-            "soundsright.models.{COMPETITION}.namespace=\"alice\""
-        ))
-        .arg("--set")
-        .arg(&format!(
-            "soundsright.models.{COMPETITION}.name=\"dereverb\""
-        ))
-        .arg("--set")
-        .arg(&format!(
-            "soundsright.models.{COMPETITION}.revision=\"{rev1}\""
-        ))
-        .log_to(&predictor_log)
-        .start();
+        .log_to(&predictor_log);
+    for set in model_sets(&rev1) {
+        spawn = spawn.arg("--set").arg(&set);
+    }
+    let mut predictor = spawn.start();
     predictor.assert_ready();
     s.assert_serving(&rev2, "chain", &predictor_log);
 
