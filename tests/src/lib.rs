@@ -704,6 +704,18 @@ pub fn assert_python_checks_pass(script: &Path, args: &[&std::ffi::OsStr]) {
     println!("{text}");
 }
 
+/// Writes the trainer fixtures into `dir` (`tests/trainer/transformers_check.py make-data`): a
+/// generated corpus as corpus.txt/.jsonl/.parquet and a byte-level BPE `tokenizer.json`.
+pub fn make_training_data(dir: &Path) {
+    run_ok(
+        Command::new(venv_python())
+            .arg(repo_root().join("tests/trainer/transformers_check.py"))
+            .arg("make-data")
+            .arg(dir),
+        "make-data",
+    );
+}
+
 /// An online configuration for the whole pipeline against the dev chain (netuid 1) and the local
 /// Hub: the seed-7 hotkey, alice's token (both written into `dir`), `repo`, fast retries, the tiny
 /// models' competition-2 minimum lifted, and a small trainer on `dir`'s generated corpus

@@ -61,13 +61,7 @@ fn trained_published_committed_accepted_and_served() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     // Fixtures: a corpus and its tokenizer, two ONNX models, an image, the validator's wallet.
-    run_ok(
-        Command::new(venv_python())
-            .arg(repo_root().join("tests/trainer/transformers_check.py"))
-            .arg("make-data")
-            .arg(d),
-        "make-data",
-    );
+    make_training_data(d);
     make_model(&d.join("model.onnx"), 3, &[]);
     make_model(&d.join("model-b.onnx"), 11, &[]);
     make_images(&d.join("images"));

@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use taominer_tests::*;
@@ -130,13 +129,7 @@ fn seeded_faults_while_candidates_flow_lose_nothing_and_double_nothing() {
     let mut rng = Rng::new(seed);
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    run_ok(
-        Command::new(venv_python())
-            .arg(repo_root().join("tests/trainer/transformers_check.py"))
-            .arg("make-data")
-            .arg(d),
-        "make-data",
-    );
+    make_training_data(d);
     let chain = DevChain::start(
         &serde_json::json!({"max_space": 1_000_000u64, "subnets": [{"netuid": 1, "tempo": 360, "neurons": [
             {"hotkey": SEED7_SS58, "coldkey": ALICE, "stake": 1_000_000_000u64, "validator_permit": false}

@@ -21,13 +21,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
-        run_ok(
-            Command::new(venv_python())
-                .arg(repo_root().join("tests/trainer/transformers_check.py"))
-                .arg("make-data")
-                .arg(dir.path()),
-            "make-data",
-        );
+        make_training_data(dir.path());
         Fixture { dir }
     }
 

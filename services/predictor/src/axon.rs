@@ -280,7 +280,7 @@ fn health(axon: &Axon) -> Response<Full<Bytes>> {
             return json_response(
                 StatusCode::OK,
                 &serde_json::json!({
-                    "state": "serving",
+                    "state": if sr.served().is_some() { "serving" } else { "idle" },
                     "current_models": sr.current_models(),
                     "served": axon.stats.served.load(Ordering::Relaxed),
                     "rejected": axon.stats.rejected.load(Ordering::Relaxed),
