@@ -5,12 +5,15 @@ use candle_core::Tensor;
 
 use crate::error::Result;
 
-/// `q` `[b, heads, t, hd]`, `k`/`v` `[b, kv_heads, t, hd]` (bf16) → `[b, heads, t, hd]`.
+/// `q` `[b, t, heads, hd]`, `k`/`v` `[b, t, kv_heads, hd]` (bf16) → `[b, t, heads, hd]`: the
+/// layout flash-attn takes; it handles grouped-query heads itself.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    // flash-attn wants `[b, t, heads, hd]` and handles grouped-query heads itself.
-    let q = q.transpose(1, 2)?.contiguous()?;
-    let k = k.transpose(1, 2)?.contiguous()?;
-    let v = v.transpose(1, 2)?.contiguous()?;
-    let out = candle_flash_attn::flash_attn(&q, &k, &v, scale as f32, true)?;
-    Ok(out.transpose(1, 2)?.contiguous()?)
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    Ok(candle_flash_attn::flash_attn(
+        &q,
+        &k,
+        &v,
+        scale as f32,
+        true,
+    )?)
 }

@@ -9,9 +9,9 @@
 //! copy the optimiser updates); the forward pass computes in `compute_dtype` (f32 on CPU, bf16 on
 //! CUDA), which is mixed-precision training with no extra machinery.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -293,7 +293,64 @@ pub struct Llama {
     pub params: Params,
     compute: DType,
     inv_freq: Vec<f32>,
+    /// Activation checkpointing: keep each decoder layer's input only and recompute the layer
+    /// in the backward pass (see [`recompute`]).
+    checkpointing: bool,
+    /// Parameter gradients that checkpointed layers produce inside the backward pass, where
+    /// candle's `GradStore` cannot receive them; [`Llama::backward`] merges them.
+    side_grads: recompute::SideGrads,
 }
+
+/// What every decoder layer of one forward pass shares.
+#[derive(Clone)]
+pub(crate) struct Pass {
+    cos: Tensor,
+    sin: Tensor,
+    scale: f64,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    eps: f64,
+    compute: DType,
+    /// Whether a gradient graph is built (the no-gradient passes may take other kernels).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    training: bool,
+}
+
+/// One decoder layer's weights in the compute dtype, with their transformers names.
+#[derive(Clone)]
+pub(crate) struct LayerWeights {
+    pub(crate) tensors: Vec<(String, Tensor)>,
+}
+
+impl LayerWeights {
+    /// The layer's `Var`s in the compute dtype; `tracked = false` cuts them from the graph.
+    pub(crate) fn cast(vars: &[(String, Tensor)], compute: DType, tracked: bool) -> Result<Self> {
+        let mut tensors = Vec::with_capacity(vars.len());
+        for (name, v) in vars {
+            let t = v.to_dtype(compute)?;
+            tensors.push((name.clone(), if tracked { t } else { t.detach() }));
+        }
+        Ok(LayerWeights { tensors })
+    }
+
+    // In `LAYER_PARTS` order.
+    fn get(&self, i: usize) -> &Tensor {
+        &self.tensors[i].1
+    }
+}
+
+const LAYER_PARTS: [&str; 9] = [
+    "input_layernorm.weight",
+    "self_attn.q_proj.weight",
+    "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight",
+    "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight",
+    "mlp.up_proj.weight",
+    "mlp.down_proj.weight",
+];
 
 impl Llama {
     pub fn new(cfg: LlamaConfig, params: Params, compute: DType) -> Result<Self> {
@@ -315,36 +372,45 @@ impl Llama {
             params,
             compute,
             inv_freq,
+            checkpointing: false,
+            side_grads: recompute::SideGrads::default(),
         })
     }
 
-    fn w(&self, name: &str) -> Result<Tensor> {
+    /// Turns activation checkpointing on or off (`trainer.checkpoint_activations`).
+    pub fn with_checkpointing(mut self, on: bool) -> Self {
+        self.checkpointing = on;
+        self
+    }
+
+    pub fn checkpointing(&self) -> bool {
+        self.checkpointing
+    }
+
+    /// A weight in the compute dtype; `tracked = false` cuts it from the gradient graph (the
+    /// no-gradient passes, where keeping the graph would keep every activation alive).
+    fn w(&self, name: &str, tracked: bool) -> Result<Tensor> {
         let v = self
             .params
             .get(name)
             .ok_or_else(|| Error::Model(format!("weights: {name} is missing")))?;
-        Ok(v.as_tensor().to_dtype(self.compute)?)
+        let t = v.as_tensor().to_dtype(self.compute)?;
+        Ok(if tracked { t } else { t.detach() })
     }
 
-    /// `x @ W^T` for a `[out, in]` weight, on `[b, t, in]`: one 2-D matmul over `b * t` rows
-    /// (a broadcast batch matmul would make the backward pass build and sum a per-batch copy of
-    /// the weight gradient).
-    fn linear(&self, x: &Tensor, name: &str) -> Result<Tensor> {
-        let w = self.w(name)?;
-        let (b, t, i) = x.dims3()?;
-        let y = x.reshape((b * t, i))?.matmul(&w.t()?)?;
-        Ok(y.reshape((b, t, w.dim(0)?))?)
-    }
-
-    /// RMSNorm computed in f32 as transformers does, then back to the compute dtype.
-    fn rms_norm(&self, x: &Tensor, name: &str) -> Result<Tensor> {
-        let x32 = x.to_dtype(DType::F32)?;
-        let var = x32.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = x32.broadcast_div(&(var + self.cfg.rms_norm_eps)?.sqrt()?)?;
-        let w = self.params[name].as_tensor();
-        Ok(normed
-            .to_dtype(self.compute)?
-            .broadcast_mul(&w.to_dtype(self.compute)?)?)
+    /// Decoder layer `l`'s weights (the `Var`s themselves), in `LAYER_PARTS` order.
+    fn layer_vars(&self, l: usize) -> Result<Vec<(String, Tensor)>> {
+        LAYER_PARTS
+            .iter()
+            .map(|part| {
+                let name = format!("model.layers.{l}.{part}");
+                let v = self
+                    .params
+                    .get(&name)
+                    .ok_or_else(|| Error::Model(format!("weights: {name} is missing")))?;
+                Ok((name, v.as_tensor().clone()))
+            })
+            .collect()
     }
 
     /// cos/sin tables `[t, head_dim]` (frequencies repeated, transformers' layout).
@@ -363,117 +429,125 @@ impl Llama {
         ))
     }
 
-    /// Logits `[b, t, vocab]` in f32 for token ids `[b, t]` (u32).
+    /// Logits `[b, t, vocab]` in f32 for token ids `[b, t]` (u32). `training = false` builds no
+    /// gradient graph.
     pub fn forward(&self, ids: &Tensor, training: bool) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let cfg = &self.cfg;
-        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_size());
-        let rep = nh / nkv;
-        let device = ids.device();
-        let (cos, sin) = self.rotary(t, device)?;
-        // The CPU path masks inside its fused softmax; elsewhere the mask is added to the scores.
-        let mask = if device.is_cpu() {
-            None
-        } else {
-            Some(causal_mask(t, device)?)
-        };
-        let scale = 1.0 / (hd as f64).sqrt();
-
-        let emb = self.params["model.embed_tokens.weight"].as_tensor();
-        let mut x = emb
-            .embedding(&ids.flatten_all()?)?
-            .reshape((b, t, cfg.hidden_size))?
-            .to_dtype(self.compute)?;
-        for l in 0..cfg.num_hidden_layers {
-            let p = format!("model.layers.{l}");
-            let h = self.rms_norm(&x, &format!("{p}.input_layernorm.weight"))?;
-            let heads = |name: &str, n: usize| -> Result<Tensor> {
-                Ok(self
-                    .linear(&h, &format!("{p}.self_attn.{name}.weight"))?
-                    .reshape((b, t, n, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?)
-            };
-            let q = rope(&heads("q_proj", nh)?, &cos, &sin)?;
-            let k = rope(&heads("k_proj", nkv)?, &cos, &sin)?;
-            let v = heads("v_proj", nkv)?;
-            let attn = attention(&q, &k, &v, mask.as_ref(), scale, rep, training)?;
-            let attn = attn.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-            x = (x + self.linear(&attn, &format!("{p}.self_attn.o_proj.weight"))?)?;
-
-            let h = self.rms_norm(&x, &format!("{p}.post_attention_layernorm.weight"))?;
-            let gate = self
-                .linear(&h, &format!("{p}.mlp.gate_proj.weight"))?
-                .silu()?;
-            let up = self.linear(&h, &format!("{p}.mlp.up_proj.weight"))?;
-            x = (x + self.linear(&(gate * up)?, &format!("{p}.mlp.down_proj.weight"))?)?;
-        }
-        let x = self.rms_norm(&x, "model.norm.weight")?;
-        let head = if cfg.tie_word_embeddings {
+        let x = self.hidden(ids, training)?;
+        let head = if self.cfg.tie_word_embeddings {
             "model.embed_tokens.weight"
         } else {
             "lm_head.weight"
         };
-        Ok(self.linear(&x, head)?.to_dtype(DType::F32)?)
+        Ok(linear(&x, &self.w(head, training)?)?.to_dtype(DType::F32)?)
+    }
+
+    /// The final normed hidden states `[b, t, hidden]`.
+    fn hidden(&self, ids: &Tensor, training: bool) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let cfg = &self.cfg;
+        let (cos, sin) = self.rotary(t, ids.device())?;
+        let pass = Pass {
+            cos,
+            sin,
+            scale: 1.0 / (cfg.head_size() as f64).sqrt(),
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.kv_heads(),
+            head_dim: cfg.head_size(),
+            eps: cfg.rms_norm_eps,
+            compute: self.compute,
+            training,
+        };
+        let emb = self.w("model.embed_tokens.weight", training)?;
+        let mut x = emb
+            .embedding(&ids.flatten_all()?)?
+            .reshape((b, t, cfg.hidden_size))?;
+        for l in 0..cfg.num_hidden_layers {
+            let vars = self.layer_vars(l)?;
+            x = if training && self.checkpointing {
+                recompute::layer(&x, vars, &pass, &self.side_grads)?
+            } else {
+                layer(
+                    &x,
+                    &LayerWeights::cast(&vars, self.compute, training)?,
+                    &pass,
+                )?
+            };
+        }
+        rms_norm(&x, &self.w("model.norm.weight", training)?, &pass)
     }
 
     /// Mean next-token cross-entropy over a batch `[b, t]`, as `model(ids, labels=ids).loss`.
     pub fn loss(&self, ids: &Tensor, training: bool) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
         let logits = self.forward(ids, training)?;
-        let v = logits.dim(D::Minus1)?;
-        let pred = logits.narrow(1, 0, t - 1)?.reshape((b * (t - 1), v))?;
-        let target = ids.narrow(1, 1, t - 1)?.flatten_all()?;
-        Ok(candle_nn::loss::cross_entropy(&pred, &target)?)
+        Ok(crate::ops::causal_lm_loss(&logits, ids)?)
+    }
+
+    /// The gradient of `loss` (from [`Llama::loss`] with `training = true`) for every
+    /// parameter, by transformers name: candle's backward pass, plus what checkpointed layers
+    /// computed on the way.
+    pub fn backward(&self, loss: &Tensor) -> Result<HashMap<String, Tensor>> {
+        self.side_grads.clear();
+        let store = loss.backward()?;
+        let mut grads = HashMap::new();
+        for (name, p) in &self.params {
+            if let Some(g) = store.get(p.as_tensor()) {
+                grads.insert(name.clone(), g.detach());
+            }
+        }
+        for (name, g) in self.side_grads.take() {
+            let g = match grads.remove(&name) {
+                Some(prev) => (prev + g)?,
+                None => g,
+            };
+            grads.insert(name, g);
+        }
+        Ok(grads)
     }
 }
 
-/// `[t, t]` additive mask: 0 on and below the diagonal, -inf above.
-fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
-    let data: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Tensor::from_vec(data, (t, t), device)?)
+/// `x @ W^T` for a `[out, in]` weight, on `[b, t, in]`: one 2-D matmul over `b * t` rows
+/// (a broadcast batch matmul would make the backward pass build and sum a per-batch copy of
+/// the weight gradient).
+fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (b, t, i) = x.dims3()?;
+    let y = x.reshape((b * t, i))?.matmul(&w.t()?)?;
+    Ok(y.reshape((b, t, w.dim(0)?))?)
 }
 
-/// Rotary embedding, rotate-half layout, on `[b, heads, t, hd]`.
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let hd = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
-    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
-    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+/// RMSNorm computed in f32 as transformers does, then back to the compute dtype.
+fn rms_norm(x: &Tensor, w: &Tensor, pass: &Pass) -> Result<Tensor> {
+    Ok(crate::ops::rms_norm(x, w, pass.eps)?.to_dtype(pass.compute)?)
 }
 
-/// Causal grouped-query attention. Query heads that share a key/value head are folded into the
-/// sequence axis (`[b, kv, rep*t, hd]`), so keys and values are never copied `rep` times.
-fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    scale: f64,
-    rep: usize,
-    training: bool,
-) -> Result<Tensor> {
+/// One decoder layer: `x + attn(norm(x))`, then `+ mlp(norm(·))`.
+pub(crate) fn layer(x: &Tensor, w: &LayerWeights, pass: &Pass) -> Result<Tensor> {
+    let (b, t, _) = x.dims3()?;
+    let (nh, nkv, hd) = (pass.heads, pass.kv_heads, pass.head_dim);
+    let h = rms_norm(x, w.get(0), pass)?;
+    // Heads stay in the projections' layout `[b, t, heads, hd]`: no transposed copies.
+    let heads =
+        |wt: &Tensor, n: usize| -> Result<Tensor> { Ok(linear(&h, wt)?.reshape((b, t, n, hd))?) };
+    let q = crate::ops::rope(&heads(w.get(1), nh)?, &pass.cos, &pass.sin)?;
+    let k = crate::ops::rope(&heads(w.get(2), nkv)?, &pass.cos, &pass.sin)?;
+    let v = heads(w.get(3), nkv)?;
+    let attn = attention(&q, &k, &v, pass)?.reshape((b, t, nh * hd))?;
+    let x = (x + linear(&attn, w.get(4))?)?;
+
+    let h = rms_norm(&x, w.get(5), pass)?;
+    let gate = linear(&h, w.get(6))?;
+    let up = linear(&h, w.get(7))?;
+    let mlp = linear(&crate::ops::swiglu(&gate, &up)?, w.get(8))?;
+    Ok((x + mlp)?)
+}
+
+/// Causal grouped-query attention on `[b, t, heads, hd]` (see `ops::attention`); on CUDA the
+/// no-gradient passes take flash-attn.
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor, pass: &Pass) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
-    if !training && q.device().is_cuda() && q.dtype() == DType::BF16 {
-        return crate::flash::attention(q, k, v, scale);
+    if !pass.training && q.device().is_cuda() && q.dtype() == DType::BF16 {
+        return crate::flash::attention(q, k, v, pass.scale);
     }
-    let _ = training;
-    let (b, nh, t, hd) = q.dims4()?;
-    let nkv = nh / rep;
-    let dtype = q.dtype();
-    // Scaling the queries rather than the scores: one pass over [.., t, hd] instead of [.., t, t].
-    let qg = (q * scale)?.reshape((b, nkv, rep * t, hd))?;
-    let scores = qg
-        .matmul(&k.t()?)?
-        .reshape((b, nh, t, t))?
-        .to_dtype(DType::F32)?;
-    let probs = match mask {
-        None => crate::ops::causal_softmax(&scores)?,
-        Some(mask) => candle_nn::ops::softmax(&scores.broadcast_add(mask)?, D::Minus1)?,
-    };
-    let probs = probs.to_dtype(dtype)?.reshape((b, nkv, rep * t, t))?;
-    Ok(probs.matmul(v)?.reshape((b, nh, t, hd))?)
+    Ok(crate::ops::attention(q, k, v, pass.scale)?)
 }
+
+pub mod recompute;

@@ -1,0 +1,509 @@
+//! Causal grouped-query attention that never materialises its scores: the FlashAttention-2
+//! algorithm on the CPU.
+//!
+//! Composed attention builds `[b, heads, t, t]` scores and probabilities and keeps both for the
+//! backward pass: memory grows with t² (1.6 GB per layer per sequence at t = 4096, 24 heads).
+//! Here the forward pass walks key/value tiles of `BLOCK_K` columns for each tile of `BLOCK_Q`
+//! query rows, keeps a running row maximum and sum (online softmax) and rescales its output
+//! accumulator as they change; it saves only each row's log-sum-exp. The backward pass
+//! recomputes each tile's probabilities from that statistic, tile by tile. Tiles above the
+//! diagonal are never visited; on the diagonal tile only the unmasked entries are exponentiated.
+//!
+//! Tensors are in the projections' own layout, `[b, t, heads, head_dim]`: the kernel reads rows
+//! with a stride, so no transposed copies of q, k, v or the output are made. Query head `h`
+//! reads key/value head `h / (heads / kv_heads)` in place (grouped-query attention without
+//! repeating K/V). The tile products run on `gemm`'s micro-kernels, single-threaded per task.
+//!
+//! Parallel work: the forward pass is one task per (batch, head, query tile). The backward pass
+//! is one task per (batch, kv head): the task owns that head's dK and dV and the dQ of the query
+//! heads that read it, so no two tasks write the same memory and no atomics or reductions are
+//! needed (a CUDA kernel, with far more parallel units, splits key tiles and accumulates dQ
+//! atomically, as FlashAttention-2 does).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::simd::{self, dispatch, SharedMut};
+
+/// Query rows per tile.
+pub const BLOCK_Q: usize = 64;
+/// Key/value rows per tile.
+pub const BLOCK_K: usize = 64;
+
+/// Sizes and row offsets of `[b, t, heads, d]` tensors.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    b: usize,
+    t: usize,
+    nh: usize,
+    nkv: usize,
+    d: usize,
+}
+
+impl Dims {
+    fn rep(&self) -> usize {
+        self.nh / self.nkv
+    }
+    /// Index of query/output row (batch `b`, position `r`, head `h`), counted in rows: also the
+    /// index of its log-sum-exp and of its `rowsum(dO ∘ O)`.
+    fn q_row(&self, b: usize, r: usize, h: usize) -> usize {
+        (b * self.t + r) * self.nh + h
+    }
+    fn kv_row(&self, b: usize, r: usize, g: usize) -> usize {
+        (b * self.t + r) * self.nkv + g
+    }
+    fn q_tiles(&self) -> usize {
+        self.t.div_ceil(BLOCK_Q)
+    }
+}
+
+/// `dst[m×n] (row stride dst_rs) = (accumulate ? dst : 0) + beta · A[m×k] · B[k×n]`, where A and
+/// B are given by pointer, row stride and column stride (a transpose is a swap of strides).
+///
+/// # Safety
+/// Every pointer must address the whole matrix its strides describe.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    (a, a_rs, a_cs): (*const f32, usize, usize),
+    (b, b_rs, b_cs): (*const f32, usize, usize),
+    beta: f32,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        a,
+        a_cs as isize,
+        a_rs as isize,
+        b,
+        b_cs as isize,
+        b_rs as isize,
+        1.0,
+        beta,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+/// Columns of a tile's row `r` (absolute query position `i`) that are not masked: keys at
+/// positions `j0..=i`.
+fn unmasked(i: usize, j0: usize, cols: usize) -> usize {
+    (i + 1).saturating_sub(j0).min(cols)
+}
+
+dispatch! {
+    /// Online-softmax update for one tile: turns the scores `s` (rows × cols, row stride
+    /// `BLOCK_K`) into `exp(s - m_new)` (masked entries 0), updates the running max `m` and sum
+    /// `l`, and rescales the output accumulator rows `acc` (row length `d`) by `exp(m - m_new)`.
+    fn online_softmax_tile(
+        s: &mut [f32],
+        m: &mut [f32],
+        l: &mut [f32],
+        acc: &mut [f32],
+        d: usize,
+        i0: usize,
+        j0: usize,
+        cols: usize,
+    ) {
+        for (r, row) in s.chunks_mut(BLOCK_K).enumerate().take(m.len()) {
+            let valid = unmasked(i0 + r, j0, cols);
+            let row = &mut row[..cols];
+            if valid == 0 {
+                row.fill(0.0);
+                continue;
+            }
+            let m_new = m[r].max(simd::max(&row[..valid]));
+            for x in &mut row[..valid] {
+                *x = simd::exp(*x - m_new);
+            }
+            row[valid..].fill(0.0);
+            let sum = simd::sum(&row[..valid]);
+            if m_new > m[r] {
+                // exp(-inf) is clamped to ~1e-38 by `simd::exp`, so the first tile scales a
+                // zero accumulator by a tiny number: still zero.
+                let corr = simd::exp(m[r] - m_new);
+                l[r] *= corr;
+                for a in &mut acc[r * d..(r + 1) * d] {
+                    *a *= corr;
+                }
+                m[r] = m_new;
+            }
+            l[r] += sum;
+        }
+    }
+}
+
+dispatch! {
+    /// Backward-pass tile: from the scores `s` makes the probabilities `p = exp(s - lse)` in
+    /// place (masked entries 0) — `lse` indexed by tile row.
+    fn probabilities_tile(s: &mut [f32], lse: &[f32], i0: usize, j0: usize, cols: usize) {
+        for (r, row) in s.chunks_mut(BLOCK_K).enumerate().take(lse.len()) {
+            let valid = unmasked(i0 + r, j0, cols);
+            let row = &mut row[..cols];
+            for x in &mut row[..valid] {
+                *x = simd::exp(*x - lse[r]);
+            }
+            row[valid..].fill(0.0);
+        }
+    }
+}
+
+dispatch! {
+    /// `ds = p ∘ (dp − D)` in place of `dp`, `D` indexed by tile row.
+    fn score_grad_tile(dp: &mut [f32], p: &[f32], dsum: &[f32], cols: usize) {
+        for (r, (g, pr)) in dp.chunks_mut(BLOCK_K).zip(p.chunks(BLOCK_K)).enumerate().take(dsum.len()) {
+            let dr = dsum[r];
+            for (g, &pv) in g[..cols].iter_mut().zip(&pr[..cols]) {
+                *g = pv * (*g - dr);
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// Normalised output rows `acc / l` and the saved statistic `m + ln l`.
+    fn finish_rows(acc: &[f32], m: &[f32], l: &[f32], d: usize, out: &mut [f32], lse: &mut [f32]) {
+        for r in 0..m.len() {
+            let inv = 1.0 / l[r];
+            for (o, &a) in out[r * d..(r + 1) * d].iter_mut().zip(&acc[r * d..(r + 1) * d]) {
+                *o = a * inv;
+            }
+            lse[r] = m[r] + l[r].ln();
+        }
+    }
+}
+
+/// Forward pass: output `[b, t, nh, d]` and the log-sum-exp of every row (`q_row` order).
+fn forward(dims: Dims, scale: f32, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let Dims { b, t, nh, nkv, d } = dims;
+    let mut out = vec![0f32; b * t * nh * d];
+    let mut lse = vec![0f32; b * t * nh];
+    let (out_ptr, lse_ptr) = (SharedMut(out.as_mut_ptr()), SharedMut(lse.as_mut_ptr()));
+    let (q_rs, kv_rs) = (nh * d, nkv * d);
+    let tiles = dims.q_tiles();
+    (0..b * nh * tiles).into_par_iter().for_each(|task| {
+        let (bh, qi) = (task / tiles, task % tiles);
+        let (bi, h) = (bh / nh, bh % nh);
+        let g = h / dims.rep();
+        let i0 = qi * BLOCK_Q;
+        let rows = BLOCK_Q.min(t - i0);
+        let mut s = vec![0f32; rows * BLOCK_K];
+        let mut acc = vec![0f32; rows * d];
+        let mut m = vec![f32::NEG_INFINITY; rows];
+        let mut l = vec![0f32; rows];
+        let q_tile = q[dims.q_row(bi, i0, h) * d..].as_ptr();
+        // Key tiles up to the last row of this query tile; those above the diagonal are skipped.
+        for j0 in (0..i0 + rows).step_by(BLOCK_K) {
+            let cols = BLOCK_K.min(i0 + rows - j0);
+            let k_tile = k[dims.kv_row(bi, j0, g) * d..].as_ptr();
+            let v_tile = v[dims.kv_row(bi, j0, g) * d..].as_ptr();
+            // SAFETY: q rows i0..i0+rows and k/v rows j0..j0+cols of these heads are in bounds
+            // (both < t), and `s`/`acc` are this task's own buffers.
+            unsafe {
+                matmul(
+                    (rows, cols, d),
+                    s.as_mut_ptr(),
+                    BLOCK_K,
+                    false,
+                    (q_tile, q_rs, 1),
+                    (k_tile, 1, kv_rs),
+                    scale,
+                );
+            }
+            online_softmax_tile(&mut s, &mut m, &mut l, &mut acc, d, i0, j0, cols);
+            // SAFETY: as above.
+            unsafe {
+                matmul(
+                    (rows, d, cols),
+                    acc.as_mut_ptr(),
+                    d,
+                    true,
+                    (s.as_ptr(), BLOCK_K, 1),
+                    (v_tile, kv_rs, 1),
+                    1.0,
+                );
+            }
+        }
+        let mut o_rows = vec![0f32; rows * d];
+        let mut lse_rows = vec![0f32; rows];
+        finish_rows(&acc, &m, &l, d, &mut o_rows, &mut lse_rows);
+        for r in 0..rows {
+            let row = dims.q_row(bi, i0 + r, h);
+            // SAFETY: row (bi, i0 + r, h) belongs to this task alone: tasks are distinct
+            // (batch, head, query tile) triples.
+            unsafe {
+                out_ptr
+                    .slice(row * d, d)
+                    .copy_from_slice(&o_rows[r * d..(r + 1) * d]);
+                lse_ptr.slice(row, 1)[0] = lse_rows[r];
+            }
+        }
+    });
+    (out, lse)
+}
+
+/// Backward pass: `(dq, dk, dv)` from the inputs, the output `o`, its gradient `go` and the
+/// saved log-sum-exp.
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    dims: Dims,
+    scale: f32,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &[f32],
+    go: &[f32],
+    lse: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Dims { b, t, nh, nkv, d } = dims;
+    // D = rowsum(dO ∘ O): the softmax backward's per-row term, once per row.
+    let dsum: Vec<f32> = o
+        .par_chunks(d)
+        .zip(go.par_chunks(d))
+        .map(|(or, gr)| simd_dot(or, gr))
+        .collect();
+    let mut dq = vec![0f32; q.len()];
+    let mut dk = vec![0f32; k.len()];
+    let mut dv = vec![0f32; v.len()];
+    let (dq_ptr, dk_ptr, dv_ptr) = (
+        SharedMut(dq.as_mut_ptr()),
+        SharedMut(dk.as_mut_ptr()),
+        SharedMut(dv.as_mut_ptr()),
+    );
+    let (q_rs, kv_rs) = (nh * d, nkv * d);
+    let rep = dims.rep();
+    (0..b * nkv).into_par_iter().for_each(|task| {
+        let (bi, g) = (task / nkv, task % nkv);
+        let mut p = vec![0f32; BLOCK_Q * BLOCK_K];
+        let mut ds = vec![0f32; BLOCK_Q * BLOCK_K];
+        let mut dk_acc = vec![0f32; BLOCK_K * d];
+        let mut dv_acc = vec![0f32; BLOCK_K * d];
+        let mut lse_t = vec![0f32; BLOCK_Q];
+        let mut dsum_t = vec![0f32; BLOCK_Q];
+        for j0 in (0..t).step_by(BLOCK_K) {
+            let cols = BLOCK_K.min(t - j0);
+            dk_acc.fill(0.0);
+            dv_acc.fill(0.0);
+            let k_tile = k[dims.kv_row(bi, j0, g) * d..].as_ptr();
+            let v_tile = v[dims.kv_row(bi, j0, g) * d..].as_ptr();
+            for h in g * rep..(g + 1) * rep {
+                // Query tiles with a row at or after j0; earlier ones are fully masked.
+                for qi in j0 / BLOCK_Q..dims.q_tiles() {
+                    let i0 = qi * BLOCK_Q;
+                    let rows = BLOCK_Q.min(t - i0);
+                    for r in 0..rows {
+                        let row = dims.q_row(bi, i0 + r, h);
+                        lse_t[r] = lse[row];
+                        dsum_t[r] = dsum[row];
+                    }
+                    let q_tile = q[dims.q_row(bi, i0, h) * d..].as_ptr();
+                    let go_tile = go[dims.q_row(bi, i0, h) * d..].as_ptr();
+                    let p_rows = &mut p[..rows * BLOCK_K];
+                    // SAFETY (every matmul below): tiles of rows < t of this task's heads, and
+                    // the task's own scratch buffers; dQ rows of heads g·rep..(g+1)·rep of batch
+                    // bi are written by this task only.
+                    unsafe {
+                        matmul(
+                            (rows, cols, d),
+                            p_rows.as_mut_ptr(),
+                            BLOCK_K,
+                            false,
+                            (q_tile, q_rs, 1),
+                            (k_tile, 1, kv_rs),
+                            scale,
+                        );
+                    }
+                    probabilities_tile(p_rows, &lse_t[..rows], i0, j0, cols);
+                    unsafe {
+                        // dV_j += Pᵀ dO_i
+                        matmul(
+                            (cols, d, rows),
+                            dv_acc.as_mut_ptr(),
+                            d,
+                            true,
+                            (p_rows.as_ptr(), 1, BLOCK_K),
+                            (go_tile, q_rs, 1),
+                            1.0,
+                        );
+                        // dP = dO_i V_jᵀ
+                        matmul(
+                            (rows, cols, d),
+                            ds.as_mut_ptr(),
+                            BLOCK_K,
+                            false,
+                            (go_tile, q_rs, 1),
+                            (v_tile, 1, kv_rs),
+                            1.0,
+                        );
+                    }
+                    score_grad_tile(&mut ds[..rows * BLOCK_K], p_rows, &dsum_t[..rows], cols);
+                    unsafe {
+                        // dQ_i += scale · dS K_j
+                        matmul(
+                            (rows, d, cols),
+                            dq_ptr.at(dims.q_row(bi, i0, h) * d),
+                            q_rs,
+                            true,
+                            (ds.as_ptr(), BLOCK_K, 1),
+                            (k_tile, kv_rs, 1),
+                            scale,
+                        );
+                        // dK_j += scale · dSᵀ Q_i
+                        matmul(
+                            (cols, d, rows),
+                            dk_acc.as_mut_ptr(),
+                            d,
+                            true,
+                            (ds.as_ptr(), 1, BLOCK_K),
+                            (q_tile, q_rs, 1),
+                            scale,
+                        );
+                    }
+                }
+            }
+            for c in 0..cols {
+                let row = dims.kv_row(bi, j0 + c, g);
+                // SAFETY: kv head g of batch bi belongs to this task alone.
+                unsafe {
+                    dk_ptr
+                        .slice(row * d, d)
+                        .copy_from_slice(&dk_acc[c * d..(c + 1) * d]);
+                    dv_ptr
+                        .slice(row * d, d)
+                        .copy_from_slice(&dv_acc[c * d..(c + 1) * d]);
+                }
+            }
+        }
+    });
+    (dq, dk, dv)
+}
+
+dispatch! {
+    fn simd_dot(a: &[f32], b: &[f32]) -> f32 {
+        simd::dot(a, b)
+    }
+}
+
+/// The f32 data of a contiguous CPU tensor.
+fn f32_data<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("flash-attention: {what} must be f32");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("flash-attention: {what} must be contiguous");
+    };
+    Ok(&data[start..end])
+}
+
+struct FlashAttention {
+    scale: f32,
+    /// The forward pass's per-row log-sum-exp, for the backward pass.
+    lse: Mutex<Option<Arc<Vec<f32>>>>,
+}
+
+fn dims_of(q: &Shape, k: &Shape, v: &Shape) -> candle_core::Result<Dims> {
+    let (b, t, nh, d) = q.dims4()?;
+    let (kb, kt, nkv, kd) = k.dims4()?;
+    if (kb, kt, kd) != (b, t, d) || k != v {
+        candle_core::bail!(
+            "flash-attention: q {q:?}, k {k:?}, v {v:?} must be [b, t, heads, d] with k and v alike"
+        );
+    }
+    if nkv == 0 || nh % nkv != 0 || t == 0 || d == 0 {
+        candle_core::bail!("flash-attention: {nh} heads over {nkv} kv heads, t {t}, d {d}");
+    }
+    Ok(Dims { b, t, nh, nkv, d })
+}
+
+impl CustomOp3 for FlashAttention {
+    fn name(&self) -> &'static str {
+        "flash-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims = dims_of(ql.shape(), kl.shape(), vl.shape())?;
+        let q = f32_data(qs, ql, "q")?;
+        let k = f32_data(ks, kl, "k")?;
+        let v = f32_data(vs, vl, "v")?;
+        let (out, lse) = forward(dims, self.scale, q, k, v);
+        if let Ok(mut saved) = self.lse.lock() {
+            *saved = Some(Arc::new(lse));
+        }
+        Ok((CpuStorage::F32(out), ql.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let lse = self.lse.lock().ok().and_then(|s| s.clone());
+        let Some(lse) = lse else {
+            candle_core::bail!("flash-attention: backward before forward");
+        };
+        let dims = dims_of(q.shape(), k.shape(), v.shape())?;
+        let grad = grad.contiguous()?;
+        let (dq, dk, dv) = {
+            let guards = [q, k, v, res, &grad].map(|t| t.storage_and_layout());
+            let mut data = Vec::with_capacity(5);
+            for ((storage, layout), what) in guards.iter().zip(["q", "k", "v", "out", "grad"]) {
+                let Storage::Cpu(cpu) = &**storage else {
+                    candle_core::bail!("flash-attention: {what} is not on the CPU");
+                };
+                data.push(f32_data(cpu, layout, what)?);
+            }
+            backward(
+                dims, self.scale, data[0], data[1], data[2], data[3], data[4], &lse,
+            )
+        };
+        let dev = q.device();
+        Ok((
+            Some(Tensor::from_vec(dq, q.shape(), dev)?),
+            Some(Tensor::from_vec(dk, k.shape(), dev)?),
+            Some(Tensor::from_vec(dv, v.shape(), dev)?),
+        ))
+    }
+}
+
+/// Causal attention over `[b, t, heads, d]` q and `[b, t, kv_heads, d]` k, v (f32, CPU) →
+/// `[b, t, heads, d]`.
+pub fn flash_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    let op = FlashAttention {
+        scale: scale as f32,
+        lse: Mutex::new(None),
+    };
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
