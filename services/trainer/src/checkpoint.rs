@@ -132,15 +132,21 @@ fn write_json_file<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     sync_file(path)
 }
 
-/// Reads a model directory's config and weights (f32, on `device`), checking every tensor's
-/// name and shape against the config.
-pub fn read_model_dir(dir: &Path, device: &Device) -> Result<(LlamaConfig, Params)> {
+/// Reads and checks a model directory's `config.json` (no weights).
+pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
     let cfg_path = dir.join("config.json");
     let text = fs::read_to_string(&cfg_path).map_err(Error::io("cannot read", &cfg_path))?;
     let cfg: LlamaConfig = serde_json::from_str(&text)
         .map_err(|e| Error::file(&cfg_path, format!("not a LLaMA config.json: {e}")))?;
     cfg.check()
         .map_err(|e| Error::file(&cfg_path, e.to_string()))?;
+    Ok(cfg)
+}
+
+/// Reads a model directory's config and weights (f32, on `device`), checking every tensor's
+/// name and shape against the config.
+pub fn read_model_dir(dir: &Path, device: &Device) -> Result<(LlamaConfig, Params)> {
+    let cfg = read_config(dir)?;
     let files = weight_files(dir)?;
     let mut found: HashMap<String, (Tensor, PathBuf)> = HashMap::new();
     for file in files {

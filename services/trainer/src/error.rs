@@ -33,6 +33,9 @@ pub enum Error {
     Bus(#[from] zbus::Error),
     #[error("device: {0}")]
     Device(String),
+    /// A run that does not fit in the device's memory (see `plan.rs`), with the knobs to turn.
+    #[error("memory: {0}")]
+    Memory(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -13,6 +13,7 @@ pub mod interface;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod plan;
 pub mod remote;
 pub mod rng;
 pub mod train;

@@ -1,26 +1,85 @@
 //! `miner-trainer`: trains a LLaMA model on local text, checkpoints it in Hugging Face's format,
-//! and hands checkpoints that beat the upload threshold to the publisher. Wiring only: the loop is
-//! in `train.rs`, the D-Bus object in `interface.rs`, the hand-off in `handoff.rs`.
+//! and hands checkpoints that beat the upload threshold to the publisher; `miner-trainer plan`
+//! prints a run's memory plan. Wiring only: the loop is in `train.rs`, the D-Bus object in
+//! `interface.rs`, the hand-off in `handoff.rs`, the plan in `plan.rs`.
 
-use taominer_trainer::{handoff, interface, remote, train};
+use taominer_trainer::{handoff, interface, plan, remote, train};
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use taominer_core::bus::Part;
+use taominer_core::config::{Config, Sources};
 use taominer_core::runtime::{self, DaemonArgs};
 
 /// The taominer trainer daemon (D-Bus name org.taominer.Trainer1).
 ///
 /// The run is configured in [trainer] (see miner.toml.example); the flags below are upstream
-/// miners' names for the common settings and override the file.
+/// miners' names for the common settings and override the file. With no subcommand it runs the
+/// daemon; `miner-trainer plan` prints the run's memory plan instead.
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     #[command(flatten)]
     daemon: DaemonArgs,
 
+    #[command(flatten)]
+    flags: Flags,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the memory plan of the configured run: weights, master copy, gradients, AdamW
+    /// moments, activations, the largest layer's and the loss's working sets and the peak, against
+    /// the device's free memory, and which settings to turn when it does not fit.
+    ///
+    /// The model is the one the daemon would train: the latest checkpoint in the state directory
+    /// (a restart resumes it), else [trainer.model] (start = "scratch") or the config.json of
+    /// --load-model-dir. The daemon runs the same plan before it allocates a model and refuses a
+    /// run that does not fit.
+    Plan(PlanArgs),
+}
+
+#[derive(clap::Args)]
+struct PlanArgs {
+    /// The TOML configuration file (e.g. /etc/taominer/miner.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Override one configuration key, e.g. --set trainer.batch_size=2 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+
+    /// The trainer's state directory (default $STATE_DIRECTORY): its latest checkpoint is the
+    /// model a restart resumes, its token cache the data it holds. Only read.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    flags: Flags,
+
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+
+    /// Compare with this much memory instead of the device's free memory: a number of GiB, or
+    /// with a unit (80GB, 79.6GiB, 512MiB).
+    #[arg(long, value_name = "SIZE")]
+    capacity: Option<String>,
+
+    /// Also run N optimiser steps of the model on random tokens, on the CPU, in this process
+    /// (the loop's own step code), and print the predicted and the measured peak resident memory.
+    #[arg(long, value_name = "N")]
+    measure: Option<usize>,
+}
+
+/// Upstream miners' flags.
+#[derive(clap::Args)]
+struct Flags {
     /// Start from this Hugging Face model directory (config.json + safetensors) instead of
     /// from scratch (trainer.start = "model-dir").
     #[arg(long, value_name = "DIR")]
@@ -43,7 +102,7 @@ struct Args {
     device: Option<String>,
 }
 
-impl Args {
+impl Flags {
     /// The flags, as the `--set` overrides they stand for.
     fn overrides(&self) -> Vec<String> {
         let mut set = Vec::new();
@@ -75,10 +134,120 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// `80GB`, `79.6GiB`, `512MiB`, or a number of GiB.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let x: f64 = num.parse().ok()?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "gib" | "g" => (1u64 << 30) as f64,
+        "gb" => 1e9,
+        "mib" | "m" => (1u64 << 20) as f64,
+        "mb" => 1e6,
+        "tib" | "t" => (1u64 << 40) as f64,
+        "tb" => 1e12,
+        _ => return None,
+    };
+    Some((x * scale) as u64)
+}
+
+/// `miner-trainer plan`.
+fn plan_command(daemon: DaemonArgs, flags: &Flags, args: PlanArgs) -> anyhow::Result<()> {
+    runtime::init_logging(Part::Trainer.unit());
+    // As the daemon: the allocator settings change what a step leaves resident (--measure).
+    taominer_trainer::alloc::tune_for_training();
+    let mut overrides = daemon.set;
+    overrides.extend(flags.overrides());
+    overrides.extend(args.set);
+    overrides.extend(args.flags.overrides());
+    let sources = Sources {
+        file: args.config.or(daemon.config),
+        overrides,
+        env: true,
+    };
+    let config = Config::load(&sources).unwrap_or_else(|e| runtime::exit_config(&e));
+    let t = &config.trainer;
+    let state_dir = args
+        .state_dir
+        .or(daemon.state_dir)
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+        .filter(|d| d.is_dir());
+    let (model, from) = plan::configured_model(t, state_dir.as_deref())?;
+    let cuda = t.device != "cpu";
+    let data = state_dir.as_deref().map(plan::data_bytes).unwrap_or(0);
+    let setup = plan::Setup::new(t, &model, cuda, data);
+    let p = plan::plan(&setup);
+    let capacity = match &args.capacity {
+        Some(s) => Some(plan::Capacity {
+            bytes: parse_size(s).ok_or_else(|| {
+                anyhow::anyhow!("--capacity {s:?}: a size such as 80GB, 79.6GiB or 512MiB")
+            })?,
+            source: format!("--capacity {s}"),
+        }),
+        // The device as the daemon opens it (CUDA needs a build with the feature).
+        None => match train::device_for(&t.device) {
+            Ok(device) => plan::capacity(&device, 0),
+            Err(e) => {
+                tracing::warn!("no capacity to compare with: {e}");
+                None
+            }
+        },
+    };
+    let advice = capacity
+        .as_ref()
+        .filter(|c| p.bytes.total > c.bytes)
+        .map(|c| plan::advice(&setup, &p, c.bytes));
+    let measured = match args.measure {
+        Some(steps) => {
+            if cuda {
+                anyhow::bail!("--measure runs on the CPU: add --device cpu");
+            }
+            Some(plan::measure(t, &model, steps)?)
+        }
+        None => None,
+    };
+    if args.json {
+        let knobs = capacity
+            .as_ref()
+            .filter(|c| p.bytes.total > c.bytes)
+            .map(|c| plan::knobs(&setup, c.bytes));
+        let out = serde_json::json!({
+            "model_from": from,
+            "plan": p,
+            "capacity": capacity,
+            "fits": capacity.as_ref().map(|c| p.bytes.total <= c.bytes),
+            "knobs": knobs,
+            "advice": advice,
+            "measured_peak_rss": measured,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("model from {from}");
+        print!("{}", plan::table(&p, capacity.as_ref(), advice.as_deref()));
+        if let Some(m) = measured {
+            let predicted = p.bytes.total as f64;
+            println!(
+                "\nmeasured peak RSS after {} steps: {:.1} MiB; predicted {:.1} MiB ({:+.1} %)",
+                args.measure.unwrap_or(0),
+                m as f64 / (1u64 << 20) as f64,
+                predicted / (1u64 << 20) as f64,
+                (predicted - m as f64) / m as f64 * 100.0
+            );
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
-    let flags = args.overrides();
+    if let Some(Command::Plan(plan_args)) = args.command {
+        return plan_command(args.daemon, &args.flags, plan_args);
+    }
+    let flags = args.flags.overrides();
     args.daemon.set.extend(flags);
     let daemon = args.daemon.start(Part::Trainer);
     taominer_trainer::alloc::tune_for_training();

@@ -12,6 +12,7 @@ use candle_core::Tensor;
 use candle_core::Var;
 
 use crate::error::{Error, Result};
+use crate::ops::adamw::{adamw_step, sum_of_squares, AdamWStep};
 use crate::model::Params;
 
 pub struct AdamW {
@@ -44,31 +45,37 @@ impl AdamW {
         })
     }
 
-    /// One update with `grads` (by parameter name) at learning rate `lr`.
+    /// One update with `grads` (by parameter name) times `grad_scale` (the clip factor) at
+    /// learning rate `lr`: PyTorch's AdamW, one pass per parameter (`ops::adamw`).
     pub fn step(
         &mut self,
         params: &Params,
         grads: &HashMap<String, Tensor>,
         lr: f64,
+        grad_scale: f64,
     ) -> Result<()> {
         self.t += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.t as i32);
-        let bc2 = 1.0 - self.beta2.powi(self.t as i32);
         for (name, p) in params {
             let Some(g) = grads.get(name) else { continue };
             let m = self.m.get_mut(name).ok_or_else(|| missing(name))?;
             let v = self.v.get_mut(name).ok_or_else(|| missing(name))?;
-            *m = ((&*m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
-            *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let m_hat = (&*m / bc1)?;
-            let v_hat = (&*v / bc2)?;
-            let update = (m_hat / (v_hat.sqrt()? + self.eps)?)?;
-            let decay = if p.rank() >= 2 {
-                self.weight_decay
-            } else {
-                0.0
+            let scalars = AdamWStep {
+                lr,
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.eps,
+                weight_decay: if p.rank() >= 2 {
+                    self.weight_decay
+                } else {
+                    0.0
+                },
+                bias_correction1: 1.0 - self.beta1.powi(self.t as i32),
+                bias_correction2: 1.0 - self.beta2.powi(self.t as i32),
+                grad_scale,
             };
-            let next = ((p.as_tensor() * (1.0 - lr * decay))? - (update * lr)?)?;
+            let (next, m_next, v_next) = adamw_step(p.as_tensor(), g, m, v, &scalars)?;
+            *m = m_next;
+            *v = v_next;
             p.set(&next)?;
         }
         Ok(())
@@ -134,43 +141,31 @@ pub fn learning_rate(step: u64, lr: f64, warmup: u64, total: u64, min_ratio: f64
     lr * (min_ratio + (1.0 - min_ratio) * cosine)
 }
 
-/// Scales gradients so their global L2 norm is at most `max_norm` (0: off). Returns the norm
-/// before clipping.
-pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> Result<f64> {
+/// The gradients' global L2 norm, and the factor that scales them to at most `max_norm`
+/// (`clip_grad_norm_`'s `max_norm / (norm + 1e-6)`, or 1 when under it or `max_norm` is 0). The
+/// factor is applied inside the AdamW pass rather than as a pass of its own.
+pub fn clip_factor(grads: &HashMap<String, Tensor>, max_norm: f64) -> Result<(f64, f64)> {
     let mut sum = 0f64;
     for g in grads.values() {
-        sum += g
-            .sqr()?
-            .sum_all()?
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?;
+        sum += sum_of_squares(g)?;
     }
     let norm = sum.sqrt();
-    if max_norm > 0.0 && norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        for g in grads.values_mut() {
-            *g = (&*g * scale)?;
-        }
-    }
-    Ok(norm)
+    let scale = if max_norm > 0.0 && norm > max_norm {
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
+    };
+    Ok((norm, scale))
 }
 
-/// Adds a backward pass's gradients into the accumulator, by parameter name.
-pub fn accumulate(
-    acc: &mut HashMap<String, Tensor>,
-    params: &Params,
-    grads: &candle_core::backprop::GradStore,
-) -> Result<()> {
-    for (name, p) in params {
-        let Some(g) = grads.get(p.as_tensor()) else {
-            continue;
-        };
-        let g = g.detach();
-        let next = match acc.remove(name) {
+/// Adds one backward pass's gradients (by parameter name) into the accumulator.
+pub fn accumulate(acc: &mut HashMap<String, Tensor>, grads: HashMap<String, Tensor>) -> Result<()> {
+    for (name, g) in grads {
+        let next = match acc.remove(&name) {
             Some(prev) => (prev + g)?,
             None => g,
         };
-        acc.insert(name.clone(), next);
+        acc.insert(name, next);
     }
     Ok(())
 }
@@ -210,7 +205,7 @@ mod tests {
             "w".to_string(),
             Tensor::new(&[[0.5f32, -0.25]], &dev).unwrap(),
         )]);
-        opt.step(&params, &grads, 0.01).unwrap();
+        opt.step(&params, &grads, 0.01, 1.0).unwrap();
         let got = params["w"].as_tensor().to_vec2::<f32>().unwrap();
         // Step 1: m_hat = g, v_hat = g², update = g/|g| = ±1.
         let expect = [

@@ -441,7 +441,8 @@ impl Run {
         if let Some(saved) = &opt_state {
             opt.load_state(&params, saved)?;
         }
-        let model = Llama::new(model_cfg, params, compute)?;
+        let checkpointing = t.checkpoint_activations.unwrap_or(!device.is_cpu());
+        let model = Llama::new(model_cfg, params, compute)?.with_checkpointing(checkpointing);
         let competition = cfg.miner.competition().unwrap_or_default();
         shared.update(|p| {
             p.step = state.step;
@@ -538,11 +539,10 @@ impl Run {
                     (t.batch_size, t.sequence_length),
                     &self.device,
                 )?;
-                let loss = self.model.loss(&ids, true)?;
-                loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                let (loss, micro_grads) = micro_batch(&self.model, &ids, t.accumulation_steps)?;
+                loss_sum += loss;
                 micro_batches += 1;
-                let scaled = (loss / t.accumulation_steps as f64)?;
-                optim::accumulate(&mut grads, &self.model.params, &scaled.backward()?)?;
+                optim::accumulate(&mut grads, micro_grads)?;
                 self.state.batch_in_epoch += 1;
                 self.state.tokens_seen += (t.batch_size * t.sequence_length) as u64;
                 shared.beat();
@@ -550,16 +550,7 @@ impl Run {
             if grads.is_empty() {
                 break;
             }
-            optim::clip_global_norm(&mut grads, t.grad_clip)?;
-            let lr = optim::learning_rate(
-                self.state.step,
-                t.lr,
-                t.warmup_steps,
-                t.max_steps,
-                t.min_lr_ratio,
-            );
-            self.opt.step(&self.model.params, &grads, lr)?;
-            drop(grads);
+            let lr = optimizer_step(&self.model, &mut self.opt, grads, &t, self.state.step)?.lr;
             self.state.step += 1;
             // The last step of a run can end an epoch part-way through its accumulation.
             let loss = loss_sum / micro_batches.max(1) as f64;
@@ -668,7 +659,7 @@ impl Run {
         for chunk in seqs.chunks(t.batch_size) {
             let flat: Vec<u32> = chunk.iter().flat_map(|s| s.iter().copied()).collect();
             let ids = Tensor::from_vec(flat, (chunk.len(), t.sequence_length), &self.device)?;
-            let loss = model.loss(&ids, false)?.detach();
+            let loss = model.loss(&ids, false)?;
             sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
             n += chunk.len();
             shared.beat();
@@ -828,6 +819,48 @@ impl Run {
         tracing::info!(STEP = run.step, "checkpoint {name}");
         Ok(name)
     }
+}
+
+/// One micro-batch of a step: the loss on `ids` `[batch, seq]` and its gradients, scaled by
+/// `1 / accumulation_steps` so that a step's accumulated gradients are those of the mean loss
+/// over its micro-batches. Returns the unscaled loss (what the progress reports) and the
+/// gradients by parameter name. A function of its own so that the PyTorch cross-check
+/// (`tests/tests/trainer_grads.rs`) runs the loop's own code, not a copy of it.
+pub fn micro_batch(
+    model: &Llama,
+    ids: &Tensor,
+    accumulation_steps: usize,
+) -> Result<(f64, HashMap<String, Tensor>)> {
+    let loss = model.loss(ids, true)?;
+    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let scaled = (loss / accumulation_steps as f64)?;
+    Ok((value, model.backward(&scaled)?))
+}
+
+/// What one optimiser step did.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    /// The learning rate the update used.
+    pub lr: f64,
+    /// The accumulated gradients' global L2 norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// The end of a step, as the loop takes it: clips the accumulated `grads` to `t.grad_clip`
+/// global norm, takes step `step`'s learning rate (`step` counts the steps already taken) from
+/// the warmup-then-cosine schedule, and applies AdamW to the model's weights. Shared with the
+/// PyTorch cross-check like [`micro_batch`].
+pub fn optimizer_step(
+    model: &Llama,
+    opt: &mut AdamW,
+    grads: HashMap<String, Tensor>,
+    t: &taominer_core::config::TrainerConfig,
+    step: u64,
+) -> Result<StepReport> {
+    let (grad_norm, clip) = optim::clip_factor(&grads, t.grad_clip)?;
+    let lr = optim::learning_rate(step, t.lr, t.warmup_steps, t.max_steps, t.min_lr_ratio);
+    opt.step(&model.params, &grads, lr, clip)?;
+    Ok(StepReport { lr, grad_norm })
 }
 
 /// The threshold rule: below `avg_loss_upload_threshold` (0 disables, as upstream) and better

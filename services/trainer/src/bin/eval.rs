@@ -37,6 +37,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    taominer_trainer::alloc::tune_for_training();
     let device = device_for(&args.device)?;
     let (cfg, params) = read_model_dir(&args.model_dir, &device)
         .with_context(|| format!("cannot load {}", args.model_dir.display()))?;

@@ -8,12 +8,14 @@
 //! * [`attention`]: causal grouped-query attention in the FlashAttention-2 form (scores never
 //!   materialised; the per-row log-sum-exp is all that is saved);
 //! * [`rms_norm`], [`rope`], [`swiglu`]: the elementwise parts of a layer;
-//! * [`cross_entropy`]: the loss over the logits, whose gradient is written in one pass.
+//! * [`causal_lm_loss`]: the loss over the logits, whose gradient is written in one pass;
+//! * [`adamw`]: the optimiser update and the gradient norm, one pass per parameter.
 //!
 //! The CPU kernels are complete (f32); on other devices, and for other dtypes, each function
 //! falls back to the composed reference in [`reference`], which is also what the tests hold
 //! the kernels to. The CUDA kernels follow the same tiling and saved statistics.
 
+pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
 pub mod elementwise;
