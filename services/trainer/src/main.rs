@@ -33,10 +33,11 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the memory plan of the configured run: weights, master copy, gradients, AdamW
-    /// moments, activations, the largest layer's and the loss's working sets and the peak, against
-    /// the device's free memory, and which settings to turn when it does not fit.
+    /// Print the run's memory plan: what it needs at its peak, and whether that fits.
     ///
+    /// The bytes of the weights, their f32 master copy, gradients, AdamW moments, activations, the
+    /// largest layer's and the loss's working sets and the peak, against the device's free memory
+    /// (CPU: MemAvailable or the cgroup's limit), and which settings to turn when it does not fit.
     /// The model is the one the daemon would train: the latest checkpoint in the state directory
     /// (a restart resumes it), else [trainer.model] (start = "scratch") or the config.json of
     /// --load-model-dir. The daemon runs the same plan before it allocates a model and refuses a

@@ -12,8 +12,8 @@ use candle_core::Tensor;
 use candle_core::Var;
 
 use crate::error::{Error, Result};
-use crate::ops::adamw::{adamw_step, sum_of_squares, AdamWStep};
 use crate::model::Params;
+use crate::ops::adamw::{adamw_step, sum_of_squares, AdamWStep};
 
 pub struct AdamW {
     pub beta1: f64,

@@ -9,38 +9,43 @@
 //! # How the bytes are counted
 //!
 //! Not with a generic "activations ≈ k · tokens · hidden" formula: the plan replays one
-//! optimiser step of *this* trainer as candle executes it, tensor by tensor, and records the
-//! bytes alive after every allocation and free. The replay follows three rules of candle's
-//! autograd (candle-core 0.11, `backprop.rs`):
+//! optimiser step of *this* trainer as it executes, tensor by tensor, and records the memory
+//! resident after every allocation and free (see [`replay`]). The replay follows candle's
+//! autograd (candle-core 0.11 with the `vendor/` patch, `backprop.rs`):
 //!
 //! * every tensor of the forward graph stays alive until the graph is dropped, after the whole
 //!   backward pass (each op keeps its inputs for its backward); views (`reshape` of a
 //!   contiguous tensor, `t()`, `to_dtype` to the same dtype) share their input's storage;
-//! * the backward pass visits the nodes in reverse topological order (the same depth-first
-//!   order as `Tensor::sorted_nodes`); a node's gradient is freed once the node is processed,
-//!   a `Var`'s gradient stays in the store;
-//! * every gradient reaches its input through `or_insert` + `add`: a zero tensor of the
-//!   input's size (when the input has no gradient yet), then a new sum, whatever the op — a
-//!   view's backward too. The op's own output gradients live until its arm of the match ends.
+//! * the backward pass visits the nodes in reverse topological order (the depth-first order of
+//!   `Tensor::sorted_nodes`); a node's gradient is freed once the node is processed, a `Var`'s
+//!   stays in the store;
+//! * a tensor's first gradient is stored as it comes (for a view or an addition: the node's
+//!   own gradient, no new memory), later ones are added into a new tensor;
+//! * a gradient computed from a tensor of the graph (a matmul's, from the weight or the
+//!   activation it multiplies) is a graph node itself and keeps its inputs (the node's
+//!   gradient) alive until it is consumed.
 //!
 //! The graph it replays is [`crate::model`]'s, written out here op for op (see [`layer`] and
-//! [`step`]): the activations are the tensors `layer()` creates, with checkpointing the
-//! `Recompute` node of `model/recompute.rs` (its input, the layer output it keeps and the copy
-//! its forward returns) plus one layer recomputed with its graph during its backward. A change
-//! to the model's ops needs the same change here; the measured test
-//! (`tests/tests/trainer_plan.rs`, `miner-trainer plan --measure`) catches a drift on the CPU.
+//! [`micro_batch`]): the activations are the tensors `layer()` creates; with checkpointing, the
+//! `Recompute` node of `model/recompute.rs` keeps the layer's input and the copy of the output
+//! its forward returns, and one layer is recomputed with its graph during its
+//! backward pass. The optimiser is `train::optimizer_step` with `ops::adamw`. A change to these
+//! needs the same change here; the measured test (`tests/tests/trainer_plan.rs`,
+//! `miner-trainer plan --measure`) catches a drift on the CPU.
 //!
-//! Two effects of the allocator, not of the tensors, are part of the count:
-//! * on the CPU a zero-filled buffer of at least glibc's mmap threshold (32 MiB after
-//!   [`crate::alloc::tune_for_training`]) gets fresh pages that stay unmapped until written: a
-//!   gradient's `or_insert` zeros cost nothing there; on CUDA they are real allocations;
-//! * the process itself (binary, libraries, threads, allocator arenas, tokenizer) is a fixed
-//!   [`BASELINE_CPU`] measured on the daemon, plus the token streams (4 bytes a token) when the
-//!   token cache already exists. On CUDA the device holds only tensors, plus [`RESERVE_CUDA`].
+//! On the CPU the allocator's layout counts too: glibc serves blocks under its mmap threshold
+//! (32 MiB after [`crate::alloc::tune_for_training`]) from a heap that is never trimmed, so the
+//! holes between live tensors are resident as well. The replay places every block as glibc
+//! does ([`Heap`]: best fit, freed neighbours merged) and counts the heap's high-water mark plus
+//! the blocks mapped on their own; a zero-filled block of its own mapping that is only read (an
+//! `or_insert` gradient's zeros) costs nothing. The process itself (binary, libraries, runtime,
+//! tokenizer) is its resident memory when the plan is made, plus [`STEP_OVERHEAD_CPU`] and the
+//! token streams (4 bytes a token) when the token cache already exists. On CUDA every tensor
+//! counts at its size, plus [`RESERVE_CUDA`].
 //!
-//! Results are the rows of [`Bytes`]; the total is the largest live set of the replay, which is
-//! less than the sum of the rows (the loss's working set is freed before the decoder layers'
-//! gradients exist; the optimiser's temporaries come after the activations are freed).
+//! Results are the rows of [`Bytes`]; the total is the most memory the replay holds at once,
+//! which is less than the sum of the rows (the loss's working set is freed before the decoder
+//! layers' gradients exist; the optimiser's temporaries come after the activations are freed).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -58,11 +63,13 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// larger get their own fresh (zero, unmapped) pages.
 const MMAP_THRESHOLD: u64 = 32 * MIB;
 
-/// Resident memory of the trainer process before the model is allocated: the binary and its
-/// libraries, the tokio and rayon threads, allocator arenas, the D-Bus connection and the
-/// built-in tokenizer (measured: `VmRSS` of `miner-trainer` at `Run::prepare`, and the same
-/// figure is what `plan --measure` starts from). A large `tokenizer.json` adds its tables.
-pub const BASELINE_CPU: u64 = 24 * MIB;
+/// What training adds to the process besides tensors: the training thread, the code pages of
+/// the kernels, the worker threads' stacks and allocator arenas (measured with `plan --measure`
+/// on a model of a few thousand parameters, peak RSS less the resident memory when the plan was
+/// made: 4 MiB, the same with 1 to 8 threads). The rest of the process (binary, libraries,
+/// runtime, tokenizer) is measured when the plan is made ([`Setup::process`]): it depends on
+/// the build (a debug binary's mapped code alone is 25 MiB).
+pub const STEP_OVERHEAD_CPU: u64 = 4 * MIB;
 
 /// Device memory a CUDA run needs besides its tensors: cuBLAS workspaces, the kernels' modules
 /// and the slack of the stream-ordered allocator's pool. The context itself is already taken
@@ -83,6 +90,9 @@ pub struct Setup {
     pub checkpointing: bool,
     /// Token streams the process holds (4 bytes a token), counted on the CPU only.
     pub data_bytes: u64,
+    /// The process's resident memory before the model (CPU; [`resident`] when planning in the
+    /// trainer's own binary).
+    pub process: u64,
 }
 
 /// `trainer.checkpoint_activations`; unset: on for CUDA (memory is what limits a GPU run), off
@@ -102,6 +112,7 @@ impl Setup {
             device: t.device.clone(),
             checkpointing: checkpointing(t, cuda),
             data_bytes,
+            process: if cuda { 0 } else { resident() },
         }
     }
 
@@ -163,12 +174,15 @@ pub struct Plan {
     pub bytes: Bytes,
     /// Where in the step the total is reached.
     pub peak_at: String,
+    /// Which layer's working set `bytes.layer_peak` is (a decoder layer, or the embedding's
+    /// backward: its gradient starts from a zeroed `[vocab, hidden]` table).
+    pub layer_peak_at: String,
 }
 
 /// Computes the plan of `setup`.
 pub fn plan(setup: &Setup) -> Plan {
     let m = &setup.model;
-    let bytes = replay(setup);
+    let (bytes, peak_at, layer_peak_at) = replay(setup);
     Plan {
         parameters: parameter_count(m),
         hidden_size: m.hidden_size,
@@ -184,8 +198,9 @@ pub fn plan(setup: &Setup) -> Plan {
         device: setup.device.clone(),
         compute_dtype: if setup.cuda { "bf16" } else { "f32" },
         checkpoint_activations: setup.checkpointing,
-        bytes: bytes.0,
-        peak_at: bytes.1,
+        bytes,
+        peak_at,
+        layer_peak_at,
     }
 }
 
@@ -244,6 +259,8 @@ enum Place {
 }
 
 struct Block {
+    /// Holders: a tensor, and the ops of gradients computed from it (see [`backward`]).
+    refs: u32,
     size: u64,
     /// What it costs while alive: its size, or 0 for zero pages never written.
     cost: u64,
@@ -371,21 +388,41 @@ impl Mem {
             (Place::Heap(self.heap.alloc(size, write)), size)
         };
         self.live += cost;
-        self.blocks.push(Block { size, cost, place });
+        self.blocks.push(Block {
+            refs: 1,
+            size,
+            cost,
+            place,
+        });
         self.update();
         Blk(self.blocks.len() - 1)
     }
 
+    /// One more holder of `b`.
+    fn share(&mut self, b: Blk) {
+        if b != NONE {
+            self.blocks[b.0].refs += 1;
+        }
+    }
+
+    /// One holder fewer; the block is freed with the last.
     fn free(&mut self, b: Blk) {
         if b == NONE {
             return;
         }
         let block = &mut self.blocks[b.0];
+        if let Place::Freed = block.place {
+            debug_assert!(false, "plan: a block freed twice");
+            return;
+        }
+        block.refs -= 1;
+        if block.refs > 0 {
+            return;
+        }
         match block.place {
             Place::Heap(o) => self.heap.free(o, block.size),
             Place::Mapped => self.mapped -= block.cost,
-            Place::Device => {}
-            Place::Freed => panic!("plan: block freed twice"),
+            Place::Device | Place::Freed => {}
         }
         block.place = Place::Freed;
         self.live -= block.cost;
@@ -432,8 +469,10 @@ enum Op {
     Var(Option<usize>),
     /// No gradient flows into it (token ids; a detached tensor).
     Const,
-    /// A view: `reshape` of a contiguous tensor, `t()`.
+    /// A view: `reshape` of a contiguous tensor.
     View(usize),
+    /// `t()`: a view whose gradient (the transposed view of its node's) is not contiguous.
+    Transpose(usize),
     /// `to_dtype` to another dtype.
     Cast(usize),
     Matmul(usize, usize),
@@ -457,6 +496,7 @@ impl Op {
         match *self {
             Op::Var(_) | Op::Const => vec![],
             Op::View(a)
+            | Op::Transpose(a)
             | Op::Cast(a)
             | Op::SumAll(a)
             | Op::Scale(a)
@@ -532,7 +572,12 @@ impl Graph {
     /// `Tensor::sorted_nodes`: depth-first from `root` through the arguments in order, a node
     /// kept when it depends on a `Var`; reversed.
     fn sorted(&self, root: usize) -> Vec<usize> {
-        fn walk(g: &Graph, n: usize, seen: &mut HashMap<usize, bool>, out: &mut Vec<usize>) -> bool {
+        fn walk(
+            g: &Graph,
+            n: usize,
+            seen: &mut HashMap<usize, bool>,
+            out: &mut Vec<usize>,
+        ) -> bool {
             if let Some(&t) = seen.get(&n) {
                 return t;
             }
@@ -641,7 +686,8 @@ fn compute_weight(g: &mut Graph, mem: &mut Mem, d: &Dims, var: usize) -> usize {
 /// `model::linear`: `x.reshape((b·t, in)).matmul(w.t())` reshaped back: `[n, out]`.
 fn linear(g: &mut Graph, mem: &mut Mem, d: &Dims, x: usize, w: usize, out: u64) -> usize {
     let x2 = g.view(mem, x);
-    let wt = g.view(mem, w);
+    let wgrad = g.nodes[w].grad;
+    let wt = g.push(mem, Op::Transpose(w), 0, 0, wgrad);
     let y = g.push(mem, Op::Matmul(x2, wt), d.n * out * d.c, 0, d.n * out * d.c);
     g.view(mem, y)
 }
@@ -649,7 +695,13 @@ fn linear(g: &mut Graph, mem: &mut Mem, d: &Dims, x: usize, w: usize, out: u64) 
 /// `model::rms_norm`: the fused RMSNorm writes f32 (its backward recomputes the row's RMS, so
 /// it saves nothing), then `to_dtype(compute)`.
 fn rms_norm(g: &mut Graph, mem: &mut Mem, d: &Dims, x: usize, w: usize) -> usize {
-    let y = g.push(mem, Op::Fused([Some(x), Some(w), None]), d.n * d.h * 4, 0, d.n * d.h * 4);
+    let y = g.push(
+        mem,
+        Op::Fused([Some(x), Some(w), None]),
+        d.n * d.h * 4,
+        0,
+        d.n * d.h * 4,
+    );
     if d.c == 4 {
         return y;
     }
@@ -666,16 +718,34 @@ fn layer(g: &mut Graph, mem: &mut Mem, d: &Dims, x: usize, w: [usize; 9]) -> usi
     let tables = 2 * d.t * d.head_dim * 4;
     let q = linear(g, mem, d, h, w[1], d.q);
     let q = g.view(mem, q);
-    let q = g.push(mem, Op::Fused([Some(q), None, None]), n * d.q * c, tables, n * d.q * c);
+    let q = g.push(
+        mem,
+        Op::Fused([Some(q), None, None]),
+        n * d.q * c,
+        tables,
+        n * d.q * c,
+    );
     let k = linear(g, mem, d, h, w[2], d.kv);
     let k = g.view(mem, k);
-    let k = g.push(mem, Op::Fused([Some(k), None, None]), n * d.kv * c, tables, n * d.kv * c);
+    let k = g.push(
+        mem,
+        Op::Fused([Some(k), None, None]),
+        n * d.kv * c,
+        tables,
+        n * d.kv * c,
+    );
     let v = linear(g, mem, d, h, w[3], d.kv);
     let v = g.view(mem, v);
     // Flash attention: the output and one f32 log-sum-exp per (token, head); its backward
     // adds one f32 `rowsum(dO ∘ O)` per (token, head) and tiles of a few KiB per task.
     let lse = n * d.heads * 4;
-    let a = g.push(mem, Op::Fused([Some(q), Some(k), Some(v)]), n * d.q * c, lse, n * d.q * c);
+    let a = g.push(
+        mem,
+        Op::Fused([Some(q), Some(k), Some(v)]),
+        n * d.q * c,
+        lse,
+        n * d.q * c,
+    );
     g.nodes[a].scratch = lse;
     let a = g.view(mem, a);
     let o = linear(g, mem, d, a, w[4], d.h);
@@ -683,74 +753,201 @@ fn layer(g: &mut Graph, mem: &mut Mem, d: &Dims, x: usize, w: [usize; 9]) -> usi
     let h = rms_norm(g, mem, d, x, w[5]);
     let gate = linear(g, mem, d, h, w[6], d.i);
     let up = linear(g, mem, d, h, w[7], d.i);
-    let s = g.push(mem, Op::Fused([Some(gate), Some(up), None]), n * d.i * c, 0, n * d.i * c);
+    let s = g.push(
+        mem,
+        Op::Fused([Some(gate), Some(up), None]),
+        n * d.i * c,
+        0,
+        n * d.i * c,
+    );
     let down = linear(g, mem, d, s, w[8], d.h);
     g.push(mem, Op::Add(x, down), n * d.h * c, 0, n * d.h * c)
 }
 
-/// Gradients left in a store once its backward pass is done, by node: `(size, block)`.
-type Store = HashMap<usize, (u64, Blk)>;
+/// A gradient in the store: its block, and whether it carries an op (see [`backward`]) with
+/// the blocks that op keeps alive.
+struct Entry {
+    blk: Blk,
+    op: bool,
+    history: Vec<Blk>,
+    /// Not a strided view (a transposed gradient stored as it came).
+    contiguous: bool,
+}
 
-/// The backward pass from `root` (`Tensor::backward`). Returns the store (the `Var`s'
-/// gradients, and those of untracked arguments); the weights' gradients that checkpointed
-/// layers produce go to `side` (`SideGrads`), by parameter.
-fn backward(g: &Graph, mem: &mut Mem, d: &Dims, root: usize, side: &mut Vec<(usize, Blk)>) -> Store {
-    // `or_insert` + `add` of `raw` (`None`: the node's own gradient, no new tensor) into
-    // argument `a`'s gradient.
-    fn acc(g: &Graph, mem: &mut Mem, store: &mut Store, a: usize) {
-        let size = g.nodes[a].grad;
-        let old = match store.get(&a) {
-            Some(&(_, b)) => b,
-            None => mem.zeros(size),
+/// Gradients in a store, by node.
+type Store = HashMap<usize, Entry>;
+
+/// Frees a store entry: its gradient and whatever its op kept.
+fn release(mem: &mut Mem, e: Entry) {
+    mem.free(e.blk);
+    for h in e.history {
+        mem.free(h);
+    }
+}
+
+/// The backward pass from `root` (`Tensor::backward` of the vendored candle-core, see
+/// `vendor/README.md`). Returns the store (the `Var`s' gradients, and those of untracked
+/// arguments); the weights' gradients that checkpointed layers produce go to `side`
+/// (`SideGrads`), by parameter.
+///
+/// `GradStore::accumulate` stores a tensor's first gradient as it is (a view of the node's
+/// gradient for a reshape, a transpose or an addition: no new memory) and adds later ones into
+/// a new tensor. A gradient computed from a tensor that is part of the graph (a weight or an
+/// activation) is itself a graph node and keeps its inputs alive: `grad.matmul(&w.t())` keeps
+/// the node's gradient `grad` until that product is consumed, and a sum with it keeps both
+/// terms. Only matmuls (and the checkpoint's `y * grad`) compute gradients from tracked tensors
+/// here; the fused ops, casts and views do not.
+fn backward(
+    g: &Graph,
+    mem: &mut Mem,
+    d: &Dims,
+    root: usize,
+    side: &mut Vec<(usize, Blk, bool)>,
+) -> Store {
+    // `accumulate(a, raw)`; `raw_op`: `raw` carries an op that keeps `holds` alive.
+    #[allow(clippy::too_many_arguments)]
+    fn acc(
+        g: &Graph,
+        mem: &mut Mem,
+        store: &mut Store,
+        a: usize,
+        raw: Blk,
+        raw_op: bool,
+        holds: &[Blk],
+        contiguous: bool,
+    ) {
+        let mut history = Vec::new();
+        let keep_raw = |mem: &mut Mem, history: &mut Vec<Blk>| {
+            if raw_op {
+                for &h in holds {
+                    mem.share(h);
+                    history.push(h);
+                }
+            }
         };
-        let new = mem.alloc(size);
-        mem.free(old);
-        store.insert(a, (size, new));
+        match store.remove(&a) {
+            None => {
+                mem.share(raw);
+                keep_raw(mem, &mut history);
+                store.insert(
+                    a,
+                    Entry {
+                        blk: raw,
+                        op: raw_op,
+                        history,
+                        contiguous,
+                    },
+                );
+            }
+            Some(old) => {
+                let new = mem.alloc(g.nodes[a].grad);
+                if old.op || raw_op {
+                    history = old.history;
+                    history.push(old.blk);
+                    mem.share(raw);
+                    history.push(raw);
+                    keep_raw(mem, &mut history);
+                    store.insert(
+                        a,
+                        Entry {
+                            blk: new,
+                            op: true,
+                            history,
+                            contiguous: true,
+                        },
+                    );
+                } else {
+                    release(mem, old);
+                    store.insert(
+                        a,
+                        Entry {
+                            blk: new,
+                            op: false,
+                            history,
+                            contiguous: true,
+                        },
+                    );
+                }
+            }
+        }
     }
     let order = g.sorted(root);
     let mut store = Store::new();
     // `ones_like` of the scalar loss.
     let ones = mem.alloc(g.nodes[root].grad);
-    store.insert(root, (g.nodes[root].grad, ones));
+    store.insert(
+        root,
+        Entry {
+            blk: ones,
+            op: false,
+            history: Vec::new(),
+            contiguous: true,
+        },
+    );
     for node in order {
         let op = g.nodes[node].op;
         if let Op::Var(_) = op {
             continue;
         }
         mem.enter(g.nodes[node].part, true, true);
-        let Some((_, grad)) = store.remove(&node) else {
+        let Some(entry) = store.remove(&node) else {
             continue;
         };
+        let grad = entry.blk;
         match op {
             Op::Var(_) | Op::Const => {}
-            Op::View(a) | Op::SumAll(a) => acc(g, mem, &mut store, a),
+            Op::View(a) | Op::SumAll(a) => acc(g, mem, &mut store, a, grad, false, &[], true),
+            Op::Transpose(a) => acc(g, mem, &mut store, a, grad, false, &[], false),
             Op::Add(a, b) => {
-                acc(g, mem, &mut store, a);
-                acc(g, mem, &mut store, b);
+                acc(g, mem, &mut store, a, grad, false, &[], true);
+                acc(g, mem, &mut store, b, grad, false, &[], true);
             }
             Op::Cast(a) | Op::Scale(a) => {
                 let raw = mem.alloc(g.nodes[a].grad);
-                acc(g, mem, &mut store, a);
+                acc(g, mem, &mut store, a, raw, false, &[], true);
                 mem.free(raw);
             }
-            Op::Matmul(a, b) | Op::Mul(a, b) => {
+            Op::Matmul(a, b) => {
+                // `grad.matmul(&rhs.t())`, `lhs.t().matmul(&grad)`: both from tracked tensors.
                 let ra = mem.alloc(g.nodes[a].grad);
-                acc(g, mem, &mut store, a);
+                acc(g, mem, &mut store, a, ra, true, &[grad], true);
                 let rb = mem.alloc(g.nodes[b].grad);
-                acc(g, mem, &mut store, b);
+                acc(g, mem, &mut store, b, rb, true, &[grad], true);
+                mem.free(rb);
+                mem.free(ra);
+            }
+            Op::Mul(a, b) => {
+                // `y * grad.detach()`: `grad.mul(rhs)` is untracked, `grad.mul(y)` tracked.
+                let ra = mem.alloc(g.nodes[a].grad);
+                acc(g, mem, &mut store, a, ra, false, &[], true);
+                let rb = mem.alloc(g.nodes[b].grad);
+                acc(g, mem, &mut store, b, rb, true, &[grad], true);
                 mem.free(rb);
                 mem.free(ra);
             }
             Op::Embedding(w) => {
-                // `or_insert(w)` then `index_add` into a new tensor.
+                // `or_insert(w)`: zeros, or (tied embeddings) a contiguous copy of the
+                // transposed view `lm_head` stored; then `index_add` into a new tensor.
                 let size = g.nodes[w].grad;
-                let old = match store.get(&w) {
-                    Some(&(_, b)) => b,
+                let start = match store.remove(&w) {
+                    Some(e) => {
+                        let copy = mem.alloc(size);
+                        release(mem, e);
+                        copy
+                    }
                     None => mem.zeros(size),
                 };
                 let new = mem.alloc(size);
-                mem.free(old);
-                store.insert(w, (size, new));
+                mem.free(start);
+                store.insert(
+                    w,
+                    Entry {
+                        blk: new,
+                        op: false,
+                        history: Vec::new(),
+                        contiguous: true,
+                    },
+                );
             }
             Op::Fused(args) => {
                 let scratch = mem.alloc(g.nodes[node].scratch);
@@ -761,17 +958,17 @@ fn backward(g: &Graph, mem: &mut Mem, d: &Dims, root: usize, side: &mut Vec<(usi
                     .collect();
                 mem.free(scratch);
                 for (&a, raw) in args.iter().flatten().zip(raws) {
-                    acc(g, mem, &mut store, a);
+                    acc(g, mem, &mut store, a, raw, false, &[], true);
                     mem.free(raw);
                 }
             }
             Op::Recompute(x, l) => {
                 let raw = recompute_backward(mem, d, l, side);
-                acc(g, mem, &mut store, x);
+                acc(g, mem, &mut store, x, raw, false, &[], true);
                 mem.free(raw);
             }
         }
-        mem.free(grad);
+        release(mem, entry);
     }
     store
 }
@@ -780,7 +977,12 @@ fn backward(g: &Graph, mem: &mut Mem, d: &Dims, root: usize, side: &mut Vec<(usi
 /// input, with a graph, and that graph's own backward. The weights' gradients go to `side`;
 /// the rest is freed when `bwd` returns, except the input's gradient, which is returned (the
 /// caller frees it once added).
-fn recompute_backward(mem: &mut Mem, d: &Dims, l: usize, side: &mut Vec<(usize, Blk)>) -> Blk {
+fn recompute_backward(
+    mem: &mut Mem,
+    d: &Dims,
+    l: usize,
+    side: &mut Vec<(usize, Blk, bool)>,
+) -> Blk {
     let mut g = Graph::new(Part::Layer(l));
     // `Var::from_tensor(&arg.detach())`: a copy of the input.
     let x = g.push(mem, Op::Var(None), d.n * d.h * d.c, 0, d.n * d.h * d.c);
@@ -796,11 +998,17 @@ fn recompute_backward(mem: &mut Mem, d: &Dims, l: usize, side: &mut Vec<(usize, 
     let store = backward(&g, mem, d, s, side);
     mem.enter(Part::Layer(l), true, true);
     let mut x_grad = NONE;
-    for (node, (_, blk)) in store {
+    for (node, e) in store {
         match g.nodes[node].op {
-            Op::Var(Some(p)) => side.push((p, blk)),
-            _ if node == x => x_grad = blk,
-            _ => mem.free(blk),
+            Op::Var(Some(p)) => {
+                side.push((p, e.blk, e.contiguous));
+                e.history.into_iter().for_each(|h| mem.free(h));
+            }
+            _ if node == x => {
+                x_grad = e.blk;
+                e.history.into_iter().for_each(|h| mem.free(h));
+            }
+            _ => release(mem, e),
         }
     }
     g.drop_all(mem);
@@ -809,7 +1017,7 @@ fn recompute_backward(mem: &mut Mem, d: &Dims, l: usize, side: &mut Vec<(usize, 
 
 /// A checkpointed layer in the forward pass (`recompute::layer`): the layer without a graph
 /// (its tensors all alive until `layer` returns; bf16 weight copies on CUDA), then the op's
-/// forward copies the output; the op keeps the output it was given.
+/// forward copies the output, and the original is freed.
 fn checkpointed_forward(g: &mut Graph, mem: &mut Mem, d: &Dims, x: usize, l: usize) -> usize {
     g.part = Part::Layer(l);
     mem.enter(Part::Layer(l), false, true);
@@ -819,36 +1027,31 @@ fn checkpointed_forward(g: &mut Graph, mem: &mut Mem, d: &Dims, x: usize, l: usi
         let bytes = if d.c == 4 { 0 } else { d.params[p].1 * d.c };
         local.push(mem, Op::Const, bytes, 0, 0)
     });
-    let y = layer(&mut local, mem, d, xin, w);
+    layer(&mut local, mem, d, xin, w);
     let out = d.n * d.h * d.c;
+    // The op's forward copies the output and drops the original (`Recompute::take_output`).
     let node = g.push(mem, Op::Recompute(x, l), out, 0, out);
-    // Everything but the output `y`, which the op now holds.
-    let kept = std::mem::replace(&mut local.nodes[y].data, NONE);
     local.drop_all(mem);
-    g.nodes[node].held = kept;
-    g.nodes[node].held_bytes = out;
     node
 }
 
-/// The replay's state across steps: the master weights, AdamW's moments and the
-/// accumulated gradients, by parameter.
+/// AdamW's moments by parameter: the replay's state across steps (the update replaces them).
 struct Train {
-    master: Vec<Blk>,
     m: Vec<Blk>,
     v: Vec<Blk>,
 }
 
 /// `Llama::loss` with `training = true` (forward), then `Llama::backward`: the weights'
 /// gradients by parameter. Fills `rows` with what the graph keeps on the first call.
-fn micro_batch(s: &Setup, d: &Dims, mem: &mut Mem, rows: &mut Option<Bytes>) -> Vec<Blk> {
+fn micro_batch(s: &Setup, d: &Dims, mem: &mut Mem, rows: &mut Option<Bytes>) -> Vec<(Blk, bool)> {
     let m = &s.model;
     let mut g = Graph::new(Part::Embedding);
     mem.enter(Part::Embedding, false, false);
-    // The batch (`train_batch`, then a tensor) and the loss op's copy of it.
-    let ids = g.push(mem, Op::Const, d.n * 4, 0, 0);
+    // The batch (`train_batch`, then a tensor).
+    g.push(mem, Op::Const, d.n * 4, 0, 0);
     // `rotary`: f32 frequencies, then cos and sin (compute dtype) for the whole pass.
     let freqs = mem.alloc(d.t * d.head_dim * 4);
-    let tables = g.push(mem, Op::Const, 2 * d.t * d.head_dim * d.c, 0, 0);
+    g.push(mem, Op::Const, 2 * d.t * d.head_dim * d.c, 0, 0);
     mem.free(freqs);
     let emb_var = var(&mut g, mem, d, d.param("model.embed_tokens.weight"));
     let emb = compute_weight(&mut g, mem, d, emb_var);
@@ -889,7 +1092,6 @@ fn micro_batch(s: &Setup, d: &Dims, mem: &mut Mem, rows: &mut Option<Bytes>) -> 
     // backward writes the logits' f32 gradient in one tensor.
     let loss = g.push(mem, Op::Fused([Some(logits), None, None]), 4, d.n * 8, 4);
     let scaled = g.push(mem, Op::Scale(loss), 4, 0, 4);
-    let _ = (ids, tables);
 
     if rows.is_none() {
         let mut r = Bytes::default();
@@ -910,15 +1112,18 @@ fn micro_batch(s: &Setup, d: &Dims, mem: &mut Mem, rows: &mut Option<Bytes>) -> 
     // `micro_batch` returns: the graph (every activation) and the store are dropped; the
     // weights' gradients are what it returns.
     mem.enter(Part::Accumulate, false, false);
-    let mut grads = vec![NONE; d.params.len()];
-    for (node, (_, blk)) in store {
+    let mut grads = vec![(NONE, true); d.params.len()];
+    for (node, e) in store {
         match g.nodes[node].op {
-            Op::Var(Some(p)) => grads[p] = blk,
-            _ => mem.free(blk),
+            Op::Var(Some(p)) => {
+                grads[p] = (e.blk, e.contiguous);
+                e.history.into_iter().for_each(|h| mem.free(h));
+            }
+            _ => release(mem, e),
         }
     }
-    for (p, blk) in side {
-        grads[p] = blk;
+    for (p, blk, contiguous) in side {
+        grads[p] = (blk, contiguous);
     }
     g.drop_all(mem);
     grads
@@ -933,11 +1138,13 @@ fn by_name(d: &Dims) -> Vec<usize> {
 
 /// One optimiser step: `accumulation_steps` micro-batches (the first two: the later ones
 /// repeat the second), `optim::accumulate` (`prev + g` per tensor), then `optimizer_step`:
-/// clipping (`sqr` for the norm, then `g * scale` replacing each gradient) and AdamW
-/// (`optim.rs`, one parameter at a time).
+/// `optim::clip_factor` (a flat copy of each gradient for its sum of squares, two for a
+/// strided one: `flatten_all` copies it first) and `ops::adamw` one parameter at a time
+/// (copies of the weight, both moments and the gradient, updated in place; they replace the
+/// moments and are copied into the weight).
 fn step(s: &Setup, d: &Dims, mem: &mut Mem, st: &mut Train, rows: &mut Option<Bytes>) {
     let order = by_name(d);
-    let mut acc: Option<Vec<Blk>> = None;
+    let mut acc: Option<Vec<(Blk, bool)>> = None;
     for _ in 0..s.accumulation_steps.clamp(1, 2) {
         let grads = micro_batch(s, d, mem, rows);
         mem.enter(Part::Accumulate, false, false);
@@ -947,54 +1154,38 @@ fn step(s: &Setup, d: &Dims, mem: &mut Mem, st: &mut Train, rows: &mut Option<By
                 .into_iter()
                 .zip(grads)
                 .enumerate()
-                .map(|(p, (a, g))| {
+                .map(|(p, ((a, _), (g, _)))| {
                     let sum = mem.alloc(d.params[p].1 * 4);
                     mem.free(a);
                     mem.free(g);
-                    sum
+                    (sum, true)
                 })
                 .collect(),
         });
     }
-    let mut grads = acc.unwrap_or_default();
+    let grads = acc.unwrap_or_default();
     mem.enter(Part::Optimizer, false, true);
+    let flat = |mem: &mut Mem, p: usize| {
+        let b = d.params[p].1 * 4;
+        let copy = if grads[p].1 { NONE } else { mem.alloc(b) };
+        let data = mem.alloc(b);
+        mem.free(copy);
+        data
+    };
     for &p in &order {
-        let sq = mem.alloc(d.params[p].1 * 4);
-        mem.free(sq);
-    }
-    for &p in &order {
-        let scaled = mem.alloc(d.params[p].1 * 4);
-        mem.free(grads[p]);
-        grads[p] = scaled;
+        let data = flat(mem, p);
+        mem.free(data);
     }
     for &p in &order {
         let b = d.params[p].1 * 4;
-        // m = m·β1 + g·(1−β1)
-        let (t1, t2, m) = (mem.alloc(b), mem.alloc(b), mem.alloc(b));
-        mem.free(std::mem::replace(&mut st.m[p], m));
-        mem.free(t2);
-        mem.free(t1);
-        // v = v·β2 + g²·(1−β2)
-        let (t1, t2, t3, v) = (mem.alloc(b), mem.alloc(b), mem.alloc(b), mem.alloc(b));
-        mem.free(std::mem::replace(&mut st.v[p], v));
-        mem.free(t3);
-        mem.free(t2);
-        mem.free(t1);
-        // m̂, v̂, then update = m̂ / (√v̂ + ε)
-        let (m_hat, v_hat) = (mem.alloc(b), mem.alloc(b));
-        let (sqrt, sqrt_eps, update) = (mem.alloc(b), mem.alloc(b), mem.alloc(b));
-        mem.free(m_hat);
-        mem.free(sqrt_eps);
-        mem.free(sqrt);
-        // next = p·(1 − lr·wd) − update·lr, copied into the weight
-        let (t1, t2, next) = (mem.alloc(b), mem.alloc(b), mem.alloc(b));
-        mem.free(update);
-        mem.free(t2);
-        mem.free(t1);
-        mem.free(next);
-        mem.free(v_hat);
+        let (pv, mv, vv) = (mem.alloc(b), mem.alloc(b), mem.alloc(b));
+        let gv = flat(mem, p);
+        mem.free(gv);
+        mem.free(std::mem::replace(&mut st.m[p], mv));
+        mem.free(std::mem::replace(&mut st.v[p], vv));
+        mem.free(pv);
     }
-    for g in grads {
+    for (g, _) in grads {
         mem.free(g);
     }
     mem.close();
@@ -1002,27 +1193,23 @@ fn step(s: &Setup, d: &Dims, mem: &mut Mem, st: &mut Train, rows: &mut Option<By
 
 /// The replay: initialisation (`init_params`: each weight's values, then the `Var`'s copy of
 /// them; `AdamW::new`: zeroed moments) and two steps (the second with the moments the first
-/// one replaced, as every later step). Returns the rows and where the peak is.
-fn replay(s: &Setup) -> (Bytes, String) {
+/// one replaced, as every later step). Returns the rows, where the peak is and which layer's
+/// working set is the largest.
+fn replay(s: &Setup) -> (Bytes, String, String) {
     let d = Dims::of(s);
     let mut mem = Mem::new(s.cuda);
-    let master = d
-        .params
-        .iter()
-        .map(|(_, e)| {
-            let values = mem.alloc(e * 4);
-            let var = mem.alloc(e * 4);
-            mem.free(values);
-            var
-        })
-        .collect();
+    // The master weights live for the whole run: their blocks are never freed.
+    for (_, e) in &d.params {
+        let values = mem.alloc(e * 4);
+        mem.alloc(e * 4);
+        mem.free(values);
+    }
     let order = by_name(&d);
     let mut moments: Vec<(Blk, Blk)> = vec![(NONE, NONE); d.params.len()];
     for &p in &order {
         moments[p] = (mem.zeros(d.params[p].1 * 4), mem.zeros(d.params[p].1 * 4));
     }
     let mut st = Train {
-        master,
         m: moments.iter().map(|x| x.0).collect(),
         v: moments.iter().map(|x| x.1).collect(),
     };
@@ -1030,7 +1217,6 @@ fn replay(s: &Setup) -> (Bytes, String) {
     for _ in 0..2 {
         step(s, &d, &mut mem, &mut st, &mut rows);
     }
-    let _ = &st.master;
     let mut rows = rows.unwrap_or_default();
 
     let worst = |p: &dyn Fn(&Part) -> bool| {
@@ -1042,7 +1228,14 @@ fn replay(s: &Setup) -> (Bytes, String) {
             .unwrap_or(0)
     };
     let params: u64 = d.params.iter().map(|(_, e)| e).sum();
-    rows.layer_peak = worst(&|p| matches!(p, Part::Layer(_) | Part::Embedding | Part::FinalNorm));
+    let layers = worst(&|p| matches!(p, Part::Layer(_) | Part::FinalNorm));
+    let embedding = worst(&|p| *p == Part::Embedding);
+    rows.layer_peak = layers.max(embedding);
+    let layer_peak_at = if embedding > layers {
+        "the embedding"
+    } else {
+        "a decoder layer"
+    };
     rows.loss += worst(&|p| *p == Part::Head);
     rows.optimizer = worst(&|p| *p == Part::Optimizer);
     rows.master = params * 4;
@@ -1051,10 +1244,14 @@ fn replay(s: &Setup) -> (Bytes, String) {
     rows.baseline = if s.cuda {
         RESERVE_CUDA
     } else {
-        BASELINE_CPU + s.data_bytes
+        s.process + STEP_OVERHEAD_CPU + s.data_bytes
     };
     rows.total = mem.peak + rows.baseline;
-    (rows, mem.peak_at.0.describe(mem.peak_at.1))
+    (
+        rows,
+        mem.peak_at.0.describe(mem.peak_at.1),
+        layer_peak_at.to_string(),
+    )
 }
 
 const LAYER_PARTS: [&str; 9] = [
@@ -1074,7 +1271,10 @@ const LAYER_PARTS: [&str; 9] = [
 /// `trainer.start`'s: `[trainer.model]` for `scratch` (the vocabulary: `vocab_size`, else the
 /// tokenizer's), the directory's `config.json` for `model-dir`. Another miner's model (`uid`,
 /// `best`) is known only once downloaded. Reads only: nothing in `state_dir` is changed.
-pub fn configured_model(t: &TrainerConfig, state_dir: Option<&Path>) -> Result<(LlamaConfig, String)> {
+pub fn configured_model(
+    t: &TrainerConfig,
+    state_dir: Option<&Path>,
+) -> Result<(LlamaConfig, String)> {
     use crate::checkpoint::{read_config, RunIndex};
     if let Some(dir) = state_dir {
         let index: Option<RunIndex> = taominer_core::store::read_json(&dir.join("run.json"))?;
@@ -1122,7 +1322,7 @@ pub struct Capacity {
 }
 
 /// Capacity of `device`. CPU: what the system can still give (`MemAvailable`, or the cgroup's
-/// `memory.max − memory.current` when lower) plus `held`, what the calling process already
+/// limit less its usage when lower, see [`cgroup_available`]) plus `held`, what the calling process already
 /// holds (the plan's baseline counts it). CUDA: the device's free memory. `None` when unknown.
 pub fn capacity(device: &candle_core::Device, held: u64) -> Option<Capacity> {
     if device.is_cpu() {
@@ -1153,7 +1353,10 @@ fn host_capacity(held: u64) -> Option<Capacity> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let available = kib_field(&meminfo, "MemAvailable:")?;
     let (bytes, source) = match cgroup_available() {
-        Some((c, path)) if c < available => (c, format!("cgroup {path}: memory.max − memory.current")),
+        Some((c, path)) if c < available => (
+            c,
+            format!("cgroup {path}: memory.max − memory.current + inactive_file"),
+        ),
         _ => (available, "MemAvailable".to_string()),
     };
     Some(Capacity {
@@ -1169,28 +1372,49 @@ fn host_capacity(held: u64) -> Option<Capacity> {
 /// A `Key:   123 kB` line of `/proc/meminfo` or `/proc/self/status`, in bytes.
 fn kib_field(text: &str, key: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(key))?;
-    let kib: u64 = line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kib: u64 = line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kib * 1024)
 }
 
 /// cgroup v2: the least `memory.max − memory.current` over the process's cgroup and its
-/// ancestors (a limit anywhere above applies too).
+/// ancestors (a limit anywhere above applies too). `memory.current` counts the page cache; its
+/// inactive part (`inactive_file` in `memory.stat`) is reclaimed before the limit is enforced,
+/// so it is counted as available.
 fn cgroup_available() -> Option<(u64, String)> {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?.trim().to_string();
+    cgroup_available_in(Path::new("/sys/fs/cgroup"), &cgroup)
+}
+
+/// [`cgroup_available`] with the cgroup2 mount at `root` and `/proc/self/cgroup`'s text.
+fn cgroup_available_in(root: &Path, proc_cgroup: &str) -> Option<(u64, String)> {
+    let path = proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .trim();
     let mut best: Option<(u64, String)> = None;
-    let mut dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let mut dir = root.join(path.trim_start_matches('/'));
     loop {
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
-        if let (Some(max), Some(current)) = (read("memory.max"), read("memory.current")) {
-            if let (Ok(max), Ok(current)) = (max.trim().parse::<u64>(), current.trim().parse::<u64>()) {
-                let left = max.saturating_sub(current);
-                if best.as_ref().is_none_or(|(b, _)| left < *b) {
-                    best = Some((left, dir.display().to_string()));
-                }
+        let number = |f: &str| read(f).and_then(|v| v.trim().parse::<u64>().ok());
+        if let (Some(max), Some(current)) = (number("memory.max"), number("memory.current")) {
+            let inactive = read("memory.stat")
+                .and_then(|stat| {
+                    stat.lines()
+                        .find_map(|l| l.strip_prefix("inactive_file "))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+                .unwrap_or(0);
+            let left = max.saturating_sub(current.saturating_sub(inactive));
+            if best.as_ref().is_none_or(|(b, _)| left < *b) {
+                best = Some((left, dir.display().to_string()));
             }
         }
-        if dir == Path::new("/sys/fs/cgroup") || !dir.pop() {
+        if dir == root || !dir.pop() {
             break;
         }
     }
@@ -1252,13 +1476,15 @@ pub fn knobs(setup: &Setup, capacity: u64) -> Vec<Knob> {
     let batches = |from: usize| (1..from).rev().filter(move |x| sequences % x == 0);
     let mut out = Vec::new();
 
+    // `batch` sequences of `seq` tokens, with the accumulation steps that keep the sequences a
+    // step (a shorter sequence means fewer tokens a step: more accumulation would add a
+    // gradient buffer, 4 bytes a parameter).
     let with = |batch: usize, seq: usize, ckpt: bool| {
         let mut s = setup.clone();
         s.batch_size = batch;
         s.sequence_length = seq;
         s.checkpointing = ckpt;
-        // Tokens a step kept: batch × accumulation × sequence length.
-        s.accumulation_steps = (sequences * setup.sequence_length).div_ceil(batch * seq).max(1);
+        s.accumulation_steps = sequences.div_ceil(batch);
         s
     };
     let describe = |s: &Setup| {
@@ -1270,10 +1496,16 @@ pub fn knobs(setup: &Setup, capacity: u64) -> Vec<Knob> {
             set.push(format!("trainer.sequence_length={}", s.sequence_length));
         }
         if s.accumulation_steps != a {
-            set.push(format!("trainer.accumulation_steps={}", s.accumulation_steps));
+            set.push(format!(
+                "trainer.accumulation_steps={}",
+                s.accumulation_steps
+            ));
         }
         if s.checkpointing != setup.checkpointing {
-            set.push(format!("trainer.checkpoint_activations={}", s.checkpointing));
+            set.push(format!(
+                "trainer.checkpoint_activations={}",
+                s.checkpointing
+            ));
         }
         set
     };
@@ -1291,9 +1523,10 @@ pub fn knobs(setup: &Setup, capacity: u64) -> Vec<Knob> {
     }
     // 2. The sequence length (halved until it fits, 64 at the least), at the largest batch
     //    that then fits.
-    let shorter: Vec<usize> = std::iter::successors(Some(setup.sequence_length / 2), |s| Some(s / 2))
-        .take_while(|&s| s >= 64)
-        .collect();
+    let shorter: Vec<usize> =
+        std::iter::successors(Some(setup.sequence_length / 2), |s| Some(s / 2))
+            .take_while(|&s| s >= 64)
+            .collect();
     let search = |ckpt: bool, seqs: &[usize]| {
         seqs.iter().find_map(|&seq| {
             std::iter::once(b)
@@ -1307,7 +1540,8 @@ pub fn knobs(setup: &Setup, capacity: u64) -> Vec<Knob> {
             set: describe(&s),
             total: total(&s),
             note: format!(
-                "{} tokens a step, as now, in shorter sequences",
+                "{} tokens a step instead of {}",
+                sequences * s.sequence_length,
                 sequences * setup.sequence_length
             ),
         });
@@ -1341,11 +1575,16 @@ pub fn advice(setup: &Setup, plan: &Plan, capacity: u64) -> String {
         .iter()
         .map(|k| format!("{} ({}; {})", k.set.join(" "), k.note, gib(k.total)))
         .collect();
-    format!("in order of least harm: {}; or a smaller model", list.join("; or "))
+    format!(
+        "in order of least harm: {}; or a smaller model",
+        list.join("; or ")
+    )
 }
 
+/// `12.61 GiB`, or `81.8 MiB` under 1 GiB.
 fn gib(b: u64) -> String {
-    format!("{:.2} GiB", b as f64 / GIB)
+    let (unit, scale, decimals) = unit(b);
+    format!("{:.*} {unit}", decimals, b as f64 / scale)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1425,23 +1664,34 @@ pub fn table(p: &Plan, cap: Option<&Capacity>, knobs: Option<&str>) -> String {
         "device    {}: {} compute, f32 master weights, activation checkpointing {}\n\n",
         p.device,
         p.compute_dtype,
-        if p.checkpoint_activations { "on" } else { "off" }
+        if p.checkpoint_activations {
+            "on"
+        } else {
+            "off"
+        }
     ));
     let b = &p.bytes;
-    let weights = format!("weights ({} copies)", p.compute_dtype);
+    let (_, scale, decimals) = unit(b.total);
+    let g = |x: u64| format!("{:.*}", decimals, x as f64 / scale);
+    let weights = if p.compute_dtype == "f32" {
+        "weights' compute copies (none: f32)".to_string()
+    } else {
+        format!("weights' compute copies ({})", p.compute_dtype)
+    };
     let baseline = if p.compute_dtype == "bf16" {
         "device reserve"
     } else {
         "process (binary, threads, tokenizer, data)"
     };
     let total = format!("total (peak: {})", p.peak_at);
+    let layer = format!("largest layer's working set ({})", p.layer_peak_at);
     let mut rows: Vec<(&str, String)> = vec![
         (&weights, g(b.weights)),
         ("master weights (f32)", g(b.master)),
         ("gradients (f32)", g(b.gradients)),
         ("AdamW moments (2 × f32)", g(b.moments)),
         ("activations kept for the backward pass", g(b.activations)),
-        ("largest layer's working set", g(b.layer_peak)),
+        (&layer, g(b.layer_peak)),
         ("logits and loss", g(b.loss)),
         ("optimizer update", g(b.optimizer)),
         (baseline, g(b.baseline)),
@@ -1456,8 +1706,12 @@ pub fn table(p: &Plan, cap: Option<&Capacity>, knobs: Option<&str>) -> String {
             if b.total <= c.bytes { "yes" } else { "no" }.to_string(),
         ));
     }
-    let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
-    s.push_str(&format!("{:width$}  {:>8}\n", "", "GiB"));
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    s.push_str(&format!("{:width$}  {:>8}\n", "", unit(b.total).0));
     for (k, v) in rows {
         s.push_str(&format!("{k:width$}  {v:>8}\n"));
     }
@@ -1467,8 +1721,13 @@ pub fn table(p: &Plan, cap: Option<&Capacity>, knobs: Option<&str>) -> String {
     s
 }
 
-fn g(b: u64) -> String {
-    format!("{:.2}", b as f64 / GIB)
+/// GiB with two decimals; MiB with one for a plan under 1 GiB (a CPU-sized model).
+fn unit(total: u64) -> (&'static str, f64, usize) {
+    if total as f64 >= GIB {
+        ("GiB", GIB, 2)
+    } else {
+        ("MiB", MIB as f64, 1)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1541,6 +1800,7 @@ mod tests {
             device: "cuda".into(),
             checkpointing,
             data_bytes: 0,
+            process: 0,
         }
     }
 
@@ -1551,7 +1811,11 @@ mod tests {
     fn sn9_b3_fits_in_80_gb_with_checkpointing() {
         let gb80 = 80_000_000_000;
         let on = plan(&setup(true));
-        assert!((3.3e9..3.5e9).contains(&(on.parameters as f64)), "{}", on.parameters);
+        assert!(
+            (3.3e9..3.5e9).contains(&(on.parameters as f64)),
+            "{}",
+            on.parameters
+        );
         let cap = Capacity {
             bytes: gb80,
             source: "80 GB".into(),
@@ -1563,6 +1827,85 @@ mod tests {
         let advice = (off.bytes.total > gb80).then(|| advice(&setup(false), &off, gb80));
         println!("{}", table(&off, Some(&cap), advice.as_deref()));
         assert!(off.bytes.activations > 10 * on.bytes.activations);
+    }
+
+    /// Proves the knobs come in the documented order (batch, then sequence length, then
+    /// checkpointing), that each one listed does fit, and that the 3.39 B run without
+    /// checkpointing is told to turn it on.
+    #[test]
+    fn knobs_fit_and_come_in_order_of_least_harm() {
+        let gb80 = 80_000_000_000;
+        let mut s = setup(false);
+        s.batch_size = 4;
+        let ks = knobs(&s, gb80);
+        assert!(!ks.is_empty());
+        let rank = |k: &Knob| {
+            if k.set
+                .iter()
+                .any(|x| x.starts_with("trainer.checkpoint_activations"))
+            {
+                2
+            } else if k
+                .set
+                .iter()
+                .any(|x| x.starts_with("trainer.sequence_length"))
+            {
+                1
+            } else {
+                0
+            }
+        };
+        for pair in ks.windows(2) {
+            assert!(rank(&pair[0]) < rank(&pair[1]), "{ks:?}");
+        }
+        for k in &ks {
+            assert!(k.total <= gb80, "{k:?}");
+        }
+        assert!(ks
+            .iter()
+            .any(|k| k.set == vec!["trainer.checkpoint_activations=true".to_string()]));
+        let text = advice(&setup(false), &plan(&setup(false)), gb80);
+        assert!(
+            text.contains("trainer.checkpoint_activations=true"),
+            "{text}"
+        );
+    }
+
+    /// Proves the cgroup v2 capacity: the least `memory.max − memory.current` (with the
+    /// inactive page cache counted as free) over the process's cgroup and its ancestors, and
+    /// none where no ancestor has a limit.
+    #[test]
+    fn cgroup_capacity_takes_the_tightest_ancestor() {
+        let root = std::env::temp_dir().join(format!("plan-cgroup-{}", std::process::id()));
+        let leaf = root.join("system.slice/miner-trainer.service");
+        std::fs::create_dir_all(&leaf).unwrap();
+        let write = |dir: &Path, max: &str, current: u64, inactive: u64| {
+            std::fs::write(dir.join("memory.max"), max).unwrap();
+            std::fs::write(dir.join("memory.current"), current.to_string()).unwrap();
+            std::fs::write(
+                dir.join("memory.stat"),
+                format!("anon 1\nfile 2\ninactive_file {inactive}\nactive_file 3\n"),
+            )
+            .unwrap();
+        };
+        write(&leaf, "max\n", 5 << 30, 0);
+        assert_eq!(
+            cgroup_available_in(&root, "0::/system.slice/miner-trainer.service\n"),
+            None
+        );
+        write(&root.join("system.slice"), "8589934592\n", 7 << 30, 1 << 30);
+        let (left, dir) =
+            cgroup_available_in(&root, "0::/system.slice/miner-trainer.service\n").unwrap();
+        assert_eq!(left, 2 << 30, "8 GiB − (7 GiB − 1 GiB inactive)");
+        assert!(dir.ends_with("system.slice"), "{dir}");
+        write(&leaf, "2147483648", 1 << 30, 0);
+        let (left, _) = cgroup_available_in(
+            &root,
+            "12:memory:/x\n0::/system.slice/miner-trainer.service\n",
+        )
+        .unwrap();
+        assert_eq!(left, 1 << 30);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     /// Proves the accounting rows are what the module doc says: 4 bytes a parameter for the

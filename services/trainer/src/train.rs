@@ -306,12 +306,17 @@ impl Run {
             DType::BF16
         };
         let store = Checkpoints::open(state_dir)?;
+        // The memory plan, once the model's config is known and before its weights are
+        // allocated: a run that cannot fit fails now, naming the settings to turn.
+        let admit = |model: &LlamaConfig| crate::plan::admit(t, model, &device, state_dir);
 
         let resume = store.index.latest().cloned();
         let (model_cfg, params, opt_state, state, tok) = if let Some(rec) = resume {
             tracing::info!("resuming from checkpoint {} (step {})", rec.name, rec.step);
+            let model_dir = store.path_of(&rec.name).join("model");
+            let tok = Tok::from_file(&model_dir.join("tokenizer.json"))?;
+            admit(&crate::checkpoint::read_config(&model_dir)?)?;
             let (mcfg, params, opt_state, state) = store.load(&rec.name, &device)?;
-            let tok = Tok::from_file(&store.path_of(&rec.name).join("model/tokenizer.json"))?;
             (mcfg, params, Some(opt_state), state, tok)
         } else {
             let start = match start {
@@ -356,11 +361,12 @@ impl Run {
                     };
                     let mcfg = LlamaConfig::from_sizes(&t.model, vocab);
                     mcfg.check()?;
+                    admit(&mcfg)?;
                     let params = init_params(&mcfg, t.seed, &device)?;
                     (mcfg, params, tok)
                 }
                 Start::ModelDir(dir) => {
-                    let (mcfg, params) = crate::checkpoint::read_model_dir(&dir, &device)?;
+                    let planned = crate::checkpoint::read_config(&dir)?;
                     let tok = match &t.tokenizer {
                         Some(p) => Tok::from_file(p)?,
                         None if dir.join("tokenizer.json").exists() => {
@@ -373,6 +379,8 @@ impl Run {
                             )))
                         }
                     };
+                    admit(&planned)?;
+                    let (mcfg, params) = crate::checkpoint::read_model_dir(&dir, &device)?;
                     (mcfg, params, tok)
                 }
                 Start::Uid(_) | Start::Best => {
@@ -441,7 +449,7 @@ impl Run {
         if let Some(saved) = &opt_state {
             opt.load_state(&params, saved)?;
         }
-        let checkpointing = t.checkpoint_activations.unwrap_or(!device.is_cpu());
+        let checkpointing = crate::plan::checkpointing(t, !device.is_cpu());
         let model = Llama::new(model_cfg, params, compute)?.with_checkpointing(checkpointing);
         let competition = cfg.miner.competition().unwrap_or_default();
         shared.update(|p| {

@@ -66,7 +66,7 @@ pub(crate) fn layer(
     let detached = LayerWeights::cast(&vars, pass.compute, false)?;
     let y = super::layer(&x.detach(), &detached, pass)?.contiguous()?;
     let op = Recompute {
-        output: y,
+        output: Mutex::new(Some(y)),
         vars,
         pass: pass.clone(),
         side: side.clone(),
@@ -75,12 +75,20 @@ pub(crate) fn layer(
 }
 
 struct Recompute {
-    /// The layer's output, computed without a graph; the op's forward hands out a copy.
-    output: Tensor,
+    /// The layer's output, computed without a graph, until the op's forward hands out its copy
+    /// (and drops this one: only the copy is kept for the backward pass).
+    output: Mutex<Option<Tensor>>,
     /// The weights' `Var`s, so the recomputed graph reaches them.
     vars: Vec<(String, Tensor)>,
     pass: Pass,
     side: SideGrads,
+}
+
+impl Recompute {
+    fn take_output(&self) -> candle_core::Result<Tensor> {
+        let taken = self.output.lock().ok().and_then(|mut o| o.take());
+        taken.ok_or_else(|| candle_core::Error::Msg("checkpointed layer: forward ran twice".into()))
+    }
 }
 
 impl CustomOp1 for Recompute {
@@ -89,7 +97,8 @@ impl CustomOp1 for Recompute {
     }
 
     fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (storage, layout) = self.output.storage_and_layout();
+        let output = self.take_output()?;
+        let (storage, layout) = output.storage_and_layout();
         let Storage::Cpu(cpu) = &*storage else {
             candle_core::bail!("checkpointed layer: output is not on the CPU");
         };
@@ -112,7 +121,8 @@ impl CustomOp1 for Recompute {
         _l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendStorage;
-        let (storage, layout) = self.output.storage_and_layout();
+        let output = self.take_output()?;
+        let (storage, layout) = output.storage_and_layout();
         let Storage::Cuda(cuda) = &*storage else {
             candle_core::bail!("checkpointed layer: output is not on the GPU");
         };

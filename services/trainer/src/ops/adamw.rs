@@ -49,7 +49,8 @@ dispatch! {
 }
 
 fn cpu_f32(ts: &[&Tensor]) -> bool {
-    ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 /// One AdamW update: returns the new parameter and moments `(p, m, v)`.

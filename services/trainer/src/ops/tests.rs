@@ -132,7 +132,7 @@ fn elementwise_ops_match_the_composed_reference() {
     let ids = Tensor::from_vec(ids, (2, 19), &Device::Cpu).unwrap();
     let logits = rand(&[2, 19, 50], 10, 4.0);
     let (ours, g_ours) = value_and_grads(
-        &[logits.clone()],
+        std::slice::from_ref(&logits),
         &Tensor::new(1f32, &Device::Cpu).unwrap(),
         |x| causal_lm_loss(&x[0], &ids).unwrap(),
     );
