@@ -299,6 +299,8 @@ pub struct Llama {
     /// Parameter gradients that checkpointed layers produce inside the backward pass, where
     /// candle's `GradStore` cannot receive them; [`Llama::backward`] merges them.
     side_grads: recompute::SideGrads,
+    /// The last rotary tables made, by sequence length: every step uses the same length.
+    rotary_cache: std::sync::Mutex<Option<(usize, Tensor, Tensor)>>,
 }
 
 /// What every decoder layer of one forward pass shares.
@@ -374,6 +376,7 @@ impl Llama {
             inv_freq,
             checkpointing: false,
             side_grads: recompute::SideGrads::default(),
+            rotary_cache: std::sync::Mutex::new(None),
         })
     }
 
@@ -415,6 +418,13 @@ impl Llama {
 
     /// cos/sin tables `[t, head_dim]` (frequencies repeated, transformers' layout).
     fn rotary(&self, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        if let Ok(cache) = self.rotary_cache.lock() {
+            if let Some((ct, cos, sin)) = &*cache {
+                if *ct == t && cos.device().same_device(device) {
+                    return Ok((cos.clone(), sin.clone()));
+                }
+            }
+        }
         let half = self.inv_freq.len();
         let mut freqs = Vec::with_capacity(t * half * 2);
         for pos in 0..t {
@@ -423,10 +433,14 @@ impl Llama {
             freqs.extend_from_slice(&row);
         }
         let f = Tensor::from_vec(freqs, (t, half * 2), device)?;
-        Ok((
+        let (cos, sin) = (
             f.cos()?.to_dtype(self.compute)?,
             f.sin()?.to_dtype(self.compute)?,
-        ))
+        );
+        if let Ok(mut cache) = self.rotary_cache.lock() {
+            *cache = Some((t, cos.clone(), sin.clone()));
+        }
+        Ok((cos, sin))
     }
 
     /// Logits `[b, t, vocab]` in f32 for token ids `[b, t]` (u32). `training = false` builds no
