@@ -342,7 +342,8 @@ impl LayerWeights {
     }
 }
 
-const LAYER_PARTS: [&str; 9] = [
+/// A decoder layer's weights, after `model.layers.{l}.`, in the order `layer()` reads them.
+pub(crate) const LAYER_PARTS: [&str; 9] = [
     "input_layernorm.weight",
     "self_attn.q_proj.weight",
     "self_attn.k_proj.weight",

@@ -54,7 +54,7 @@ use serde::Serialize;
 use taominer_core::config::TrainerConfig;
 
 use crate::error::{Error, Result};
-use crate::model::LlamaConfig;
+use crate::model::{LlamaConfig, LAYER_PARTS};
 
 const MIB: u64 = 1 << 20;
 const GIB: f64 = (1u64 << 30) as f64;
@@ -1253,18 +1253,6 @@ fn replay(s: &Setup) -> (Bytes, String, String) {
         layer_peak_at.to_string(),
     )
 }
-
-const LAYER_PARTS: [&str; 9] = [
-    "input_layernorm.weight",
-    "self_attn.q_proj.weight",
-    "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight",
-    "post_attention_layernorm.weight",
-    "mlp.gate_proj.weight",
-    "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-];
 
 /// The model a run of this configuration trains, as `Run::prepare` picks it, and where it
 /// comes from: the latest checkpoint in `state_dir` (a restart resumes it), else

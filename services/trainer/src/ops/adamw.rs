@@ -16,6 +16,7 @@
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_f32;
 use super::simd::{self, dispatch};
 
 const CHUNK: usize = 1 << 14;
@@ -46,11 +47,6 @@ dispatch! {
             *p -= step_size * (*m / (v.sqrt() / bc2_sqrt + eps));
         }
     }
-}
-
-fn cpu_f32(ts: &[&Tensor]) -> bool {
-    ts.iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 /// One AdamW update: returns the new parameter and moments `(p, m, v)`.
