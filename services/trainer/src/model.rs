@@ -472,10 +472,15 @@ impl Llama {
             compute: self.compute,
             training,
         };
-        let emb = self.w("model.embed_tokens.weight", training)?;
+        // Rows of the f32 master, then cast: the embedding's gradient is summed in f32 (a bf16
+        // table would add up a frequent token's contributions in bf16) and no cast of the whole
+        // table is kept.
+        let emb = self.params["model.embed_tokens.weight"].as_tensor();
+        let emb = if training { emb.clone() } else { emb.detach() };
         let mut x = emb
             .embedding(&ids.flatten_all()?)?
-            .reshape((b, t, cfg.hidden_size))?;
+            .reshape((b, t, cfg.hidden_size))?
+            .to_dtype(self.compute)?;
         for l in 0..cfg.num_hidden_layers {
             let vars = self.layer_vars(l)?;
             x = if training && self.checkpointing {

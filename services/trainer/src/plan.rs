@@ -1053,10 +1053,16 @@ fn micro_batch(s: &Setup, d: &Dims, mem: &mut Mem, rows: &mut Option<Bytes>) -> 
     let freqs = mem.alloc(d.t * d.head_dim * 4);
     g.push(mem, Op::Const, 2 * d.t * d.head_dim * d.c, 0, 0);
     mem.free(freqs);
+    // `embedding` of the f32 master (its gradient: a zeroed f32 table, then `index_add`), the
+    // rows then cast to the compute dtype.
     let emb_var = var(&mut g, mem, d, d.param("model.embed_tokens.weight"));
-    let emb = compute_weight(&mut g, mem, d, emb_var);
-    let x = g.push(mem, Op::Embedding(emb), d.n * d.h * d.c, 0, d.n * d.h * d.c);
-    let mut x = g.view(mem, x);
+    let x = g.push(mem, Op::Embedding(emb_var), d.n * d.h * 4, 0, d.n * d.h * 4);
+    let x = g.view(mem, x);
+    let mut x = if d.c != 4 {
+        g.push(mem, Op::Cast(x), d.n * d.h * d.c, 0, d.n * d.h * d.c)
+    } else {
+        x
+    };
     for l in 0..m.num_hidden_layers {
         if s.checkpointing {
             x = checkpointed_forward(&mut g, mem, d, x, l);

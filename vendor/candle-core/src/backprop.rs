@@ -728,6 +728,16 @@ impl GradStore {
                 entry.insert(sum);
             }
             Entry::Vacant(entry) => {
+                // `zeros_like(tensor) + grad` refused a gradient of another shape or dtype.
+                if grad.shape() != tensor.shape() || grad.dtype() != tensor.dtype() {
+                    crate::bail!(
+                        "backward: gradient {:?} {:?} for a tensor {:?} {:?}",
+                        grad.shape(),
+                        grad.dtype(),
+                        tensor.shape(),
+                        tensor.dtype()
+                    )
+                }
                 entry.insert(grad.contiguous()?);
             }
         }
@@ -742,6 +752,15 @@ impl GradStore {
                 entry.insert(sum);
             }
             Entry::Vacant(entry) => {
+                if grad.shape() != tensor.shape() || grad.dtype() != tensor.dtype() {
+                    crate::bail!(
+                        "backward: gradient {:?} {:?} for a tensor {:?} {:?}",
+                        grad.shape(),
+                        grad.dtype(),
+                        tensor.shape(),
+                        tensor.dtype()
+                    )
+                }
                 entry.insert(grad.neg()?);
             }
         }

@@ -31,7 +31,8 @@ fn cpu_f32(ts: &[&Tensor]) -> bool {
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
-/// RMSNorm of `x` `[.., n]` with gain `w` `[n]`, in f32: `x / sqrt(mean(x²) + eps) * w`.
+/// RMSNorm of `x` `[.., n]` with gain `w` `[n]`: `x / sqrt(mean(x²) + eps) * w`, normalised in
+/// f32 (the result in `x`'s dtype).
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     if cpu_f32(&[x, w]) {
         return elementwise::rms_norm(x, w, eps);
@@ -80,11 +81,14 @@ pub fn causal_lm_loss(logits: &Tensor, ids: &Tensor) -> Result<Tensor> {
 pub mod reference {
     use candle_core::{DType, Device, Result, Tensor, D};
 
+    /// As transformers: normalised in f32, cast back to the input's dtype, then times the gain.
     pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
         let x32 = x.to_dtype(DType::F32)?;
         let var = x32.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = x32.broadcast_div(&(var + eps)?.sqrt()?)?;
-        normed.broadcast_mul(&w.to_dtype(DType::F32)?)
+        normed
+            .to_dtype(x.dtype())?
+            .broadcast_mul(&w.to_dtype(x.dtype())?)
     }
 
     pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
