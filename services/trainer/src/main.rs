@@ -135,26 +135,6 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// `80GB`, `79.6GiB`, `512MiB`, or a number of GiB.
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let x: f64 = num.parse().ok()?;
-    let scale = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "gib" | "g" => (1u64 << 30) as f64,
-        "gb" => 1e9,
-        "mib" | "m" => (1u64 << 20) as f64,
-        "mb" => 1e6,
-        "tib" | "t" => (1u64 << 40) as f64,
-        "tb" => 1e12,
-        _ => return None,
-    };
-    Some((x * scale) as u64)
-}
-
 /// `miner-trainer plan`.
 fn plan_command(daemon: DaemonArgs, flags: &Flags, args: PlanArgs) -> anyhow::Result<()> {
     runtime::init_logging(Part::Trainer.unit());
@@ -183,7 +163,7 @@ fn plan_command(daemon: DaemonArgs, flags: &Flags, args: PlanArgs) -> anyhow::Re
     let p = plan::plan(&setup);
     let capacity = match &args.capacity {
         Some(s) => Some(plan::Capacity {
-            bytes: parse_size(s).ok_or_else(|| {
+            bytes: plan::parse_size(s).ok_or_else(|| {
                 anyhow::anyhow!("--capacity {s:?}: a size such as 80GB, 79.6GiB or 512MiB")
             })?,
             source: format!("--capacity {s}"),
@@ -197,48 +177,15 @@ fn plan_command(daemon: DaemonArgs, flags: &Flags, args: PlanArgs) -> anyhow::Re
             }
         },
     };
-    let advice = capacity
-        .as_ref()
-        .filter(|c| p.bytes.total > c.bytes)
-        .map(|c| plan::advice(&setup, &p, c.bytes));
     let measured = match args.measure {
-        Some(steps) => {
-            if cuda {
-                anyhow::bail!("--measure runs on the CPU: add --device cpu");
-            }
-            Some(plan::measure(t, &model, steps)?)
-        }
+        Some(_) if cuda => anyhow::bail!("--measure runs on the CPU: add --device cpu"),
+        Some(steps) => Some((steps, plan::measure(t, &model, steps)?)),
         None => None,
     };
-    if args.json {
-        let knobs = capacity
-            .as_ref()
-            .filter(|c| p.bytes.total > c.bytes)
-            .map(|c| plan::knobs(&setup, c.bytes));
-        let out = serde_json::json!({
-            "model_from": from,
-            "plan": p,
-            "capacity": capacity,
-            "fits": capacity.as_ref().map(|c| p.bytes.total <= c.bytes),
-            "knobs": knobs,
-            "advice": advice,
-            "measured_peak_rss": measured,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!("model from {from}");
-        print!("{}", plan::table(&p, capacity.as_ref(), advice.as_deref()));
-        if let Some(m) = measured {
-            let predicted = p.bytes.total as f64;
-            println!(
-                "\nmeasured peak RSS after {} steps: {:.1} MiB; predicted {:.1} MiB ({:+.1} %)",
-                args.measure.unwrap_or(0),
-                m as f64 / (1u64 << 20) as f64,
-                predicted / (1u64 << 20) as f64,
-                (predicted - m as f64) / m as f64 * 100.0
-            );
-        }
-    }
+    print!(
+        "{}",
+        plan::report(&setup, &p, &from, capacity.as_ref(), measured, args.json)?
+    );
     Ok(())
 }
 

@@ -1627,6 +1627,66 @@ pub fn admit(
 // ---------------------------------------------------------------------------------------------
 // The printed plan
 
+/// `80GB`, `79.6GiB`, `512MiB`, or a number of GiB.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let x: f64 = num.parse().ok()?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "gib" | "g" => (1u64 << 30) as f64,
+        "gb" => 1e9,
+        "mib" | "m" => (1u64 << 20) as f64,
+        "mb" => 1e6,
+        "tib" | "t" => (1u64 << 40) as f64,
+        "tb" => 1e12,
+        _ => return None,
+    };
+    Some((x * scale) as u64)
+}
+
+/// What `miner-trainer plan` prints: the table (or JSON with `json`), the advice when the run
+/// does not fit `capacity`, and `measured` = (steps, peak RSS) of `--measure`.
+pub fn report(
+    setup: &Setup,
+    p: &Plan,
+    from: &str,
+    capacity: Option<&Capacity>,
+    measured: Option<(usize, u64)>,
+    json: bool,
+) -> Result<String> {
+    let over = capacity.filter(|c| p.bytes.total > c.bytes);
+    let advice = over.map(|c| advice(setup, p, c.bytes));
+    if json {
+        let out = serde_json::json!({
+            "model_from": from,
+            "plan": p,
+            "capacity": capacity,
+            "fits": capacity.map(|c| p.bytes.total <= c.bytes),
+            "knobs": over.map(|c| knobs(setup, c.bytes)),
+            "advice": advice,
+            "measured_peak_rss": measured.map(|(_, m)| m),
+        });
+        let text =
+            serde_json::to_string_pretty(&out).map_err(|e| Error::Model(format!("plan: {e}")))?;
+        return Ok(text + "\n");
+    }
+    let mut out = format!("model from {from}\n");
+    out.push_str(&table(p, capacity, advice.as_deref()));
+    if let Some((steps, m)) = measured {
+        let predicted = p.bytes.total as f64;
+        out.push_str(&format!(
+            "\nmeasured peak RSS after {steps} steps: {:.1} MiB; predicted {:.1} MiB ({:+.1} %)\n",
+            m as f64 / MIB as f64,
+            predicted / MIB as f64,
+            (predicted - m as f64) / m as f64 * 100.0
+        ));
+    }
+    Ok(out)
+}
+
 /// `miner-trainer plan`'s table.
 pub fn table(p: &Plan, cap: Option<&Capacity>, knobs: Option<&str>) -> String {
     let mut s = String::new();
@@ -1766,6 +1826,17 @@ pub fn measure(t: &TrainerConfig, model: &LlamaConfig, steps: usize) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--capacity` takes decimal and binary units, and a bare number is GiB.
+    #[test]
+    fn capacity_sizes_parse() {
+        assert_eq!(parse_size("80GB"), Some(80_000_000_000));
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("1.5"), Some(3 << 29));
+        assert_eq!(parse_size("2 TiB"), Some(2 << 40));
+        assert_eq!(parse_size("12 parsecs"), None);
+        assert_eq!(parse_size("GB"), None);
+    }
 
     /// SN9 B3's 3.39 B LLaMA: hidden 3072, 28 layers, 24 heads / 8 KV heads, intermediate
     /// 8000, vocab 100 288, untied.
