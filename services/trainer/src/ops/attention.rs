@@ -9,16 +9,21 @@
 //! recomputes each tile's probabilities from that statistic, tile by tile. Tiles above the
 //! diagonal are never visited; on the diagonal tile only the unmasked entries are exponentiated.
 //!
-//! Tensors are in the projections' own layout, `[b, t, heads, head_dim]`: the kernel reads rows
-//! with a stride, so no transposed copies of q, k, v or the output are made. Query head `h`
-//! reads key/value head `h / (heads / kv_heads)` in place (grouped-query attention without
-//! repeating K/V). The tile products run on `gemm`'s micro-kernels, single-threaded per task.
+//! Tensors come and go in the projections' own layout, `[b, t, heads, head_dim]` (no transposes
+//! around the op). Query head `h` reads key/value head `h / (heads / kv_heads)`, whose rows the
+//! kernel reads in place with a stride (grouped-query attention without repeating K/V). The
+//! tile products run on `gemm`'s micro-kernels, single-threaded per task.
 //!
-//! Parallel work: the forward pass is one task per (batch, head, query tile). The backward pass
-//! is one task per (batch, kv head): the task owns that head's dK and dV and the dQ of the query
-//! heads that read it, so no two tasks write the same memory and no atomics or reductions are
-//! needed (a CUDA kernel, with far more parallel units, splits key tiles and accumulates dQ
-//! atomically, as FlashAttention-2 does).
+//! Grouped-query heads: q, the output and their gradients are regrouped (one pass each) to
+//! `[b, kv_heads, t, rep, d]`, so a tile holds, for its positions, every query head that reads
+//! one kv head: a `64·rep`-row matrix multiplied by the kv head's tile at once (larger products
+//! run closer to gemm's peak; measured 10–15 % faster than a tile per query head at 8/2 heads).
+//!
+//! Parallel work: the forward pass is one task per (batch, kv head, query tile). The backward
+//! pass is one task per (batch, kv head): the task owns that head's dK and dV and the dQ of the
+//! query heads that read it, so no two tasks write the same memory and no atomics or
+//! reductions are needed (a CUDA kernel, with far more parallel units, splits key tiles and
+//! accumulates dQ atomically, as FlashAttention-2 does).
 
 use std::sync::{Arc, Mutex};
 
@@ -57,6 +62,37 @@ impl Dims {
     fn q_tiles(&self) -> usize {
         self.t.div_ceil(BLOCK_Q)
     }
+    /// Index of the first row of (batch `b`, kv head `g`, position `r`) in the grouped layout
+    /// `[b, kv_heads, t, rep, d]`, where a tile's rows of all the query heads that read one kv
+    /// head are one matrix with a uniform row stride.
+    fn g_row(&self, b: usize, g: usize, r: usize) -> usize {
+        ((b * self.nkv + g) * self.t + r) * self.rep()
+    }
+}
+
+/// `[b, t, heads, d]` → the grouped layout `[b, kv_heads, t, rep, d]` (or back with
+/// `back = true`): runs of `rep · d` contiguous values move, one parallel task per
+/// (batch, kv head).
+fn regroup(dims: Dims, src: &[f32], back: bool) -> Vec<f32> {
+    let Dims { t, nkv, d, .. } = dims;
+    let run = dims.rep() * d;
+    let mut out = vec![0f32; src.len()];
+    let ptr = SharedMut(out.as_mut_ptr());
+    (0..dims.b * nkv).into_par_iter().for_each(|task| {
+        let (bi, g) = (task / nkv, task % nkv);
+        for r in 0..t {
+            let grouped = dims.g_row(bi, g, r) * d;
+            let natural = dims.q_row(bi, r, g * dims.rep()) * d;
+            let (from, to) = if back {
+                (grouped, natural)
+            } else {
+                (natural, grouped)
+            };
+            // SAFETY: the runs of (bi, g) in either layout belong to this task alone.
+            unsafe { ptr.slice(to, run) }.copy_from_slice(&src[from..from + run]);
+        }
+    });
+    out
 }
 
 /// `dst[m×n] (row stride dst_rs) = (accumulate ? dst : 0) + beta · A[m×k] · B[k×n]`, where A and
@@ -107,6 +143,7 @@ dispatch! {
     /// Online-softmax update for one tile: turns the scores `s` (rows × cols, row stride
     /// `BLOCK_K`) into `exp(s - m_new)` (masked entries 0), updates the running max `m` and sum
     /// `l`, and rescales the output accumulator rows `acc` (row length `d`) by `exp(m - m_new)`.
+    /// Row `r` is at position `i0 + r / rep` (a tile stacks `rep` query heads per position).
     fn online_softmax_tile(
         s: &mut [f32],
         m: &mut [f32],
@@ -114,11 +151,12 @@ dispatch! {
         acc: &mut [f32],
         d: usize,
         i0: usize,
+        rep: usize,
         j0: usize,
         cols: usize,
     ) {
         for (r, row) in s.chunks_mut(BLOCK_K).enumerate().take(m.len()) {
-            let valid = unmasked(i0 + r, j0, cols);
+            let valid = unmasked(i0 + r / rep, j0, cols);
             let row = &mut row[..cols];
             if valid == 0 {
                 row.fill(0.0);
@@ -148,9 +186,10 @@ dispatch! {
 dispatch! {
     /// Backward-pass tile: from the scores `s` makes the probabilities `p = exp(s - lse)` in
     /// place (masked entries 0) — `lse` indexed by tile row.
-    fn probabilities_tile(s: &mut [f32], lse: &[f32], i0: usize, j0: usize, cols: usize) {
+    /// Row `r` is at position `i0 + r / rep`.
+    fn probabilities_tile(s: &mut [f32], lse: &[f32], i0: usize, rep: usize, j0: usize, cols: usize) {
         for (r, row) in s.chunks_mut(BLOCK_K).enumerate().take(lse.len()) {
-            let valid = unmasked(i0 + r, j0, cols);
+            let valid = unmasked(i0 + r / rep, j0, cols);
             let row = &mut row[..cols];
             for x in &mut row[..valid] {
                 *x = simd::exp(*x - lse[r]);
@@ -185,48 +224,52 @@ dispatch! {
     }
 }
 
-/// Forward pass: output `[b, t, nh, d]` and the log-sum-exp of every row (`q_row` order).
+/// Forward pass on grouped `q` (`[b, kv_heads, t, rep, d]`): the output in the same layout and
+/// the log-sum-exp of every row (grouped order). One task per (batch, kv head, query tile),
+/// whose tile is `rows · rep` rows: every query head reading that kv head at those positions.
 fn forward(dims: Dims, scale: f32, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let Dims { b, t, nh, nkv, d } = dims;
-    let mut out = vec![0f32; b * t * nh * d];
-    let mut lse = vec![0f32; b * t * nh];
+    let Dims { b, t, nkv, d, .. } = dims;
+    let rep = dims.rep();
+    let mut out = vec![0f32; q.len()];
+    let mut lse = vec![0f32; q.len() / d];
     let (out_ptr, lse_ptr) = (SharedMut(out.as_mut_ptr()), SharedMut(lse.as_mut_ptr()));
-    let (q_rs, kv_rs) = (nh * d, nkv * d);
+    let kv_rs = nkv * d;
     let tiles = dims.q_tiles();
-    (0..b * nh * tiles).into_par_iter().for_each(|task| {
-        let (bh, qi) = (task / tiles, task % tiles);
-        let (bi, h) = (bh / nh, bh % nh);
-        let g = h / dims.rep();
+    (0..b * nkv * tiles).into_par_iter().for_each(|task| {
+        let (bg, qi) = (task / tiles, task % tiles);
+        let (bi, g) = (bg / nkv, bg % nkv);
         let i0 = qi * BLOCK_Q;
         let rows = BLOCK_Q.min(t - i0);
-        let mut s = vec![0f32; rows * BLOCK_K];
-        let mut acc = vec![0f32; rows * d];
-        let mut m = vec![f32::NEG_INFINITY; rows];
-        let mut l = vec![0f32; rows];
-        let q_tile = q[dims.q_row(bi, i0, h) * d..].as_ptr();
+        let m_rows = rows * rep;
+        let first = dims.g_row(bi, g, i0);
+        let mut s = vec![0f32; m_rows * BLOCK_K];
+        let mut acc = vec![0f32; m_rows * d];
+        let mut m = vec![f32::NEG_INFINITY; m_rows];
+        let mut l = vec![0f32; m_rows];
+        let q_tile = q[first * d..].as_ptr();
         // Key tiles up to the last row of this query tile; those above the diagonal are skipped.
         for j0 in (0..i0 + rows).step_by(BLOCK_K) {
             let cols = BLOCK_K.min(i0 + rows - j0);
             let k_tile = k[dims.kv_row(bi, j0, g) * d..].as_ptr();
             let v_tile = v[dims.kv_row(bi, j0, g) * d..].as_ptr();
-            // SAFETY: q rows i0..i0+rows and k/v rows j0..j0+cols of these heads are in bounds
-            // (both < t), and `s`/`acc` are this task's own buffers.
+            // SAFETY: grouped q rows first..first+m_rows and k/v rows j0..j0+cols of kv head g
+            // are in bounds (positions < t), and `s`/`acc` are this task's own buffers.
             unsafe {
                 matmul(
-                    (rows, cols, d),
+                    (m_rows, cols, d),
                     s.as_mut_ptr(),
                     BLOCK_K,
                     false,
-                    (q_tile, q_rs, 1),
+                    (q_tile, d, 1),
                     (k_tile, 1, kv_rs),
                     scale,
                 );
             }
-            online_softmax_tile(&mut s, &mut m, &mut l, &mut acc, d, i0, j0, cols);
+            online_softmax_tile(&mut s, &mut m, &mut l, &mut acc, d, i0, rep, j0, cols);
             // SAFETY: as above.
             unsafe {
                 matmul(
-                    (rows, d, cols),
+                    (m_rows, d, cols),
                     acc.as_mut_ptr(),
                     d,
                     true,
@@ -236,26 +279,21 @@ fn forward(dims: Dims, scale: f32, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>
                 );
             }
         }
-        let mut o_rows = vec![0f32; rows * d];
-        let mut lse_rows = vec![0f32; rows];
-        finish_rows(&acc, &m, &l, d, &mut o_rows, &mut lse_rows);
-        for r in 0..rows {
-            let row = dims.q_row(bi, i0 + r, h);
-            // SAFETY: row (bi, i0 + r, h) belongs to this task alone: tasks are distinct
-            // (batch, head, query tile) triples.
-            unsafe {
-                out_ptr
-                    .slice(row * d, d)
-                    .copy_from_slice(&o_rows[r * d..(r + 1) * d]);
-                lse_ptr.slice(row, 1)[0] = lse_rows[r];
-            }
-        }
+        // SAFETY: grouped rows first..first+m_rows belong to this task alone: tasks are distinct
+        // (batch, kv head, query tile) triples.
+        let (o_rows, lse_rows) = unsafe {
+            (
+                out_ptr.slice(first * d, m_rows * d),
+                lse_ptr.slice(first, m_rows),
+            )
+        };
+        finish_rows(&acc, &m, &l, d, o_rows, lse_rows);
     });
     (out, lse)
 }
 
-/// Backward pass: `(dq, dk, dv)` from the inputs, the output `o`, its gradient `go` and the
-/// saved log-sum-exp.
+/// Backward pass on grouped `q`, `o`, `go` and the grouped log-sum-exp: `(dq, dk, dv)`, dq
+/// grouped, dk and dv as k and v. One task per (batch, kv head).
 #[allow(clippy::too_many_arguments)]
 fn backward(
     dims: Dims,
@@ -267,7 +305,8 @@ fn backward(
     go: &[f32],
     lse: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let Dims { b, t, nh, nkv, d } = dims;
+    let Dims { b, t, nkv, d, .. } = dims;
+    let rep = dims.rep();
     // D = rowsum(dO ∘ O): the softmax backward's per-row term, once per row.
     let dsum: Vec<f32> = o
         .par_chunks(d)
@@ -282,95 +321,92 @@ fn backward(
         SharedMut(dk.as_mut_ptr()),
         SharedMut(dv.as_mut_ptr()),
     );
-    let (q_rs, kv_rs) = (nh * d, nkv * d);
-    let rep = dims.rep();
+    let kv_rs = nkv * d;
+    let tile_rows = BLOCK_Q * rep;
     (0..b * nkv).into_par_iter().for_each(|task| {
         let (bi, g) = (task / nkv, task % nkv);
-        let mut p = vec![0f32; BLOCK_Q * BLOCK_K];
-        let mut ds = vec![0f32; BLOCK_Q * BLOCK_K];
+        let mut p = vec![0f32; tile_rows * BLOCK_K];
+        let mut ds = vec![0f32; tile_rows * BLOCK_K];
         let mut dk_acc = vec![0f32; BLOCK_K * d];
         let mut dv_acc = vec![0f32; BLOCK_K * d];
-        let mut lse_t = vec![0f32; BLOCK_Q];
-        let mut dsum_t = vec![0f32; BLOCK_Q];
         for j0 in (0..t).step_by(BLOCK_K) {
             let cols = BLOCK_K.min(t - j0);
             dk_acc.fill(0.0);
             dv_acc.fill(0.0);
             let k_tile = k[dims.kv_row(bi, j0, g) * d..].as_ptr();
             let v_tile = v[dims.kv_row(bi, j0, g) * d..].as_ptr();
-            for h in g * rep..(g + 1) * rep {
-                // Query tiles with a row at or after j0; earlier ones are fully masked.
-                for qi in j0 / BLOCK_Q..dims.q_tiles() {
-                    let i0 = qi * BLOCK_Q;
-                    let rows = BLOCK_Q.min(t - i0);
-                    for r in 0..rows {
-                        let row = dims.q_row(bi, i0 + r, h);
-                        lse_t[r] = lse[row];
-                        dsum_t[r] = dsum[row];
-                    }
-                    let q_tile = q[dims.q_row(bi, i0, h) * d..].as_ptr();
-                    let go_tile = go[dims.q_row(bi, i0, h) * d..].as_ptr();
-                    let p_rows = &mut p[..rows * BLOCK_K];
-                    // SAFETY (every matmul below): tiles of rows < t of this task's heads, and
-                    // the task's own scratch buffers; dQ rows of heads g·rep..(g+1)·rep of batch
-                    // bi are written by this task only.
-                    unsafe {
-                        matmul(
-                            (rows, cols, d),
-                            p_rows.as_mut_ptr(),
-                            BLOCK_K,
-                            false,
-                            (q_tile, q_rs, 1),
-                            (k_tile, 1, kv_rs),
-                            scale,
-                        );
-                    }
-                    probabilities_tile(p_rows, &lse_t[..rows], i0, j0, cols);
-                    unsafe {
-                        // dV_j += Pᵀ dO_i
-                        matmul(
-                            (cols, d, rows),
-                            dv_acc.as_mut_ptr(),
-                            d,
-                            true,
-                            (p_rows.as_ptr(), 1, BLOCK_K),
-                            (go_tile, q_rs, 1),
-                            1.0,
-                        );
-                        // dP = dO_i V_jᵀ
-                        matmul(
-                            (rows, cols, d),
-                            ds.as_mut_ptr(),
-                            BLOCK_K,
-                            false,
-                            (go_tile, q_rs, 1),
-                            (v_tile, 1, kv_rs),
-                            1.0,
-                        );
-                    }
-                    score_grad_tile(&mut ds[..rows * BLOCK_K], p_rows, &dsum_t[..rows], cols);
-                    unsafe {
-                        // dQ_i += scale · dS K_j
-                        matmul(
-                            (rows, d, cols),
-                            dq_ptr.at(dims.q_row(bi, i0, h) * d),
-                            q_rs,
-                            true,
-                            (ds.as_ptr(), BLOCK_K, 1),
-                            (k_tile, kv_rs, 1),
-                            scale,
-                        );
-                        // dK_j += scale · dSᵀ Q_i
-                        matmul(
-                            (cols, d, rows),
-                            dk_acc.as_mut_ptr(),
-                            d,
-                            true,
-                            (ds.as_ptr(), 1, BLOCK_K),
-                            (q_tile, q_rs, 1),
-                            scale,
-                        );
-                    }
+            // Query tiles with a row at or after j0; earlier ones are fully masked.
+            for qi in j0 / BLOCK_Q..dims.q_tiles() {
+                let i0 = qi * BLOCK_Q;
+                let m_rows = BLOCK_Q.min(t - i0) * rep;
+                let first = dims.g_row(bi, g, i0);
+                let q_tile = q[first * d..].as_ptr();
+                let go_tile = go[first * d..].as_ptr();
+                let p_rows = &mut p[..m_rows * BLOCK_K];
+                // SAFETY (every matmul below): tiles of rows < t of this task's kv head and of
+                // the query heads reading it, and the task's own scratch buffers; grouped dQ
+                // rows of (bi, g) are written by this task only.
+                unsafe {
+                    matmul(
+                        (m_rows, cols, d),
+                        p_rows.as_mut_ptr(),
+                        BLOCK_K,
+                        false,
+                        (q_tile, d, 1),
+                        (k_tile, 1, kv_rs),
+                        scale,
+                    );
+                }
+                probabilities_tile(p_rows, &lse[first..first + m_rows], i0, rep, j0, cols);
+                unsafe {
+                    // dV_j += Pᵀ dO_i
+                    matmul(
+                        (cols, d, m_rows),
+                        dv_acc.as_mut_ptr(),
+                        d,
+                        true,
+                        (p_rows.as_ptr(), 1, BLOCK_K),
+                        (go_tile, d, 1),
+                        1.0,
+                    );
+                    // dP = dO_i V_jᵀ
+                    matmul(
+                        (m_rows, cols, d),
+                        ds.as_mut_ptr(),
+                        BLOCK_K,
+                        false,
+                        (go_tile, d, 1),
+                        (v_tile, 1, kv_rs),
+                        1.0,
+                    );
+                }
+                score_grad_tile(
+                    &mut ds[..m_rows * BLOCK_K],
+                    p_rows,
+                    &dsum[first..first + m_rows],
+                    cols,
+                );
+                unsafe {
+                    // dQ_i += scale · dS K_j
+                    matmul(
+                        (m_rows, d, cols),
+                        dq_ptr.at(first * d),
+                        d,
+                        true,
+                        (ds.as_ptr(), BLOCK_K, 1),
+                        (k_tile, kv_rs, 1),
+                        scale,
+                    );
+                    // dK_j += scale · dSᵀ Q_i
+                    matmul(
+                        (cols, d, m_rows),
+                        dk_acc.as_mut_ptr(),
+                        d,
+                        true,
+                        (ds.as_ptr(), 1, BLOCK_K),
+                        (q_tile, d, 1),
+                        scale,
+                    );
                 }
             }
             for c in 0..cols {
@@ -413,7 +449,7 @@ fn f32_data<'a>(
 
 struct FlashAttention {
     scale: f32,
-    /// The forward pass's per-row log-sum-exp, for the backward pass.
+    /// The forward pass's per-row log-sum-exp (grouped order), for the backward pass.
     lse: Mutex<Option<Arc<Vec<f32>>>>,
 }
 
@@ -449,11 +485,14 @@ impl CustomOp3 for FlashAttention {
         let q = f32_data(qs, ql, "q")?;
         let k = f32_data(ks, kl, "k")?;
         let v = f32_data(vs, vl, "v")?;
-        let (out, lse) = forward(dims, self.scale, q, k, v);
+        let (out, lse) = forward(dims, self.scale, &regroup(dims, q, false), k, v);
         if let Ok(mut saved) = self.lse.lock() {
             *saved = Some(Arc::new(lse));
         }
-        Ok((CpuStorage::F32(out), ql.shape().clone()))
+        Ok((
+            CpuStorage::F32(regroup(dims, &out, true)),
+            ql.shape().clone(),
+        ))
     }
 
     fn bwd(
@@ -479,9 +518,18 @@ impl CustomOp3 for FlashAttention {
                 };
                 data.push(f32_data(cpu, layout, what)?);
             }
-            backward(
-                dims, self.scale, data[0], data[1], data[2], data[3], data[4], &lse,
-            )
+            let grouped = |x: &[f32]| regroup(dims, x, false);
+            let (dq, dk, dv) = backward(
+                dims,
+                self.scale,
+                &grouped(data[0]),
+                data[1],
+                data[2],
+                &grouped(data[3]),
+                &grouped(data[4]),
+                &lse,
+            );
+            (regroup(dims, &dq, true), dk, dv)
         };
         let dev = q.device();
         Ok((
