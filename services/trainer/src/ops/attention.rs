@@ -27,10 +27,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::simd::{self, dispatch, SharedMut};
+use super::{f32_slice, with_f32};
 
 /// Query rows per tile.
 pub const BLOCK_Q: usize = 64;
@@ -432,21 +433,6 @@ dispatch! {
     }
 }
 
-/// The f32 data of a contiguous CPU tensor.
-fn f32_data<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("flash-attention: {what} must be f32");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("flash-attention: {what} must be contiguous");
-    };
-    Ok(&data[start..end])
-}
-
 struct FlashAttention {
     scale: f32,
     /// The forward pass's per-row log-sum-exp (grouped order), for the backward pass.
@@ -482,9 +468,9 @@ impl CustomOp3 for FlashAttention {
         vl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let dims = dims_of(ql.shape(), kl.shape(), vl.shape())?;
-        let q = f32_data(qs, ql, "q")?;
-        let k = f32_data(ks, kl, "k")?;
-        let v = f32_data(vs, vl, "v")?;
+        let q = f32_slice(qs, ql, "flash-attention q")?;
+        let k = f32_slice(ks, kl, "flash-attention k")?;
+        let v = f32_slice(vs, vl, "flash-attention v")?;
         let (out, lse) = forward(dims, self.scale, &regroup(dims, q, false), k, v);
         if let Ok(mut saved) = self.lse.lock() {
             *saved = Some(Arc::new(lse));
@@ -509,15 +495,7 @@ impl CustomOp3 for FlashAttention {
         };
         let dims = dims_of(q.shape(), k.shape(), v.shape())?;
         let grad = grad.contiguous()?;
-        let (dq, dk, dv) = {
-            let guards = [q, k, v, res, &grad].map(|t| t.storage_and_layout());
-            let mut data = Vec::with_capacity(5);
-            for ((storage, layout), what) in guards.iter().zip(["q", "k", "v", "out", "grad"]) {
-                let Storage::Cpu(cpu) = &**storage else {
-                    candle_core::bail!("flash-attention: {what} is not on the CPU");
-                };
-                data.push(f32_data(cpu, layout, what)?);
-            }
+        let (dq, dk, dv) = with_f32(&[q, k, v, res, &grad], self.name(), |data| {
             let grouped = |x: &[f32]| regroup(dims, x, false);
             let (dq, dk, dv) = backward(
                 dims,
@@ -529,8 +507,8 @@ impl CustomOp3 for FlashAttention {
                 &grouped(data[4]),
                 &lse,
             );
-            (regroup(dims, &dq, true), dk, dv)
-        };
+            Ok((regroup(dims, &dq, true), dk, dv))
+        })?;
         let dev = q.device();
         Ok((
             Some(Tensor::from_vec(dq, q.shape(), dev)?),

@@ -10,10 +10,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::simd::{self, dispatch};
+use super::{f32_slice, with_f32};
 
 dispatch! {
     /// log-sum-exp of a row.
@@ -73,13 +74,7 @@ impl CustomOp1 for CausalLmLoss {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, t, v) = self.check(l.shape())?;
-        let CpuStorage::F32(data) = s else {
-            candle_core::bail!("causal-lm-loss: f32 logits only");
-        };
-        let Some((start, end)) = l.contiguous_offsets() else {
-            candle_core::bail!("causal-lm-loss: contiguous logits only");
-        };
-        let logits = &data[start..end];
+        let logits = f32_slice(s, l, self.name())?;
         let lse: Vec<f32> = logits
             .par_chunks(v)
             .enumerate()
@@ -116,22 +111,16 @@ impl CustomOp1 for CausalLmLoss {
             grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()? / (b * (t - 1)) as f32;
         let logits = logits.contiguous()?;
         let mut out = vec![0f32; b * t * v];
-        {
-            let (storage, layout) = logits.storage_and_layout();
-            let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-                candle_core::bail!("causal-lm-loss: f32 CPU logits only");
-            };
-            let Some((start, end)) = layout.contiguous_offsets() else {
-                candle_core::bail!("causal-lm-loss: contiguous logits only");
-            };
+        with_f32(&[&logits], self.name(), |data| {
             out.par_chunks_mut(v)
-                .zip(data[start..end].par_chunks(v))
+                .zip(data[0].par_chunks(v))
                 .enumerate()
                 .filter(|(row, _)| row % t != t - 1)
                 .for_each(|(row, (o, x))| {
                     row_grad(x, lse[row], self.ids[row + 1] as usize, scale, o)
                 });
-        }
+            Ok(())
+        })?;
         Ok(Some(Tensor::from_vec(out, (b, t, v), logits.device())?))
     }
 }

@@ -7,42 +7,16 @@
 //! row, the sigmoid of the gate) rather than storing it: a pass over data already in cache costs
 //! less than keeping another activation alive. f32 on the CPU; `ops::reference` elsewhere.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::simd::{self, dispatch};
+use super::{f32_slice, with_f32};
 
 /// Elements per parallel task for the purely elementwise ops.
 const CHUNK: usize = 1 << 14;
 /// Rows per parallel task for the row ops.
 const ROWS: usize = 32;
-
-fn data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(d) = storage else {
-        candle_core::bail!("{op}: f32 only");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op}: contiguous tensors only");
-    };
-    Ok(&d[start..end])
-}
-
-/// Runs `f` on the f32 data of contiguous CPU tensors.
-fn with_data<R>(
-    ts: &[&Tensor],
-    op: &str,
-    f: impl FnOnce(&[&[f32]]) -> candle_core::Result<R>,
-) -> candle_core::Result<R> {
-    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
-    let mut slices = Vec::with_capacity(ts.len());
-    for (storage, layout) in &guards {
-        let Storage::Cpu(cpu) = &**storage else {
-            candle_core::bail!("{op}: CPU tensors only");
-        };
-        slices.push(data(cpu, layout, op)?);
-    }
-    f(&slices)
-}
 
 // ---------------------------------------------------------------------------------------------
 // RMSNorm
@@ -105,7 +79,10 @@ impl CustomOp2 for RmsNorm {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, w) = (data(xs, xl, self.name())?, data(ws, wl, self.name())?);
+        let (x, w) = (
+            f32_slice(xs, xl, self.name())?,
+            f32_slice(ws, wl, self.name())?,
+        );
         let n = w.len();
         if n == 0 || xl.shape().dims().last() != Some(&n) {
             candle_core::bail!(
@@ -130,7 +107,7 @@ impl CustomOp2 for RmsNorm {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let n = w.elem_count();
-        let (dx, dw) = with_data(&[x, w, &grad], self.name(), |d| {
+        let (dx, dw) = with_f32(&[x, w, &grad], self.name(), |d| {
             let (x, w, g) = (d[0], d[1], d[2]);
             let mut dx = vec![0f32; x.len()];
             let dw = dx
@@ -239,7 +216,7 @@ impl CustomOp1 for Rope {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = data(s, l, self.name())?;
+        let x = f32_slice(s, l, self.name())?;
         Ok((
             CpuStorage::F32(self.apply(x, l.shape(), false)?),
             l.shape().clone(),
@@ -248,7 +225,7 @@ impl CustomOp1 for Rope {
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let grad = grad.contiguous()?;
-        let dx = with_data(&[&grad], self.name(), |d| {
+        let dx = with_f32(&[&grad], self.name(), |d| {
             self.apply(d[0], grad.shape(), true)
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
@@ -302,7 +279,10 @@ impl CustomOp2 for SwiGlu {
         us: &CpuStorage,
         ul: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (gate, up) = (data(gs, gl, self.name())?, data(us, ul, self.name())?);
+        let (gate, up) = (
+            f32_slice(gs, gl, self.name())?,
+            f32_slice(us, ul, self.name())?,
+        );
         if gl.shape() != ul.shape() {
             candle_core::bail!(
                 "swiglu: shapes {:?} and {:?} differ",
@@ -325,7 +305,7 @@ impl CustomOp2 for SwiGlu {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let (dg, du) = with_data(&[gate, up, &grad], self.name(), |d| {
+        let (dg, du) = with_f32(&[gate, up, &grad], self.name(), |d| {
             let mut dg = vec![0f32; d[0].len()];
             let mut du = vec![0f32; d[0].len()];
             dg.par_chunks_mut(CHUNK)

@@ -25,6 +25,35 @@ mod tests;
 
 use candle_core::{DType, Result, Tensor};
 
+/// The f32 data of a contiguous CPU tensor's storage, for the kernels (`op` names the caller in
+/// the error).
+fn f32_slice<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &str,
+) -> Result<&'a [f32]> {
+    let candle_core::CpuStorage::F32(d) = storage else {
+        candle_core::bail!("{op}: f32 only");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: contiguous tensors only");
+    };
+    Ok(&d[start..end])
+}
+
+/// Runs `f` on the f32 data of contiguous CPU tensors (a backward pass reading its inputs).
+fn with_f32<R>(ts: &[&Tensor], op: &str, f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(ts.len());
+    for (storage, layout) in &guards {
+        let candle_core::Storage::Cpu(cpu) = &**storage else {
+            candle_core::bail!("{op}: CPU tensors only");
+        };
+        slices.push(f32_slice(cpu, layout, op)?);
+    }
+    f(&slices)
+}
+
 /// Whether the fused CPU kernels take these tensors.
 fn cpu_f32(ts: &[&Tensor]) -> bool {
     ts.iter()
