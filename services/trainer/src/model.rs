@@ -165,6 +165,24 @@ impl LlamaConfig {
                 self.head_size()
             )));
         }
+        // A config.json may come from another miner's repo: sizes far past any real LLaMA are
+        // refused here, before the memory plan replays them layer by layer or anything is
+        // allocated (and before products of them can overflow).
+        let limits = [
+            ("vocab_size", self.vocab_size, 1 << 24),
+            ("hidden_size", self.hidden_size, 1 << 17),
+            ("intermediate_size", self.intermediate_size, 1 << 19),
+            ("num_hidden_layers", self.num_hidden_layers, 1024),
+            ("num_attention_heads", heads, 1024),
+            ("head_dim", self.head_size(), 1024),
+        ];
+        for (key, value, max) in limits {
+            if value > max {
+                return Err(Error::Model(format!(
+                    "config.json: {key} {value} is above {max}, larger than any model this trainer can train"
+                )));
+            }
+        }
         self.rope_inv_freq()?;
         Ok(())
     }
@@ -571,3 +589,58 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, pass: &Pass) -> Result<Tensor> 
 }
 
 pub mod recompute;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hostile or broken config.json (another miner's repo) is refused by its sizes before
+    /// anything is planned or allocated; a real competition config passes.
+    #[test]
+    fn absurd_sizes_are_refused() {
+        let m = taominer_core::config::TrainerModelConfig {
+            hidden_size: 3072,
+            intermediate_size: 8000,
+            num_hidden_layers: 28,
+            num_attention_heads: 24,
+            num_key_value_heads: 8,
+            ..Default::default()
+        };
+        let good = LlamaConfig::from_sizes(&m, 100_288);
+        good.check().unwrap();
+        for (key, bad) in [
+            (
+                "num_hidden_layers",
+                LlamaConfig {
+                    num_hidden_layers: 1 << 30,
+                    ..good.clone()
+                },
+            ),
+            (
+                "vocab_size",
+                LlamaConfig {
+                    vocab_size: usize::MAX,
+                    ..good.clone()
+                },
+            ),
+            (
+                "hidden_size",
+                LlamaConfig {
+                    hidden_size: 1 << 40,
+                    head_dim: Some(128),
+                    ..good.clone()
+                },
+            ),
+            (
+                "intermediate_size",
+                LlamaConfig {
+                    intermediate_size: 1 << 33,
+                    ..good.clone()
+                },
+            ),
+        ] {
+            let err = bad.check().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+}
