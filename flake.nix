@@ -13,9 +13,11 @@
         pkgsCuda = import nixpkgs { inherit system; config = { allowUnfree = true; cudaSupport = true; }; };
       });
 
-      # The daemons and minerctl. `cuda`: candle's CUDA kernels and flash-attn for the trainer, the
-      # ONNX Runtime CUDA execution provider for the predictor (nixpkgs' mistral-rs recipe).
-      taominer = { pkgs, cuda ? false }:
+      # The daemons and minerctl. `cuda`: candle's CUDA backend for the trainer, the ONNX Runtime
+      # CUDA execution provider for the predictor (nixpkgs' mistral-rs recipe). `flashAttn` (needs
+      # `cuda`): candle-flash-attn for the trainer's no-gradient passes; its CUTLASS kernels take
+      # hours to compile on a few cores, so only `packages.cuda` turns it on.
+      taominer = { pkgs, cuda ? false, flashAttn ? false }:
         let
           inherit (pkgs) lib;
           cudaPackages = pkgs.cudaPackages;
@@ -25,12 +27,14 @@
           version = "0.1.0";
           src = lib.cleanSource self;
           cargoLock.lockFile = ./Cargo.lock;
-          buildFeatures = lib.optionals cuda [ "taominer-trainer/cuda" "taominer-predictor/cuda" ];
+          buildFeatures = lib.optionals cuda [ "taominer-trainer/cuda" "taominer-predictor/cuda" ]
+            ++ lib.optional flashAttn "taominer-trainer/flash-attn";
           nativeBuildInputs = [ pkgs.makeWrapper ]
             ++ lib.optionals cuda [ pkgs.autoPatchelfHook cudaPackages.cuda_nvcc pkgs.autoAddDriverRunpath ];
           # CCCL's attribute was cuda_cccl before nixpkgs renamed it to cccl (CUDA 13.3): take either.
           buildInputs = lib.optionals cuda ([ (cudaPackages.cccl or cudaPackages.cuda_cccl) ]
-            ++ (with cudaPackages; [ cuda_cudart cuda_nvrtc libcublas libcurand cutlass ]));
+            ++ (with cudaPackages; [ cuda_cudart cuda_nvrtc libcublas libcurand ])
+            ++ lib.optional flashAttn cudaPackages.cutlass);
           env = lib.optionalAttrs cuda {
             # No GPU in the build sandbox: name the architecture (sm_80, what flash-attn needs).
             CUDA_COMPUTE_CAP = "80";
@@ -38,7 +42,7 @@
           };
           # candle-flash-attn's build (cudaforge's with_cutlass) would git-clone CUTLASS and reads no
           # variable naming another copy: point the vendored build script at nixpkgs' CUTLASS headers.
-          postPatch = lib.optionalString cuda ''
+          postPatch = lib.optionalString flashAttn ''
             substituteInPlace "$cargoDepsCopy"/candle-flash-attn-*/build.rs \
               --replace-fail '.with_cutlass(Some(CUTLASS_COMMIT))' '.arg("-I${cudaPackages.cutlass}/include")'
           '';
@@ -64,7 +68,7 @@
     {
       packages = forAllSystems ({ pkgs, pkgsCuda, ... }: rec {
         default = taominer { inherit pkgs; };
-        cuda = taominer { pkgs = pkgsCuda; cuda = true; };
+        cuda = taominer { pkgs = pkgsCuda; cuda = true; flashAttn = true; };
       });
 
       # The module, with the package defaulting to this flake's (the CUDA one when `cuda` is on).

@@ -48,6 +48,13 @@ in
     trainer.enable = mkEnableOption "the trainer daemon";
     predictor.enable = mkEnableOption "the predictor daemon (the axon)";
 
+    operators = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "alice" ];
+      description = "Users put in the group taominer-ops, which the D-Bus policy lets call minerctl's actions (publish, train start/pause, predictor reload, MakePublic); everyone in it or in taominer may read status.";
+    };
+
     hotkeyFile = mkOption {
       type = absolutePath;
       default = null;
@@ -108,13 +115,17 @@ in
       }
     ];
 
-    users.users.taominer = {
+    # One user per daemon, as units/taominer.sysusers says (the units name them): the D-Bus policy
+    # gives each only its own rights. Group taominer: the daemons (miner.toml, the trainer's
+    # checkpoints, read-only D-Bus calls); taominer-ops: the operators (minerctl's actions).
+    users.users = lib.genAttrs (map (p: "taominer-${p}") parts) (user: {
       isSystemUser = true;
       group = "taominer";
-      home = "/var/lib/taominer";
-      description = "taominer miner daemons";
-    };
+      home = "/var/lib/taominer/${lib.removePrefix "taominer-" user}";
+      description = "taominer ${lib.removePrefix "taominer-" user}";
+    });
     users.groups.taominer = { };
+    users.groups.taominer-ops.members = cfg.operators;
 
     services.dbus.packages = [ cfg.package ];
     systemd.packages = [ cfg.package ];

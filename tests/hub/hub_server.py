@@ -609,6 +609,9 @@ class Hub:
         self.lock = threading.Lock()  # guards repos, their refs/commits/objects, and grants
         self.repos: dict[str, Repo] = {}
         self.grants: dict[str, UploadGrant] = {}
+        # A hostile Hub, on demand (POST /_test/hostile): extra file names that model_info lists
+        # and resolve serves, and another host for LFS verify hrefs.
+        self.hostile: dict = {}
 
     # ---- routing
 
@@ -796,6 +799,8 @@ class Hub:
             if entry.lfs_oid:
                 sibling["lfs"] = {"sha256": entry.lfs_oid, "size": entry.size, "pointerSize": entry.pointer_size}
             siblings.append(sibling)
+        for name, text in self.hostile.get("extra_files", {}).items():
+            siblings.append({"rfilename": name, "size": len(text.encode())})
         return json_response({
             "_id": repo.internal_id, "id": repo.public_id, "modelId": repo.public_id, "author": repo.namespace,
             "sha": commit.id, "lastModified": iso_time(commit.ts), "createdAt": iso_time(repo.created_ts),
@@ -855,6 +860,12 @@ class Hub:
         repo = self.repo_for_read(req, repo_id)
         commit = self.resolve_revision(repo, rev)
         entry = commit.files.get(path)
+        extra = self.hostile.get("extra_files", {})
+        hostile = extra.get(path, extra.get("/" + path))
+        if entry is None and hostile is not None:
+            body = hostile.encode()
+            return Response(200, [("X-Repo-Commit", commit.id), ("Content-Type", "application/octet-stream"),
+                                  ("ETag", f'"{git_blob_id(body)}"')], body)
         if entry is None:
             # X-Repo-Commit lets huggingface_hub cache "this file does not exist at that commit".
             raise HubError(404, "Entry not found", code="EntryNotFound", headers=[("X-Repo-Commit", commit.id)])
@@ -937,7 +948,7 @@ class Hub:
                 used_multipart = True
             else:
                 answer["actions"] = {"upload": {"href": self.lfs_href(req, grant, oid)},
-                                     "verify": {"href": self.lfs_href(req, grant, oid, "verify"), "header": {}}}
+                                     "verify": {"href": self.verify_href(req, grant, oid), "header": {}}}
             answers.append(answer)
         with self.lock:
             self.grants[grant.token] = grant
@@ -955,7 +966,14 @@ class Hub:
         for n in range(1, count + 1):
             header[f"{n:05d}"] = self.lfs_href(req, grant, oid, f"part/{n}")
         return {"upload": {"href": self.lfs_href(req, grant, oid, "complete"), "header": header},
-                "verify": {"href": self.lfs_href(req, grant, oid, "verify"), "header": {}}}
+                "verify": {"href": self.verify_href(req, grant, oid), "header": {}}}
+
+    def verify_href(self, req: Request, grant: UploadGrant, oid: str) -> str:
+        href = self.lfs_href(req, grant, oid, "verify")
+        host = self.hostile.get("verify_host")
+        if host:  # this same server under another name: another origin to the client
+            href = re.sub(r"^(https?://)[^:/]+", lambda m: m.group(1) + host, href)
+        return href
 
     @staticmethod
     def lfs_href(req: Request, grant: UploadGrant, oid: str, action: str = "") -> str:
@@ -1184,6 +1202,13 @@ class Hub:
             return json_response({"rules": self.faults.remaining()})
         if segs == ["faults"] and method == "GET":
             return json_response({"rules": self.faults.remaining()})
+        if segs == ["hostile"] and method == "POST":
+            payload = req.json()
+            extra, host = payload.get("extra_files", {}), payload.get("verify_host")
+            if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
+                raise bad_request('expected {"extra_files": {name: text}, "verify_host": host}')
+            self.hostile = {"extra_files": extra, "verify_host": host}
+            return json_response(self.hostile)
         if segs == ["log"] and method == "GET":
             return json_response(self.log.entries())
         if segs == ["log", "clear"] and method == "POST":

@@ -44,6 +44,7 @@ let
         trainer.enable = true;
         predictor.enable = true;
         openFirewall = true;
+        operators = [ "alice" ];
         hotkeyFile = "/run/keys/hotkey";
         hfTokenFile = "/run/keys/hf-token";
         settings = {
@@ -83,5 +84,6 @@ in
   dbus = map (p: p.name) c.services.dbus.packages;
   firewall = c.networking.firewall.allowedTCPPorts;
   config = builtins.fromJSON (lib'.removePrefix "toml:miner.toml:" c.environment.etc."taominer/miner.toml".source);
-  user = c.users.users.taominer or null;
+  users = c.users.users;
+  groups = c.users.groups;
 }

@@ -135,6 +135,11 @@ impl Client {
         (headers, body.to_string().into_bytes())
     }
 
+    /// Drops the kept-alive connection: the next query connects anew.
+    pub fn disconnect(&mut self) {
+        self.conn = None;
+    }
+
     /// Sends a signed query; reconnects once if a kept-alive connection was closed.
     pub fn query(&mut self, image_b64: &str, spoil: Spoil) -> std::io::Result<Answer> {
         let nonce = self.nonce();

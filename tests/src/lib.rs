@@ -5,6 +5,7 @@
 //! (`target/<profile>/`); the README test command builds them first.
 
 pub mod axon;
+pub mod predictor;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
@@ -37,8 +38,40 @@ pub struct Bus {
 
 impl Bus {
     pub fn start() -> Bus {
+        Bus::spawn(&["--session"])
+    }
+
+    /// A private bus that any local user may connect to (a session bus admits only its own
+    /// uid), for tests that call a daemon as another user.
+    pub fn start_multi_user() -> Bus {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("bus.conf");
+        std::fs::write(
+            &conf,
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:tmpdir=/tmp</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+        )
+        .expect("write the bus configuration");
+        // The daemon has read its configuration once it prints its address.
+        Bus::spawn(&[&format!("--config-file={}", conf.display())])
+    }
+
+    fn spawn(args: &[&str]) -> Bus {
         let mut child = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address=1"])
+            .args(args)
+            .args(["--nofork", "--print-address=1"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -192,6 +225,11 @@ impl Daemon {
             self.name,
             self.messages
         );
+    }
+
+    /// The daemon's process id while it runs (for /proc figures in the attack tests).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `kill -9`.
@@ -744,6 +782,7 @@ hotkey_file = "{hotkey}"
 [publisher]
 repo = "{repo}"
 endpoint = "{hub}"
+allow_insecure = true
 token_file = "{token}"
 retry_initial_ms = 50
 retry_max_ms = 500

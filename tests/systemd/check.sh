@@ -35,6 +35,12 @@ for u in $units; do
   if [ -n "$st" ]; then pass "$u status text ($st)"; else fail "$u status text" "empty"; fi
 done
 
+# One user per daemon (units/taominer.sysusers), as its unit says.
+for p in publisher committer trainer predictor; do
+  check "miner-$p runs as taominer-$p" bash -c "u=\$(stat -c %U /proc/\$(systemctl show -p MainPID --value miner-$p)); [ \"\$u\" = taominer-$p ] || { echo \"runs as \$u\" > /tmp/why; false; }"
+done
+check "the publisher's user can read the trainer's state" bash -c "setpriv --reuid=taominer-publisher --regid=taominer --init-groups ls /var/lib/taominer/trainer > /tmp/why 2>&1"
+
 systemctl stop miner-trainer
 check "systemctl start miner-trainer" bash -c 'systemctl start miner-trainer && [ "$(systemctl is-active miner-trainer)" = active ] || { systemctl status miner-trainer --no-pager > /tmp/why 2>&1; false; }'
 

@@ -40,6 +40,14 @@ fn bad_configuration_exits_78_naming_the_key() {
             "{part}: {err}"
         );
     }
+    // An unbounded timeout would size the nonce table's generations and overflow durations.
+    let out = run_with_config("predictor", "[predictor]\nmax_timeout_s = 1e300\n");
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("predictor.max_timeout_s") && err.contains("at most 600"),
+        "{err}"
+    );
     // Environment and flags are checked the same way.
     let d = tempfile::tempdir().unwrap();
     let out = Command::new(bin_dir().join("miner-committer"))
@@ -84,21 +92,31 @@ fn online_daemons_refuse_missing_or_wrong_secrets_with_78() {
             "{part}: {err}"
         );
     }
-    // An encrypted keyfile, and a good keyfile of another hotkey than miner.hotkey_ss58.
+    // An encrypted keyfile, and a good keyfile of another hotkey than miner.hotkey_ss58 (both
+    // 0600: a key others can read is refused before anything else, below).
+    use std::os::unix::fs::PermissionsExt;
+    let private = |p: &std::path::Path| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap()
+    };
     let enc = d.path().join("enc");
     std::fs::write(&enc, "$NACL...").unwrap();
+    private(&enc);
     let other = d.path().join("other");
-    std::fs::write(
-        &other,
-        format!("{{\"secretSeed\": \"0x{}\"}}", "07".repeat(32)),
-    )
-    .unwrap();
+    write_seed7_hotkey(&other);
+    // The same good key, readable by everyone: the daemon refuses it with the chmod to run and
+    // the key that would accept it, and never prints the secret.
+    let exposed = d.path().join("exposed");
+    std::fs::copy(&other, &exposed).unwrap();
+    std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let chmod = format!("chmod 600 {}", exposed.display());
     for (file, expected) in [
         (&enc, "encrypted"),
         (
             &other,
             "is 5EsNLFaGe9XK5LzWH3i6eC2Wqv6YqZS1442N1C4yeSdP6uxy",
         ),
+        (&exposed, chmod.as_str()),
+        (&exposed, "miner.allow_readable_hotkey"),
     ] {
         let config = format!(
             "[miner]\noffline = false\nhotkey_ss58 = \"{ALICE}\"\nhotkey_file = \"{}\"\n\
@@ -109,6 +127,7 @@ fn online_daemons_refuse_missing_or_wrong_secrets_with_78() {
         assert_eq!(out.status.code(), Some(78));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{err}");
+        assert!(!err.contains(&"07".repeat(32)), "the secret leaked: {err}");
     }
 }
 
@@ -205,4 +224,61 @@ fn the_example_configuration_loads() {
     })
     .expect("units/miner.toml.example must load");
     assert_eq!(config, taominer_core::config::Config::default());
+}
+
+/// The committer's state after a crash and after damage, against the real binary: a torn last
+/// record (a crash mid-append) is cut off and the committer serves the records before it; a
+/// damaged record before the end stops it with exit 65 (which its unit does not restart),
+/// naming the file and line, and leaves the file as it was (before the append-only log, a
+/// damaged `ledger.json` stopped the committer, restart after restart, with a parse error).
+#[test]
+fn the_committer_cuts_a_torn_ledger_tail_and_refuses_a_damaged_ledger() {
+    let record = |n: u64| {
+        format!(
+            "{{\"block\":{n},\"job_id\":\"j{n}\",\"netuid\":9,\"hotkey\":\"{ALICE}\",\
+             \"commitment\":\"c{n}\",\"data_type\":\"Raw2\",\"time\":0}}\n"
+        )
+    };
+    let bus = Bus::start();
+    let state = tempfile::tempdir().unwrap();
+    let torn = format!(
+        "{}{}{{\"block\":3,\"job_id\":\"j3\",\"net",
+        record(1),
+        record(2)
+    );
+    std::fs::write(state.path().join("ledger.jsonl"), &torn).unwrap();
+    // And a job entry that cannot be read at all (a directory: EISDIR, an I/O error that used
+    // to stop the job store, and the daemon with it): moved aside, the committer starts.
+    std::fs::create_dir_all(state.path().join("jobs/unreadable.json")).unwrap();
+    let mut c = Spawn::new("committer", &bus, state.path()).start();
+    c.assert_ready();
+    assert!(state.path().join("jobs/unreadable.json.corrupt").is_dir());
+    let ledger = json(&minerctl(&bus, &["commitments", "--json"]));
+    let ids: Vec<&str> = ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["j1", "j2"]);
+    assert_eq!(
+        std::fs::read_to_string(state.path().join("ledger.jsonl")).unwrap(),
+        format!("{}{}", record(1), record(2))
+    );
+    drop(c);
+
+    let damaged = format!("{}{{\"block\":2,garbage}}\n{}", record(1), record(3));
+    std::fs::write(state.path().join("ledger.jsonl"), &damaged).unwrap();
+    let out = Command::new(bin_dir().join("miner-committer"))
+        .args(["--bus", &bus.address, "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ledger.jsonl line 2"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(state.path().join("ledger.jsonl")).unwrap(),
+        damaged
+    );
 }

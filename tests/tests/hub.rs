@@ -41,6 +41,7 @@ hotkey_ss58 = "{ALICE}"
 [publisher]
 repo = "{REPO}"
 endpoint = "{}"
+allow_insecure = true
 token_file = "{}"
 retry_initial_ms = 50
 retry_max_ms = 400

@@ -230,7 +230,7 @@ impl Online {
             format!(
                 "[miner]\noffline = false\nprofile = \"soundsright\"\nnetuid = 1\n\
                  chain_endpoint = \"{}\"\nhotkey_ss58 = \"{SEED7_SS58}\"\nhotkey_file = \"{}\"\n\
-                 [publisher]\nrepo = \"alice/dereverb\"\nendpoint = \"{}\"\ntoken_file = \"{}\"\n\
+                 [publisher]\nrepo = \"alice/dereverb\"\nendpoint = \"{}\"\nallow_insecure = true\ntoken_file = \"{}\"\n\
                  retry_initial_ms = 50\nretry_max_ms = 400\nmake_public_after_commit = false\n",
                 chain.url,
                 d.join("hotkey").display(),

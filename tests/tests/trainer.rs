@@ -663,7 +663,7 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
         format!(
             "[miner]\noffline = false\nnetuid = 1\ncompetition = 2\nchain_endpoint = \"{}\"\n\
              hotkey_ss58 = \"{SEED7_SS58}\"\nhotkey_file = \"{}\"\n\
-             [publisher]\nrepo = \"alice/ours\"\nendpoint = \"{}\"\ntoken_file = \"{}\"\n",
+             [publisher]\nrepo = \"alice/ours\"\nendpoint = \"{}\"\nallow_insecure = true\ntoken_file = \"{}\"\n",
             chain.url,
             hotkey.display(),
             hub.url,

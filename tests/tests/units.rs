@@ -111,3 +111,45 @@ fn units_stay_within_the_exposure_limits() {
         assert!(level <= limit, "{unit}: exposure {level} > {limit}\n{text}");
     }
 }
+
+/// One user per daemon: each unit runs as its own `taominer-<part>` user in group `taominer`,
+/// every one of those users is created by `taominer.sysusers` (with group `taominer`), no two
+/// units share a user, and no unit can dump core (the hotkey and the HF token live in memory).
+/// The trainer's state alone is group-readable (the publisher stages its checkpoints).
+#[test]
+fn each_daemon_has_its_own_user_and_no_core_dumps() {
+    let sysusers = std::fs::read_to_string(units_dir().join("taominer.sysusers")).unwrap();
+    let mut users = Vec::new();
+    for part in ["trainer", "predictor", "publisher", "committer"] {
+        let unit = format!("miner-{part}.service");
+        let text = std::fs::read_to_string(units_dir().join(&unit)).unwrap();
+        let value = |key: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+                .map(str::to_string)
+                .collect()
+        };
+        let user = format!("taominer-{part}");
+        assert_eq!(value("User"), [user.as_str()], "{unit}");
+        assert_eq!(value("Group"), ["taominer"], "{unit}");
+        assert_eq!(value("LimitCORE"), ["0"], "{unit}");
+        assert!(
+            sysusers.lines().any(|l| l.split_whitespace().take(3).eq([
+                "u",
+                user.as_str(),
+                "-:taominer"
+            ])),
+            "{user} is not created by taominer.sysusers with group taominer"
+        );
+        let (mode, umask) = if part == "trainer" {
+            ("0750", "0027")
+        } else {
+            ("0700", "0077")
+        };
+        assert_eq!(value("StateDirectoryMode"), [mode], "{unit}");
+        assert_eq!(value("UMask"), [umask], "{unit}");
+        users.push(user);
+    }
+    users.dedup();
+    assert_eq!(users.len(), 4);
+}

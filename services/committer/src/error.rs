@@ -11,6 +11,9 @@ pub enum Error {
     /// The request is not acceptable; nothing was queued.
     #[error("{0}")]
     Invalid(String),
+    /// The ledger is damaged before its last record; the committer must not start (exit 65).
+    #[error("{0}")]
+    LedgerCorrupt(String),
     /// A shared-library operation failed (disk, state file, format).
     #[error(transparent)]
     Core(#[from] taominer_core::Error),

@@ -16,7 +16,8 @@ use taominer_core::formats::ss58;
 use taominer_core::store::unix_now;
 use zbus::object_server::SignalEmitter;
 
-use crate::jobs::{CommitJob, CommitJobState, Shared};
+use crate::jobs::{CommitJob, CommitJobState, Shared, MAX_QUEUED};
+use taominer_core::config::{Config, Profile};
 
 pub struct CommitterService {
     pub shared: Arc<Shared>,
@@ -25,10 +26,14 @@ pub struct CommitterService {
 #[zbus::interface(name = "org.taominer.Committer1")]
 impl CommitterService {
     /// Queues a commitment for a publish job, durably, or reports the job's state if known.
+    /// Only the publisher's user may call it (units/org.taominer.conf); a commitment that names
+    /// another repository than `publisher.repo` is refused, and so is one past [`MAX_QUEUED`].
     async fn commit(&self, job_id: &str, commitment: &str) -> Result<CommitState, BusError> {
         let shared = &self.shared;
         check_job_id(job_id)?;
-        if let Some(known) = shared.jobs().get(job_id) {
+        // Held from the look-up to the write, so two calls cannot both pass the queue's bound.
+        let mut jobs = shared.jobs();
+        if let Some(known) = jobs.get(job_id) {
             if known.commitment != commitment {
                 return Err(BusError::InvalidInput(format!(
                     "job {job_id} was queued with a different commitment"
@@ -42,8 +47,32 @@ impl CommitterService {
             }
             return Ok(known.answer());
         }
+        // A committed job pruned from jobs/ is still in the ledger: answer from there.
+        if let Some(written) = shared.ledger().find(job_id) {
+            if written.commitment != commitment {
+                return Err(BusError::InvalidInput(format!(
+                    "job {job_id} was committed with a different commitment"
+                )));
+            }
+            return Ok(CommitState {
+                state: "committed".into(),
+                block: written.block,
+            });
+        }
         check_commitment(shared.config.miner.profile, commitment)
             .map_err(|e| BusError::InvalidInput(e.to_string()))?;
+        check_names_our_repo(&shared.config, commitment)?;
+        let queued = jobs
+            .all()
+            .filter(|j| j.state == CommitJobState::Queued)
+            .count();
+        if queued >= MAX_QUEUED {
+            // Failed, not InvalidInput: the publisher keeps the job and offers it again later.
+            return Err(BusError::Failed(format!(
+                "{queued} commitments are already waiting to be written (at most {MAX_QUEUED}); \
+                 try again once they are"
+            )));
+        }
         let job = CommitJob {
             id: job_id.to_string(),
             commitment: commitment.to_string(),
@@ -53,10 +82,9 @@ impl CommitterService {
             error: None,
             not_before_block: None,
         };
-        shared
-            .jobs()
-            .put(job.clone())
+        jobs.put(job.clone())
             .map_err(|e| BusError::Failed(e.to_string()))?;
+        drop(jobs);
         tracing::info!(JOB_ID = job_id, "commitment queued");
         crash_point("committer.job-persisted");
         shared.wake.notify_one();
@@ -211,6 +239,36 @@ fn axon_text(a: &Axon) -> String {
     }
 }
 
+/// The Hub repository a commitment names, `namespace/name`, for the profiles that write it in
+/// clear (`taominer_core::formats::model_id`: pretraining, finetuning and coldint start with
+/// `ns:name:`). SoundsRight's is a sha256 that hides it, and bitmind commits nothing: `None`.
+fn named_repo(profile: Profile, commitment: &str) -> Option<String> {
+    match profile {
+        Profile::Pretraining | Profile::Finetuning | Profile::Coldint => {
+            let mut fields = commitment.split(':');
+            Some(format!("{}/{}", fields.next()?, fields.next()?))
+        }
+        Profile::Soundsright | Profile::Bitmind => None,
+    }
+}
+
+/// Refuses a commitment that names another repository than the one this miner publishes to
+/// (`publisher.repo`; offline, the offline publisher's): even a caller that may call `Commit`
+/// cannot point the hotkey at someone else's model.
+fn check_names_our_repo(config: &Config, commitment: &str) -> Result<(), BusError> {
+    let Some(named) = named_repo(config.miner.profile, commitment) else {
+        return Ok(());
+    };
+    let ours = config.publisher.repo(&config.miner);
+    if ours.as_deref() == Some(named.as_str()) {
+        return Ok(());
+    }
+    Err(BusError::InvalidInput(format!(
+        "the commitment names {named:?}, not this miner's repository (publisher.repo = {})",
+        ours.map_or_else(|| "unset".to_string(), |r| format!("{r:?}"))
+    )))
+}
+
 /// Job ids come from another process; keep them to a safe file-name alphabet.
 fn check_job_id(id: &str) -> Result<(), BusError> {
     let ok = !id.is_empty()
@@ -224,5 +282,154 @@ fn check_job_id(id: &str) -> Result<(), BusError> {
         Err(BusError::InvalidInput(format!(
             "job id {id:?} must be 1 to 64 letters, digits, '-' or '_'"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::KEEP_DONE;
+
+    fn service(dir: &std::path::Path, config: Config) -> CommitterService {
+        CommitterService {
+            shared: Arc::new(Shared::open(config, dir, None).unwrap()),
+        }
+    }
+
+    /// A well-formed pretraining commitment naming `ns/name`.
+    fn naming(ns: &str, name: &str, n: usize) -> String {
+        format!("{ns}:{name}:{:040x}:{}:2", n, "h".repeat(44))
+    }
+
+    fn message(e: BusError) -> String {
+        match e {
+            BusError::InvalidInput(m) | BusError::Failed(m) => m,
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// A commitment naming another repository than `publisher.repo` (offline: the offline
+    /// publisher's `offline/model`) is refused, whoever calls; ours is queued.
+    #[tokio::test]
+    async fn a_commitment_must_name_our_repository() {
+        let d = tempfile::tempdir().unwrap();
+        let s = service(d.path(), Config::default());
+        let err = s
+            .commit("j1", &naming("mallory", "model", 1))
+            .await
+            .unwrap_err();
+        let text = message(err);
+        assert!(
+            text.contains("\"mallory/model\"") && text.contains("offline/model"),
+            "{text}"
+        );
+        assert!(s.shared.jobs().is_empty(), "nothing queued");
+        let ok = s
+            .commit("j1", &naming("offline", "model", 1))
+            .await
+            .unwrap();
+        assert_eq!(ok.state, "queued");
+
+        let mut config = Config::default();
+        config.publisher.repo = Some("alice/m".into());
+        config.miner.profile = Profile::Coldint;
+        let d = tempfile::tempdir().unwrap();
+        let s = service(d.path(), config);
+        assert!(s.commit("j2", &naming("bob", "m", 2)).await.is_err());
+        assert_eq!(
+            s.commit("j2", &naming("alice", "m", 2))
+                .await
+                .unwrap()
+                .state,
+            "queued"
+        );
+        // SoundsRight commits a sha256: the repository cannot be read from it.
+        assert_eq!(named_repo(Profile::Soundsright, &"a".repeat(64)), None);
+    }
+
+    /// At most MAX_QUEUED jobs wait; one more is refused with a retryable `Failed` (the
+    /// publisher keeps the job) and nothing is written for it.
+    #[tokio::test]
+    async fn the_queue_is_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let s = service(d.path(), Config::default());
+        for n in 0..MAX_QUEUED {
+            s.commit(&format!("j{n:03}"), &naming("offline", "model", n))
+                .await
+                .unwrap();
+        }
+        let err = s
+            .commit("over", &naming("offline", "model", 999))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BusError::Failed(_)), "{err:?}");
+        assert!(s.shared.jobs().get("over").is_none());
+        assert!(!d.path().join("jobs/over.json").exists());
+        // A job already queued is still answered.
+        assert_eq!(
+            s.commit("j000", &naming("offline", "model", 0))
+                .await
+                .unwrap()
+                .state,
+            "queued"
+        );
+    }
+
+    /// Committed jobs beyond KEEP_DONE are pruned from jobs/ (oldest first), and a pruned job
+    /// offered again is answered from the ledger (`committed`, same block), never queued or
+    /// written a second time.
+    #[tokio::test]
+    async fn committed_jobs_are_pruned_and_stay_exactly_once() {
+        let d = tempfile::tempdir().unwrap();
+        let s = service(d.path(), Config::default());
+        let total = KEEP_DONE + 5;
+        for n in 0..total {
+            let id = format!("j{n:04}");
+            let commitment = naming("offline", "model", n);
+            s.commit(&id, &commitment).await.unwrap();
+            let record = s
+                .shared
+                .ledger()
+                .append(CommitmentRecord {
+                    block: 0,
+                    job_id: id.clone(),
+                    netuid: 9,
+                    hotkey: "h".into(),
+                    commitment: commitment.clone(),
+                    data_type: format!("Raw{}", commitment.len()),
+                    time: 0,
+                })
+                .unwrap();
+            let mut job = s.shared.jobs().get(&id).cloned().unwrap();
+            job.state = CommitJobState::Committed;
+            job.block = Some(record.block);
+            job.received = n as u64;
+            s.shared.jobs().put(job).unwrap();
+        }
+        s.shared.prune();
+        assert_eq!(s.shared.jobs().len(), KEEP_DONE);
+        assert!(s.shared.jobs().get("j0000").is_none());
+        assert!(!d.path().join("jobs/j0000.json").exists());
+        assert!(s.shared.jobs().get(&format!("j{:04}", total - 1)).is_some());
+
+        let again = s
+            .commit("j0000", &naming("offline", "model", 0))
+            .await
+            .unwrap();
+        assert_eq!((again.state.as_str(), again.block), ("committed", 1));
+        assert!(s.shared.jobs().get("j0000").is_none(), "not queued again");
+        assert!(s
+            .commit("j0000", &naming("offline", "model", 7))
+            .await
+            .is_err());
+        let ledger = s.shared.ledger();
+        assert_eq!(
+            ledger
+                .entries()
+                .iter()
+                .filter(|e| e.job_id == "j0000")
+                .count(),
+            1
+        );
     }
 }

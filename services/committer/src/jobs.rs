@@ -4,6 +4,13 @@
 //! "queued" the commitment will be written even if the committer dies the next instant. The
 //! worker writes it and then marks the job `committed`; a crash between the two is resolved on
 //! restart by finding the job in the ledger, so the commitment is never written twice.
+//!
+//! Bounded: at most [`MAX_QUEUED`] jobs wait (a `Commit` past that is refused, with a reason the
+//! publisher retries on), and only the newest [`KEEP_DONE`] committed and [`KEEP_DONE`] failed
+//! jobs are kept. A committed job pruned here is still in the ledger, and `Commit` looks there
+//! before queueing, so a pruned job offered again is answered `committed`, never written twice.
+//! A pruned failed job offered again would be queued anew; the publisher does not offer it again,
+//! as it recorded the failure `Commit` answered.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -61,6 +68,11 @@ impl CommitJob {
     }
 }
 
+/// The most jobs waiting to be written (the chain takes about one commitment per epoch).
+pub const MAX_QUEUED: usize = 64;
+/// Committed jobs kept (each is also in the ledger), and failed jobs kept.
+pub const KEEP_DONE: usize = 100;
+
 /// The committer's state, shared by the D-Bus interface and the worker.
 pub struct Shared {
     pub config: Config,
@@ -81,7 +93,7 @@ impl Shared {
         state_dir: &Path,
         hotkey: Option<taominer_core::wallet::Hotkey>,
     ) -> Result<Shared> {
-        Ok(Shared {
+        let shared = Shared {
             hotkey,
             chain: tokio::sync::RwLock::new(None),
             metagraph: tokio::sync::Mutex::new(None),
@@ -89,7 +101,46 @@ impl Shared {
             ledger: Mutex::new(Ledger::open(state_dir)?),
             config,
             wake: tokio::sync::Notify::new(),
-        })
+        };
+        shared.prune();
+        Ok(shared)
+    }
+
+    /// Removes all but the newest [`KEEP_DONE`] committed jobs whose record is in the ledger,
+    /// and all but the newest [`KEEP_DONE`] failed ones. Queued jobs are never touched.
+    pub fn prune(&self) {
+        let doomed: Vec<String> = {
+            let jobs = self.jobs();
+            let ledger = self.ledger();
+            let mut committed: Vec<&CommitJob> = jobs
+                .all()
+                .filter(|j| j.state == CommitJobState::Committed && ledger.find(&j.id).is_some())
+                .collect();
+            let mut failed: Vec<&CommitJob> = jobs
+                .all()
+                .filter(|j| j.state == CommitJobState::Failed)
+                .collect();
+            // Newest first: by time received, then id (ids sort by creation time).
+            for list in [&mut committed, &mut failed] {
+                list.sort_by(|a, b| (b.received, &b.id).cmp(&(a.received, &a.id)));
+            }
+            committed
+                .iter()
+                .skip(KEEP_DONE)
+                .chain(failed.iter().skip(KEEP_DONE))
+                .map(|j| j.id.clone())
+                .collect()
+        };
+        if doomed.is_empty() {
+            return;
+        }
+        let mut jobs = self.jobs();
+        for id in &doomed {
+            if let Err(e) = jobs.remove(id) {
+                tracing::warn!(JOB_ID = %id, "cannot prune an old job: {e}");
+            }
+        }
+        tracing::info!("pruned {} old committed or failed jobs", doomed.len());
     }
 
     /// Locks the job store (a poisoned lock still guards a consistent on-disk store).

@@ -16,6 +16,9 @@ use taominer_core::bus::Part;
 use taominer_core::runtime::{self, DaemonArgs, Watchdog};
 use taominer_core::wallet::Hotkey;
 
+/// sysexits' EX_DATAERR: the ledger is damaged (see `ledger`).
+const EX_DATAERR: i32 = 65;
+
 /// The taominer committer daemon (D-Bus name org.taominer.Committer1).
 #[derive(Parser)]
 #[command(version, about)]
@@ -36,10 +39,16 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(HOTKEY = hotkey.ss58(), "hotkey loaded");
         Some(hotkey)
     };
-    let shared = Arc::new(
-        jobs::Shared::open(daemon.config.clone(), &daemon.state_dir, hotkey)
-            .context("cannot open the committer's state")?,
-    );
+    let shared = match jobs::Shared::open(daemon.config.clone(), &daemon.state_dir, hotkey) {
+        Ok(shared) => Arc::new(shared),
+        // Damaged state will not mend itself: exit 65, which the unit does not restart.
+        Err(e @ error::Error::LedgerCorrupt(_)) => {
+            tracing::error!("{e}");
+            eprintln!("miner-committer: {e}");
+            std::process::exit(EX_DATAERR);
+        }
+        Err(e) => return Err(e).context("cannot open the committer's state"),
+    };
     let service = interface::CommitterService {
         shared: shared.clone(),
     };

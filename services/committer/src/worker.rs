@@ -39,6 +39,7 @@ pub async fn run(
         } else {
             online.commit_queued(&shared, &emitter).await;
         }
+        shared.prune();
         notify_status(&shared.summary());
         tokio::select! {
             _ = shared.wake.notified() => {}

@@ -137,6 +137,9 @@ pub struct MinerConfig {
     pub hotkey_ss58: Option<String>,
     /// Path to the hotkey keyfile; `$CREDENTIALS_DIRECTORY/hotkey` is used when unset.
     pub hotkey_file: Option<PathBuf>,
+    /// Accept a hotkey file that other users (its group, everyone) may read. Off: the daemon
+    /// refuses to start and says which `chmod` to run (a readable key is a stolen key).
+    pub allow_readable_hotkey: bool,
 }
 
 impl Default for MinerConfig {
@@ -150,6 +153,7 @@ impl Default for MinerConfig {
             chain_endpoint: "wss://entrypoint-finney.opentensor.ai:443".into(),
             hotkey_ss58: None,
             hotkey_file: None,
+            allow_readable_hotkey: false,
         }
     }
 }
@@ -203,8 +207,12 @@ impl MinerConfig {
 pub struct PublisherConfig {
     /// Hugging Face repository id `namespace/name` models are published to.
     pub repo: Option<String>,
-    /// The Hub's base URL (what `HF_ENDPOINT` sets for the Python client).
+    /// The Hub's base URL (what `HF_ENDPOINT` sets for the Python client). Must be `https://`:
+    /// the token travels to it.
     pub endpoint: String,
+    /// Accept an `http://` endpoint (a local test Hub). Never in production: the token and the
+    /// models would cross the network in clear.
+    pub allow_insecure: bool,
     /// File holding the Hugging Face token; `$CREDENTIALS_DIRECTORY/hf-token` when unset. The
     /// token itself never goes in this file: the TOML is world-readable, credentials are not.
     pub token_file: Option<PathBuf>,
@@ -225,6 +233,7 @@ impl Default for PublisherConfig {
         PublisherConfig {
             repo: None,
             endpoint: "https://huggingface.co".into(),
+            allow_insecure: false,
             token_file: None,
             make_public_after_commit: None,
             retry_initial_ms: 250,
@@ -721,7 +730,11 @@ pub fn is_commit_id(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// The largest `predictor.max_timeout_s` (seconds): longer than any validator waits.
+pub const MAX_TIMEOUT_S: f64 = 600.0;
+
 /// `[predictor]`: the ONNX model served on the Bittensor axon (SN34 `ImageSynapse`).
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PredictorConfig {
@@ -753,7 +766,9 @@ pub struct PredictorConfig {
     pub allow: Vec<String>,
     /// Callers from the metagraph need a validator permit.
     pub require_validator_permit: bool,
-    /// Callers from the metagraph need at least this stake, in TAO.
+    /// Callers from the metagraph need at least this stake, in TAO. The default, 1000, is
+    /// SoundsRight's upstream `--validator_min_stake`; it also keeps a hotkey that only holds a
+    /// permit on a thin subnet from being "a validator" here. 0 admits any permit holder.
     pub min_stake_tao: f64,
     /// Request bodies above this are refused with 413.
     pub max_body_bytes: u64,
@@ -766,6 +781,11 @@ pub struct PredictorConfig {
     pub max_timeout_s: f64,
     /// How often the validator set is refreshed from the committer's metagraph (seconds).
     pub metagraph_refresh_s: u64,
+    /// Connections one address (IPv4, or IPv6 /64) may hold open; more are closed at accept.
+    /// Raise it behind a reverse proxy, where every connection comes from the proxy.
+    pub connections_per_address: usize,
+    /// Requests one validator hotkey may have in flight; more are answered 429.
+    pub in_flight_per_hotkey: usize,
     /// How often the model file is checked for a new version (milliseconds).
     pub watch_interval_ms: u64,
 }
@@ -786,11 +806,13 @@ impl Default for PredictorConfig {
             output: "logit".into(),
             allow: Vec::new(),
             require_validator_permit: true,
-            min_stake_tao: 0.0,
+            min_stake_tao: 1000.0,
             max_body_bytes: 8 * 1024 * 1024,
             queue_capacity: 256,
             max_batch: 8,
             max_timeout_s: 60.0,
+            connections_per_address: 16,
+            in_flight_per_hotkey: 8,
             metagraph_refresh_s: 120,
             watch_interval_ms: 1000,
         }
@@ -880,17 +902,27 @@ impl PredictorConfig {
             ("max_batch", self.max_batch as u64),
             ("metagraph_refresh_s", self.metagraph_refresh_s),
             ("watch_interval_ms", self.watch_interval_ms),
+            (
+                "connections_per_address",
+                self.connections_per_address as u64,
+            ),
+            ("in_flight_per_hotkey", self.in_flight_per_hotkey as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
                 return Err(ConfigError::new(&p(key), value, "at least 1"));
             }
         }
-        if !(self.max_timeout_s.is_finite() && self.max_timeout_s > 0.0) {
+        // Bounded: it sizes the nonce window and the nonce table's generations, and a request
+        // may hold its place in the queue this long.
+        if !(self.max_timeout_s.is_finite()
+            && self.max_timeout_s > 0.0
+            && self.max_timeout_s <= MAX_TIMEOUT_S)
+        {
             return Err(ConfigError::new(
                 &p("max_timeout_s"),
                 self.max_timeout_s,
-                "a positive number of seconds",
+                format!("a positive number of seconds, at most {MAX_TIMEOUT_S}"),
             ));
         }
         Ok(())
@@ -1041,6 +1073,13 @@ impl Config {
                 "publisher.endpoint",
                 format!("{endpoint:?}"),
                 "an http:// or https:// URL such as https://huggingface.co",
+            ));
+        }
+        if endpoint.starts_with("http://") && !self.publisher.allow_insecure {
+            return Err(ConfigError::new(
+                "publisher.endpoint",
+                format!("{endpoint:?}"),
+                "an https:// URL: the Hugging Face token is sent to it (for a local test Hub only, set publisher.allow_insecure = true)",
             ));
         }
         for (id, over) in &self.publisher.limits {

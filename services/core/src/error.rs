@@ -38,6 +38,10 @@ pub enum Error {
     #[error("{0}")]
     Format(String),
 
+    /// A secret file others can read (the message says which and the `chmod` that fixes it).
+    #[error("{0}")]
+    Exposed(String),
+
     /// Another process holds the state directory.
     #[error("state directory {0} is in use by another process (is the daemon already running?)")]
     Locked(PathBuf),

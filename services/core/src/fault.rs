@@ -38,3 +38,38 @@ pub fn crash_point(name: &str) {
         std::process::abort();
     }
 }
+
+/// The environment variable that names points at which to pause: `name=/path/flag[,...]`.
+pub const PAUSE_AT_ENV: &str = "MINERTEST_PAUSE_AT";
+/// How long a paused daemon waits for the test before carrying on.
+const PAUSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Races need a window that a test can hold open: at `name`, if `MINERTEST_PAUSE_AT` names it
+/// with a flag path, this creates `<flag>.reached` and blocks (this thread only) until `<flag>`
+/// exists, so the test can change the world between two steps (e.g. staging's scan and copy).
+/// Blocking: call it only off the async threads.
+pub fn pause_point(name: &str) {
+    let Ok(spec) = std::env::var(PAUSE_AT_ENV) else {
+        return;
+    };
+    let Some(flag) = spec.split(',').find_map(|p| {
+        let (point, flag) = p.trim().split_once('=')?;
+        (point == name).then(|| std::path::PathBuf::from(flag))
+    }) else {
+        return;
+    };
+    let mut reached = flag.clone().into_os_string();
+    reached.push(".reached");
+    if let Err(e) = std::fs::write(&reached, b"") {
+        tracing::warn!(point = name, "pause point: cannot signal the test: {e}");
+    }
+    tracing::warn!(
+        point = name,
+        "pause point reached: waiting for {}",
+        flag.display()
+    );
+    let start = std::time::Instant::now();
+    while !flag.exists() && start.elapsed() < PAUSE_LIMIT {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -11,6 +11,7 @@
 //! * [`store`]: atomic files and the durable job store each daemon keeps its hand-offs in.
 //! * [`formats`]: model identities, commitment strings and the hashes validators recompute.
 //! * [`fault`]: named crash points used by the fault-injection tests.
+//! * [`hub_names`]: the check on file names a Hub lists, before any is joined to a directory.
 //! * [`wallet`]: the hotkey keyfile, sr25519 signing and verification.
 
 pub mod bus;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod fault;
 pub mod formats;
+pub mod hub_names;
 pub mod runtime;
 pub mod store;
 pub mod wallet;

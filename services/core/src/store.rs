@@ -83,6 +83,28 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
         .ctx("cannot create directory", dir)
 }
 
+/// Creates a directory (and parents) that its group may read (0750, less the umask), for state
+/// another daemon reads by path (the trainer's checkpoints, which the publisher stages); an
+/// existing one made 0700 by an older version is opened up to 0750 (group read, never write).
+pub fn ensure_group_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .ctx("cannot create directory", dir)?;
+    let mode = fs::metadata(dir)
+        .ctx("cannot stat", dir)?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o050 != 0o050 {
+        fs::set_permissions(dir, fs::Permissions::from_mode((mode | 0o050) & !0o022))
+            .ctx("cannot chmod", dir)?;
+    }
+    Ok(())
+}
+
 /// An exclusive lock on a state directory, held for the life of the daemon.
 ///
 /// Two daemons writing one state directory would break every guarantee above, so the second one
@@ -143,35 +165,44 @@ pub struct JobStore<T: Job> {
 
 impl<T: Job> JobStore<T> {
     /// Opens (creating if needed) and loads the store. Leftover temp files from a crash are
-    /// removed; a job file that cannot be parsed is moved aside to `*.corrupt` and reported, never
-    /// deleted.
+    /// removed. An entry that cannot be used (unparsable, another job's id, unreadable: a
+    /// directory, no permission, an I/O error) is moved aside to `*.corrupt` and reported, never
+    /// deleted, and the store opens without it: one bad file must not keep a daemon in a restart
+    /// loop. Only a directory that cannot be listed at all is an error.
     pub fn open(dir: &Path) -> Result<JobStore<T>> {
         ensure_dir(dir)?;
         let mut jobs = BTreeMap::new();
         for entry in fs::read_dir(dir).ctx("cannot list", dir)? {
-            let path = entry.ctx("cannot list", dir)?.path();
+            let path = match entry {
+                Ok(entry) => entry.path(),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), "cannot read a directory entry, skipped: {e}");
+                    continue;
+                }
+            };
             let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             if name.starts_with('.') && name.contains(".tmp.") {
-                fs::remove_file(&path).ctx("cannot remove stale temp file", &path)?;
+                if let Err(e) = fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), "cannot remove stale temp file: {e}");
+                }
                 continue;
             }
             let Some(id) = name.strip_suffix(".json") else {
                 continue;
             };
-            match read_json::<T>(&path) {
+            let why = match read_json::<T>(&path) {
                 Ok(Some(job)) if job.id() == id => {
                     jobs.insert(id.to_string(), job);
+                    continue;
                 }
-                Ok(_) | Err(Error::State { .. }) => {
-                    let aside = path.with_extension("json.corrupt");
-                    tracing::error!(file = %path.display(), "job file is unreadable; moved aside to {}", aside.display());
-                    fs::rename(&path, &aside).ctx("cannot move aside", &path)?;
-                }
-                Err(e) => return Err(e),
-            }
+                Ok(Some(job)) => format!("it holds job {:?}", job.id()),
+                Ok(None) => "it vanished while being read".to_string(),
+                Err(e) => e.to_string(),
+            };
+            move_aside(&path, &why);
         }
         Ok(JobStore {
             dir: dir.to_path_buf(),
@@ -222,6 +253,28 @@ impl<T: Job> JobStore<T> {
     fn path_of(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
+}
+
+/// Moves an unusable state file to `<name>.corrupt` (kept for a person to look at) and logs why;
+/// if even that fails, logs that too and leaves it: the caller goes on without it either way.
+pub fn move_aside(path: &Path, why: &str) -> PathBuf {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".corrupt");
+    let aside = PathBuf::from(aside);
+    match fs::rename(path, &aside) {
+        Ok(()) => {
+            tracing::error!(file = %path.display(), "unusable state file ({why}); moved aside to {}", aside.display());
+            if let Some(dir) = path.parent() {
+                if let Err(e) = fsync_dir(dir) {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(file = %path.display(), "unusable state file ({why}), skipped; cannot move it aside: {e}");
+        }
+    }
+    aside
 }
 
 /// A new job id: UTC time to the millisecond plus 32 random bits, e.g.
@@ -426,6 +479,57 @@ mod tests {
             d.path().join("z.json.corrupt").exists(),
             "kept for inspection"
         );
+    }
+
+    /// An entry that cannot be read (here a directory named like a job: `read` fails with
+    /// EISDIR, an I/O error, not a parse error, which used to stop `open` and with it the
+    /// daemon, restart after restart) or that holds another job's id is moved aside and
+    /// reported; the good jobs load and the store keeps working.
+    #[test]
+    fn job_store_moves_unreadable_entries_aside_and_opens() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let mut s = JobStore::<J>::open(d.path()).unwrap();
+            s.put(J {
+                id: "good".into(),
+                n: 1,
+            })
+            .unwrap();
+        }
+        fs::create_dir(d.path().join("dir.json")).unwrap();
+        fs::write(
+            d.path().join("wrong.json"),
+            b"{\"id\": \"other\", \"n\": 2}",
+        )
+        .unwrap();
+        let mut s = JobStore::<J>::open(d.path()).unwrap();
+        assert_eq!(s.all().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["good"]);
+        assert!(d.path().join("dir.json.corrupt").is_dir());
+        assert!(d.path().join("wrong.json.corrupt").is_file());
+        assert!(!d.path().join("dir.json").exists());
+        s.put(J {
+            id: "next".into(),
+            n: 3,
+        })
+        .unwrap();
+        assert_eq!(JobStore::<J>::open(d.path()).unwrap().len(), 2);
+    }
+
+    /// The trainer's checkpoints are read by the publisher through their group: a new directory
+    /// is 0750 and an old 0700 one is opened to group read (never group write).
+    #[test]
+    fn group_dirs_are_group_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let new = d.path().join("a/b");
+        ensure_group_dir(&new).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&new) & 0o070, 0o050);
+        let old = d.path().join("old");
+        ensure_dir(&old).unwrap();
+        assert_eq!(mode(&old), 0o700);
+        ensure_group_dir(&old).unwrap();
+        assert_eq!(mode(&old), 0o750);
     }
 
     #[test]

@@ -9,17 +9,22 @@
 //!   private key) and the derived public key must match the file's;
 //! * refusals that say what to do: an encrypted file (a coldkey, or a password-protected hotkey),
 //!   a public-only file (`coldkeypub.txt`, `…pub.txt`), another key type;
-//! * a warning when other users can read the file.
+//! * a daemon refuses a file its group or others can read (`miner.allow_readable_hotkey` to
+//!   accept it), with the `chmod` to run; `minerctl hotkey` only warns;
+//! * the secret's bytes (the file, the phrase, the seed, the entropy) are wiped once the keypair
+//!   is made (`zeroize`; schnorrkel wipes its keys on drop), and the daemon's core dumps are off.
 //!
 //! Keys are derived as substrate does (`sp_core::sr25519::Pair`): a phrase through substrate-bip39
 //! (the entropy, not the BIP39 seed), a 32-byte seed as a mini secret key expanded Ed25519-style,
 //! a 64-byte private key as schnorrkel's secret key bytes. Nothing here ever prints a secret.
 
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use schnorrkel::{ExpansionMode, Keypair, MiniSecretKey, PublicKey, SecretKey, Signature};
 use serde::Deserialize;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::formats::ss58;
 use crate::{Error, Result};
@@ -55,6 +60,17 @@ struct Keyfile {
     crypto_type: Option<u8>,
 }
 
+impl Drop for Keyfile {
+    fn drop(&mut self) {
+        self.secret_phrase.zeroize();
+        self.secret_seed.zeroize();
+        self.private_key.zeroize();
+    }
+}
+
+/// The most bytes a keyfile may have (bittensor_wallet's are under 1 KiB).
+const MAX_KEYFILE_BYTES: u64 = 64 * 1024;
+
 /// Where the secret of a keyfile was taken from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -71,11 +87,29 @@ impl Hotkey {
 
     /// As [`Hotkey::load`], also saying which field the secret came from.
     pub fn load_with_source(path: &Path) -> Result<(Hotkey, Source)> {
-        let bad = |why: String| Error::Format(format!("hotkey file {}: {why}", path.display()));
-        let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
-        if let Some(warning) = permissions_warning(path) {
+        let (bytes, mode) = read_keyfile(path)?;
+        if let Some(warning) = readable_by_others(path, mode) {
             tracing::warn!("{warning}");
         }
+        Self::parse(path, &bytes)
+    }
+
+    /// Loads a hotkey for a daemon: as [`Hotkey::load`], but a file its group or other users
+    /// can read is refused (`Error::Exposed`) unless `allow_readable` says to accept it.
+    pub fn load_private(path: &Path, allow_readable: bool) -> Result<Hotkey> {
+        let (bytes, mode) = read_keyfile(path)?;
+        if let Some(why) = readable_by_others(path, mode) {
+            if !allow_readable {
+                return Err(Error::Exposed(why));
+            }
+            tracing::warn!("{why} (accepted: miner.allow_readable_hotkey = true)");
+        }
+        Ok(Self::parse(path, &bytes)?.0)
+    }
+
+    /// The keypair in a keyfile's bytes; every copy of the secret made here is wiped on return.
+    fn parse(path: &Path, bytes: &[u8]) -> Result<(Hotkey, Source)> {
+        let bad = |why: String| Error::Format(format!("hotkey file {}: {why}", path.display()));
         // bittensor_wallet's encrypted formats: NaCl secretbox, Ansible vault, legacy Fernet.
         for (magic, what) in [
             (&b"$NACL"[..], "NaCl"),
@@ -89,7 +123,8 @@ impl Hotkey {
                 )));
             }
         }
-        let file: Keyfile = serde_json::from_slice(&bytes)
+        // serde_json's error names a line and column, never the text there.
+        let file: Keyfile = serde_json::from_slice(bytes)
             .map_err(|e| bad(format!("not a Bittensor keyfile (JSON): {e}")))?;
         if let Some(t) = file.crypto_type {
             if t != 1 {
@@ -101,12 +136,12 @@ impl Hotkey {
         let (keypair, source) = if let Some(phrase) = &file.secret_phrase {
             let seed = seed_from_phrase(phrase)
                 .ok_or_else(|| bad("secretPhrase is not a valid BIP39 mnemonic".into()))?;
-            (from_mini_secret(&seed).map_err(bad)?, Source::Phrase)
+            (from_mini_secret(&seed[..]).map_err(bad)?, Source::Phrase)
         } else if let Some(seed) = &file.secret_seed {
             let seed = hex_bytes(seed)
                 .filter(|b| b.len() == 32)
                 .ok_or_else(|| bad("secretSeed is not 32 bytes of 0x-hex".into()))?;
-            (from_mini_secret(&seed).map_err(bad)?, Source::Seed)
+            (from_mini_secret(&seed[..]).map_err(bad)?, Source::Seed)
         } else if let Some(private) = &file.private_key {
             let raw = hex_bytes(private)
                 .filter(|b| b.len() == 64)
@@ -128,7 +163,7 @@ impl Hotkey {
             ("accountId", &file.account_id),
         ] {
             if let Some(v) = value {
-                if hex_bytes(v).as_deref() != Some(&public[..]) {
+                if hex_bytes(v).as_deref().map(Vec::as_slice) != Some(&public[..]) {
                     return Err(bad(format!(
                         "the key derived from its secret is {ss58}, but its {field} says otherwise; the file is inconsistent"
                     )));
@@ -172,8 +207,17 @@ impl Hotkey {
                 "the hotkey is needed: LoadCredential=hotkey:/path under systemd, or miner.hotkey_file",
             ));
         };
-        let hotkey = Hotkey::load(&path)
-            .map_err(|e| ConfigError::new("miner.hotkey_file", path.display(), e.to_string()))?;
+        forbid_core_dumps();
+        let hotkey = Hotkey::load_private(&path, config.miner.allow_readable_hotkey).map_err(
+            |e| match e {
+                Error::Exposed(why) => ConfigError::new(
+                    "miner.allow_readable_hotkey",
+                    "false",
+                    format!("{why}, or set miner.allow_readable_hotkey = true to accept it"),
+                ),
+                e => ConfigError::new("miner.hotkey_file", path.display(), e.to_string()),
+            },
+        )?;
         if let Some(expected) = &config.miner.hotkey_ss58 {
             if expected != hotkey.ss58() {
                 return Err(ConfigError::new(
@@ -201,13 +245,58 @@ impl Hotkey {
 
 /// A warning when other users can read a key file, else `None`.
 pub fn permissions_warning(path: &Path) -> Option<String> {
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    readable_by_others(path, mode)
+}
+
+/// Why a key file of this mode is exposed (its group or others have any access), with the
+/// command that fixes it; `None` when only its owner can use it.
+fn readable_by_others(path: &Path, mode: u32) -> Option<String> {
+    let mode = mode & 0o777;
     (mode & 0o077 != 0).then(|| {
         format!(
-            "hotkey file {} is readable by other users (mode {mode:o}); chmod 600 it",
+            "hotkey file {} can be read by other users (mode {mode:03o}): run `chmod 600 {}`",
+            path.display(),
             path.display()
         )
     })
+}
+
+/// Reads a keyfile into memory that is wiped when dropped, with the mode of the file read (taken
+/// from the open descriptor, so it is the file's and not a swapped path's).
+fn read_keyfile(path: &Path) -> Result<(Zeroizing<Vec<u8>>, u32)> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("cannot read", path, e))?;
+    if !meta.is_file() || meta.len() > MAX_KEYFILE_BYTES {
+        return Err(Error::Format(format!(
+            "hotkey file {}: not a regular file of at most {MAX_KEYFILE_BYTES} bytes",
+            path.display()
+        )));
+    }
+    // Sized up front so the buffer never reallocates (a reallocation would leave a copy behind).
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEYFILE_BYTES as usize + 1));
+    file.take(MAX_KEYFILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("cannot read", path, e))?;
+    Ok((bytes, meta.permissions().mode()))
+}
+
+/// Turns core dumps off for this process (`RLIMIT_CORE` 0), as the units' `LimitCORE=0` does,
+/// so a crash outside systemd cannot write the key to disk either.
+pub fn forbid_core_dumps() {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit with a valid pointer to an initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+        tracing::warn!(
+            "cannot turn core dumps off: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Checks an sr25519 signature by `public_key` over `message`.
@@ -231,19 +320,24 @@ fn from_mini_secret(seed: &[u8]) -> std::result::Result<Keypair, String> {
 /// substrate-bip39 `mini_secret_from_entropy` with no password: PBKDF2-HMAC-SHA512 over the
 /// mnemonic's *entropy* (not the BIP39 seed of its words), salt `"mnemonic"`, 2048 rounds; the
 /// first 32 bytes are the mini secret key.
-fn seed_from_phrase(phrase: &str) -> Option<[u8; 32]> {
+fn seed_from_phrase(phrase: &str) -> Option<Zeroizing<[u8; 32]>> {
+    // Mnemonic wipes itself on drop (bip39's `zeroize` feature); the rest is wiped here.
     let mnemonic = bip39::Mnemonic::parse_normalized(phrase.trim()).ok()?;
     let (entropy, len) = mnemonic.to_entropy_array();
-    let mut seed = [0u8; 64];
-    pbkdf2::pbkdf2::<hmac::Hmac<sha2::Sha512>>(&entropy[..len], b"mnemonic", 2048, &mut seed)
+    let entropy = Zeroizing::new(entropy);
+    let mut seed = Zeroizing::new([0u8; 64]);
+    pbkdf2::pbkdf2::<hmac::Hmac<sha2::Sha512>>(&entropy[..len], b"mnemonic", 2048, &mut *seed)
         .ok()?;
-    let mut mini = [0u8; 32];
+    let mut mini = Zeroizing::new([0u8; 32]);
     mini.copy_from_slice(&seed[..32]);
     Some(mini)
 }
 
-fn hex_bytes(s: &str) -> Option<Vec<u8>> {
-    hex::decode(s.trim().strip_prefix("0x").unwrap_or(s.trim())).ok()
+/// Hex (with or without `0x`) to bytes that are wiped when dropped: it decodes secrets.
+fn hex_bytes(s: &str) -> Option<Zeroizing<Vec<u8>>> {
+    hex::decode(s.trim().strip_prefix("0x").unwrap_or(s.trim()))
+        .ok()
+        .map(Zeroizing::new)
 }
 
 #[cfg(test)]
@@ -305,6 +399,47 @@ mod tests {
             .unwrap();
         assert!(verify(&sig, b"hello", &hk.public_key()));
         assert!(!verify(&sig, b"hello!", &hk.public_key()));
+    }
+
+    /// A daemon refuses a hotkey file its group or others can read, naming the key that accepts
+    /// it and the exact `chmod` to run, and never printing the secret; with the key set, or the
+    /// file at 0600 / 0400, it loads.
+    #[test]
+    fn a_daemon_refuses_a_hotkey_file_others_can_read() {
+        let d = tempfile::tempdir().unwrap();
+        let seed = format!("{{\"secretSeed\": \"0x{}\"}}", "07".repeat(32));
+        let p = write(&d, "hk", &seed);
+        let mut config = crate::config::Config::default();
+        config.miner.hotkey_file = Some(p.clone());
+        for mode in [0o640, 0o604, 0o644, 0o660] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = Hotkey::configured(&config).unwrap_err();
+            let text = err.to_string();
+            assert_eq!(err.key, "miner.allow_readable_hotkey", "{text}");
+            assert!(
+                text.contains(&format!("`chmod 600 {}`", p.display())),
+                "{mode:o}: {text}"
+            );
+            assert!(!text.contains("0707"), "{text}");
+            assert!(matches!(
+                Hotkey::load_private(&p, false),
+                Err(Error::Exposed(_))
+            ));
+        }
+        config.miner.allow_readable_hotkey = true;
+        assert_eq!(
+            Hotkey::configured(&config).unwrap().ss58(),
+            "5EsNLFaGe9XK5LzWH3i6eC2Wqv6YqZS1442N1C4yeSdP6uxy"
+        );
+        config.miner.allow_readable_hotkey = false;
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            Hotkey::configured(&config).unwrap();
+        }
+        // minerctl's loader (an operator inspecting a file) only warns.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Hotkey::load(&p).unwrap();
+        assert!(permissions_warning(&p).is_some());
     }
 
     #[test]

@@ -7,32 +7,49 @@
 //! prediction; for SoundsRight's synapses the model ids or the stored feedback. Every answer
 //! carries the axon's terminal info in the `bt_header_axon_*` headers, signed by our hotkey, so the
 //! official `Dendrite` reads the status from it. `GET /healthz` is for local probes.
+//!
+//! The port is open to the internet, so before any of that the connection itself is bounded
+//! (`limits`): a place per address and in all, a header deadline, a write-stall deadline, a
+//! lifetime and a request count per connection. Refusals before the signature check are cheap on
+//! purpose: unsigned answers, no body buffered (at most [`limits::DRAIN_BYTES`] read and dropped),
+//! names echoed short. After it, a validator's requests in flight are capped, bodies are read only
+//! into a reserved share of a fixed memory budget, and parsed into the synapse's own fields.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use taominer_core::config::PredictorConfig;
 use taominer_core::wallet::Hotkey;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::gate::{Caller, Denied, Gate};
+use crate::limits::{self, BodyBudget, Connections, InFlight, StallGuardedIo};
 use crate::protocol::{self, AxonInfo, RequestHead};
 use crate::queue::{Queue, Refusal};
 use crate::serving::{Slot, Stats};
 use crate::soundsright::{self, SoundsRight};
 
-/// Connections served at once; more wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 2048;
+/// The most characters of a requested name an answer echoes.
+const ECHO_CHARS: usize = 48;
+
+/// Bodies of the SoundsRight synapses at most: they carry a few ids or a page of benchmark
+/// results, never megabytes (`max_body_bytes` is sized for `ImageSynapse`'s images).
+const SOUNDSRIGHT_MAX_BODY: u64 = 64 * 1024;
+
+/// Request bodies held in memory at once, as a multiple of the largest one allowed.
+const BODIES_IN_MEMORY: u64 = 16;
 
 /// The synapses this axon serves, by subnet.
 pub enum Synapses {
@@ -59,11 +76,60 @@ impl Synapses {
         format!("[{}]", quoted.join(", "))
     }
 
-    fn hash_fields(&self) -> &'static [&'static str] {
-        match self {
+    /// The body hash every request must carry. None of the synapses served has
+    /// `required_hash_fields` (upstream), so it is the hash of no fields; a synapse that has them
+    /// must add them to its typed request below.
+    fn expected_body_hash(&self) -> String {
+        let fields = match self {
             Synapses::Image { .. } => protocol::IMAGE_SYNAPSE_HASH_FIELDS,
             Synapses::SoundsRight(_) => soundsright::HASH_FIELDS,
+        };
+        protocol::body_hash(&Map::new(), fields)
+    }
+
+    /// The largest body this synapse takes.
+    fn max_body(&self, configured: u64) -> u64 {
+        match self {
+            Synapses::Image { .. } => configured,
+            Synapses::SoundsRight(_) => configured.min(SOUNDSRIGHT_MAX_BODY),
         }
+    }
+}
+
+/// `ImageSynapse`'s request: only the field we use is kept; the rest of the synapse's
+/// `model_dump()` (terminal infos, `prediction`) is skipped without being built.
+#[derive(Deserialize)]
+struct ImageRequest {
+    #[serde(default)]
+    image: String,
+}
+
+/// A SoundsRight synapse's request fields (the competition synapses send only
+/// `subnet_version`; `FeedbackProtocol` the rest).
+#[derive(Deserialize)]
+struct SoundsRightRequest {
+    #[serde(default)]
+    competition: Option<String>,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    best_models: Value,
+    #[serde(default)]
+    subnet_version: Option<i64>,
+}
+
+impl SoundsRightRequest {
+    fn into_fields(self) -> Map<String, Value> {
+        let mut m = Map::new();
+        if let Some(c) = self.competition {
+            m.insert("competition".into(), Value::String(c));
+        }
+        m.insert("data".into(), self.data);
+        m.insert("best_models".into(), self.best_models);
+        if let Some(v) = self.subnet_version {
+            m.insert("subnet_version".into(), v.into());
+        }
+        m
     }
 }
 
@@ -79,15 +145,61 @@ pub struct Axon {
     pub max_timeout_s: f64,
     /// Our address as announced (for the `bt_header_axon_ip/port` fields).
     pub external: Option<SocketAddr>,
+    /// Requests in flight per caller hotkey, and how many each may have (429 beyond): one
+    /// validator cannot hold every decoder and every queue place.
+    pub in_flight: Arc<InFlight>,
+    pub in_flight_per_hotkey: usize,
+    /// Connections one address may hold.
+    pub connections_per_address: usize,
+    /// Bodies in memory.
+    pub bodies: BodyBudget,
+    /// Images decoded at once (about one per core): decoding is the costly step an admitted
+    /// caller can ask for, and its memory grows with the image.
+    pub decoders: Arc<Semaphore>,
 }
 
-/// Accepts connections until the task is dropped.
+impl Axon {
+    /// An axon with the limits that follow from its settings.
+    pub fn new(
+        hotkey: Hotkey,
+        uuid: String,
+        gate: Arc<Gate>,
+        synapses: Synapses,
+        stats: Arc<Stats>,
+        cfg: &PredictorConfig,
+        external: Option<SocketAddr>,
+    ) -> Axon {
+        let max_body_bytes = cfg.max_body_bytes;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Axon {
+            hotkey,
+            uuid,
+            gate,
+            bodies: BodyBudget::new(synapses.max_body(max_body_bytes) * BODIES_IN_MEMORY),
+            synapses,
+            stats,
+            max_body_bytes,
+            max_timeout_s: cfg.max_timeout_s,
+            external,
+            in_flight: Arc::new(InFlight::default()),
+            in_flight_per_hotkey: cfg.in_flight_per_hotkey,
+            connections_per_address: cfg.connections_per_address,
+            decoders: Arc::new(Semaphore::new(cores)),
+        }
+    }
+}
+
+/// Accepts connections until the task is dropped. A connection over the caps is closed as soon
+/// as it is accepted (cheapest refusal: no byte read, no task spawned).
 pub async fn serve(listener: TcpListener, axon: Arc<Axon>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Connections::new(limits::connection_cap(), axon.connections_per_address);
+    tracing::info!(
+        "axon: at most {} connections, {} per address",
+        connections.cap(),
+        axon.connections_per_address
+    );
+    let mut last_warning: Option<Instant> = None;
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -97,23 +209,73 @@ pub async fn serve(listener: TcpListener, axon: Arc<Axon>) {
                 continue;
             }
         };
+        let guard = match connections.enter(peer.ip()) {
+            Ok(g) => g,
+            Err(why) => {
+                axon.stats.turned_away.fetch_add(1, Ordering::Relaxed);
+                // One line a minute at most: a flood must not flood the journal.
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    last_warning = Some(Instant::now());
+                    tracing::warn!(
+                        "axon: turning connections away ({why:?}, {} open; latest from {})",
+                        connections.open(),
+                        peer.ip()
+                    );
+                }
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let axon = axon.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let axon = axon.clone();
-                async move { Ok::<_, Infallible>(handle(&axon, req, peer).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!("connection from {peer}: {e}");
-            }
-            drop(permit);
+            serve_connection(axon, stream, peer).await;
+            drop(guard);
         });
+    }
+}
+
+/// One connection, within its deadlines and request count.
+async fn serve_connection(axon: Arc<Axon>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    let count = Arc::new(AtomicU32::new(0));
+    let service = hyper::service::service_fn(move |req| {
+        let (axon, count) = (axon.clone(), count.clone());
+        async move {
+            let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut response = handle(&axon, req, peer).await;
+            if n >= limits::REQUESTS_PER_CONNECTION {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let io = TokioIo::new(StallGuardedIo::new(stream, limits::WRITE_STALL));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits::HEADER_TIMEOUT)
+        .max_buf_size(limits::MAX_HEADER_BYTES.max(8192))
+        .keep_alive(true)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = tokio::time::sleep(limits::CONNECTION_LIFETIME) => {
+            // Finish the request in progress, then close; a peer that will not let it finish
+            // is dropped after the grace period.
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(limits::CLOSE_GRACE, conn.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::debug!("connection from {peer} dropped at the end of its lifetime");
+                    Ok(())
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection from {peer}: {e}");
     }
 }
 
@@ -122,7 +284,7 @@ struct Answer {
     status: StatusCode,
     message: String,
     /// The success body's synapse fields.
-    fields: Option<serde_json::Map<String, Value>>,
+    fields: Option<Map<String, Value>>,
 }
 
 impl Answer {
@@ -134,7 +296,13 @@ impl Answer {
         }
     }
 
-    fn ok(fields: serde_json::Map<String, Value>) -> Answer {
+    /// A 500: the detail goes to the journal, the caller learns only that it was ours.
+    fn internal(what: &str, detail: impl std::fmt::Display) -> Answer {
+        tracing::warn!("{what}: {detail}");
+        Answer::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+    }
+
+    fn ok(fields: Map<String, Value>) -> Answer {
         Answer {
             status: StatusCode::OK,
             message: String::new(),
@@ -143,12 +311,14 @@ impl Answer {
     }
 }
 
-/// A request that passed the gate, with its body read and its hash checked.
+/// A request that passed the gate, with its body read and parsed.
 struct Admitted {
     caller: Caller,
     hotkey: String,
-    fields: serde_json::Map<String, Value>,
+    body: Bytes,
     deadline: Instant,
+    /// Holds the caller's place in flight until the answer is made.
+    _in_flight: limits::InFlightGuard,
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
@@ -163,19 +333,23 @@ async fn handle(axon: &Axon, req: Request<Incoming>, peer: SocketAddr) -> Respon
     let start = Instant::now();
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
-    let path = parts.uri.path().to_string();
+    let path = parts.uri.path();
     if path == "/healthz" && parts.method == Method::GET {
         return health(axon);
     }
-    let name = path
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let name = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let served = axon.synapses.serves(name);
+    // What an answer may repeat of the route: the name when it is ours, else a short, printable
+    // prefix.
+    let name = if served {
+        name.to_string()
+    } else {
+        limits::echo(name, ECHO_CHARS)
+    };
     let parsed = protocol::parse_head(&parts.headers);
     let head = parsed.as_ref().ok();
-    let answer = if !axon.synapses.serves(&name) {
+    let mut verified = false;
+    let answer = if !served {
         Answer::error(
             StatusCode::NOT_FOUND,
             format!(
@@ -186,29 +360,20 @@ async fn handle(axon: &Axon, req: Request<Incoming>, peer: SocketAddr) -> Respon
     } else if !(parts.method == Method::POST || parts.method == Method::GET) {
         Answer::error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
     } else {
-        match admit(axon, &parts, &parsed, &mut body, start).await {
+        match admit(axon, &parts, &parsed, &mut body, start, &mut verified).await {
             Err(refused) => refused,
             Ok(admitted) => match &axon.synapses {
-                Synapses::Image { queue, slot } => predict(queue, slot, admitted).await,
-                Synapses::SoundsRight(sr) => {
-                    match sr.answer(&name, &admitted.hotkey, admitted.fields) {
-                        Ok(fields) => Answer::ok(fields),
-                        Err(e) => Answer::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-                    }
-                }
+                Synapses::Image { queue, slot } => predict(axon, queue, slot, admitted).await,
+                Synapses::SoundsRight(sr) => answer_soundsright(sr, &name, admitted).await,
             },
         }
     };
-    // Answered before the body was read (404, 403, …): read it anyway, within the size and time
-    // limits, so a client still sending it gets the answer instead of a broken pipe.
+    // Answered before the body was read (404, 403, 429, …): read a little of it and throw it
+    // away, so that a client still sending a small body gets the answer instead of a broken pipe;
+    // a larger one closes the connection instead of being read.
     let mut close = false;
     if let Some(b) = body {
-        close = answer.status == StatusCode::PAYLOAD_TOO_LARGE;
-        if !close {
-            let limited = Limited::new(b, axon.max_body_bytes as usize);
-            let drained = tokio::time::timeout(Duration::from_secs(5), limited.collect()).await;
-            close = !matches!(drained, Ok(Ok(_)));
-        }
+        close = answer.status == StatusCode::PAYLOAD_TOO_LARGE || !drain(b).await;
     }
     if answer.status == StatusCode::OK {
         axon.stats.served.fetch_add(1, Ordering::Relaxed);
@@ -221,30 +386,73 @@ async fn handle(axon: &Axon, req: Request<Incoming>, peer: SocketAddr) -> Respon
             answer.message
         );
     }
-    let mut response = finish(axon, &name, head, answer, start);
+    let mut response = finish(axon, &name, head, answer, start, verified);
     if close {
         // The rest of the body is unread: the connection cannot carry another request, and a
         // client that pools connections must be told.
         response
             .headers_mut()
-            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
 
-/// Signs and formats an answer as upstream's `synapse_to_response` / `create_error_response`.
+/// Reads and drops at most [`limits::DRAIN_BYTES`] of a body within [`limits::DRAIN_TIME`];
+/// whether the body ended within those.
+async fn drain(mut body: Incoming) -> bool {
+    if body.is_end_stream() {
+        return true;
+    }
+    if body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n > limits::DRAIN_BYTES as u64)
+    {
+        return false;
+    }
+    let read = async {
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Some(data) = frame.data_ref() {
+                seen += data.len();
+                if seen > limits::DRAIN_BYTES {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(limits::DRAIN_TIME, read)
+        .await
+        .unwrap_or(false)
+}
+
+/// Formats an answer as upstream's `synapse_to_response` / `create_error_response`, signed by
+/// our hotkey once the caller proved who it is (`signed`); refusals before that carry the status
+/// unsigned, so that a stranger's request never costs a signature.
 fn finish(
     axon: &Axon,
     name: &str,
     head: Option<&RequestHead>,
     answer: Answer,
     start: Instant,
+    signed: bool,
 ) -> Response<Full<Bytes>> {
-    let dendrite = head.map(|h| &h.dendrite);
+    let dendrite = if signed {
+        head.map(|h| &h.dendrite)
+    } else {
+        None
+    };
     let nonce = protocol::now_ns();
-    let dendrite_hotkey = dendrite.map_or("", |d| d.hotkey.as_str());
-    let message =
-        protocol::response_message(nonce, dendrite_hotkey, axon.hotkey.ss58(), &axon.uuid);
+    let signature = if signed {
+        let dendrite_hotkey = dendrite.map_or("", |d| d.hotkey.as_str());
+        let message =
+            protocol::response_message(nonce, dendrite_hotkey, axon.hotkey.ss58(), &axon.uuid);
+        format!("0x{}", hex::encode(axon.hotkey.sign(message.as_bytes())))
+    } else {
+        String::new()
+    };
     let info = AxonInfo {
         status_code: answer.status.as_u16(),
         status_message: if answer.status == StatusCode::OK {
@@ -256,11 +464,13 @@ fn finish(
         hotkey: axon.hotkey.ss58().to_string(),
         uuid: axon.uuid.clone(),
         nonce,
-        signature: format!("0x{}", hex::encode(axon.hotkey.sign(message.as_bytes()))),
+        signature,
         ip: axon.external.map(|a| a.ip().to_string()),
         port: axon.external.map(|a| a.port()),
     };
-    let timeout = head.and_then(|h| h.timeout);
+    let timeout = head
+        .and_then(|h| h.timeout)
+        .map(|t| t.min(axon.max_timeout_s));
     let body = match (answer.fields, dendrite) {
         (Some(fields), Some(d)) => protocol::synapse_body(name, timeout, &info, d, fields),
         _ => protocol::error_body(&info.status_message),
@@ -273,55 +483,42 @@ fn finish(
     response
 }
 
+/// `GET /healthz`: the state only, for local probes and load balancers. Everything else
+/// (model path, counters, the last reload error) is on D-Bus, for the operator alone.
 fn health(axon: &Axon) -> Response<Full<Bytes>> {
-    let (queue, slot) = match &axon.synapses {
-        Synapses::Image { queue, slot } => (queue, slot),
-        Synapses::SoundsRight(sr) => {
-            return json_response(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "state": if sr.served().is_some() { "serving" } else { "idle" },
-                    "current_models": sr.current_models(),
-                    "served": axon.stats.served.load(Ordering::Relaxed),
-                    "rejected": axon.stats.rejected.load(Ordering::Relaxed),
-                }),
-            )
-        }
-    };
-    match slot.current() {
-        Some(m) => json_response(
+    let (status, state) = match &axon.synapses {
+        Synapses::SoundsRight(sr) => (
             StatusCode::OK,
-            &serde_json::json!({
-                "state": "serving",
-                "model_path": m.path.display().to_string(),
-                "model_version": m.version,
-                "queued": queue.len(),
-                "served": axon.stats.served.load(Ordering::Relaxed),
-                "rejected": axon.stats.rejected.load(Ordering::Relaxed),
-            }),
+            if sr.served().is_some() {
+                "serving"
+            } else {
+                "idle"
+            },
         ),
-        None => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({
-                "state": "no-model",
-                "last_reload_error": axon.stats.last_reload_error(),
-            }),
-        ),
-    }
+        Synapses::Image { slot, .. } => match slot.current() {
+            Some(_) => (StatusCode::OK, "serving"),
+            None => (StatusCode::SERVICE_UNAVAILABLE, "no-model"),
+        },
+    };
+    json_response(status, &serde_json::json!({ "state": state }))
 }
 
-/// The stages every synapse shares: size, headers, blacklist, signature, body and its hash.
+/// The stages every synapse shares, cheapest first: size, headers, blacklist, signature, the
+/// caller's requests in flight, room for the work, then the body within its budget and
+/// deadline. Sets `verified` once the signature holds.
 async fn admit(
     axon: &Axon,
     parts: &hyper::http::request::Parts,
     head: &Result<RequestHead, protocol::BadHead>,
     body: &mut Option<Incoming>,
     start: Instant,
+    verified: &mut bool,
 ) -> Result<Admitted, Answer> {
+    let max_body = axon.synapses.max_body(axon.max_body_bytes);
     let too_large = || {
         Answer::error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over {} bytes", axon.max_body_bytes),
+            format!("request body over {max_body} bytes"),
         )
     };
     let declared = parts
@@ -329,7 +526,7 @@ async fn admit(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > axon.max_body_bytes) {
+    if declared.is_some_and(|n| n > max_body) {
         return Err(too_large());
     }
     let head = head.as_ref().map_err(|e| {
@@ -356,8 +553,42 @@ async fn admit(
             format!("Not Verified: {why}"),
         ));
     }
+    *verified = true;
+    if head.body_hash != axon.synapses.expected_body_hash() {
+        return Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            "Hash mismatch between header body hash and request body hash",
+        ));
+    }
+    let in_flight = axon
+        .in_flight
+        .enter(&head.dendrite.hotkey, axon.in_flight_per_hotkey)
+        .ok_or_else(|| {
+            Answer::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "at most {} requests in flight per hotkey",
+                    axon.in_flight_per_hotkey
+                ),
+            )
+        })?;
+    // No room for the work: say so before the body is read.
+    if let Synapses::Image { queue, slot } = &axon.synapses {
+        if slot.current().is_none() {
+            return Err(Answer::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no model loaded",
+            ));
+        }
+        if queue.is_full_for(caller.priority) {
+            return Err(Answer::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service at capacity; request shed",
+            ));
+        }
+    }
     let timeout = head.timeout.unwrap_or(12.0).min(axon.max_timeout_s);
-    let deadline = start + Duration::from_secs_f64(timeout);
+    let deadline = start + Duration::try_from_secs_f64(timeout).unwrap_or(Duration::ZERO);
 
     let Some(incoming) = body.take() else {
         return Err(Answer::error(
@@ -365,7 +596,16 @@ async fn admit(
             "request body already read",
         ));
     };
-    let limited = Limited::new(incoming, axon.max_body_bytes as usize);
+    // Room in memory for the whole body before a byte of it is read (a chunked body reserves the
+    // largest allowed).
+    let Some(_reserved) = axon.bodies.reserve(declared.unwrap_or(max_body)) else {
+        *body = Some(incoming);
+        return Err(Answer::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service at capacity; request shed",
+        ));
+    };
+    let limited = Limited::new(incoming, max_body as usize);
     let bytes = match tokio::time::timeout_at(deadline.into(), limited.collect()).await {
         Err(_) => {
             return Err(Answer::error(
@@ -387,48 +627,87 @@ async fn admit(
         }
         Ok(Ok(b)) => b.to_bytes(),
     };
-    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&bytes) else {
-        return Err(Answer::error(
-            StatusCode::BAD_REQUEST,
-            "Improperly formatted request: the body is not a JSON object",
-        ));
-    };
-    let recomputed = protocol::body_hash(&fields, axon.synapses.hash_fields());
-    if recomputed != head.body_hash {
-        return Err(Answer::error(
-            StatusCode::BAD_REQUEST,
-            "Hash mismatch between header body hash and request body hash",
-        ));
-    }
     Ok(Admitted {
         caller,
         hotkey: head.dendrite.hotkey.clone(),
-        fields,
+        body: bytes,
         deadline,
+        _in_flight: in_flight,
     })
 }
 
-/// `ImageSynapse`: decode and preprocess off the runtime, then queue for the model.
-async fn predict(queue: &Queue, slot: &Slot, admitted: Admitted) -> Answer {
+/// The body as the synapse's typed request; 400 when it is not one.
+fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8], synapse: &str) -> Result<T, Answer> {
+    serde_json::from_slice(body).map_err(|e| {
+        Answer::error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Improperly formatted request: the body is not a {synapse}: {}",
+                limits::echo(&e.to_string(), 120)
+            ),
+        )
+    })
+}
+
+/// A SoundsRight synapse: the model ids, or the feedback stored (its disk write off the
+/// runtime's threads).
+async fn answer_soundsright(sr: &Arc<SoundsRight>, name: &str, admitted: Admitted) -> Answer {
+    let request: SoundsRightRequest = match parse_body(&admitted.body, name) {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
+    let (sr, name, hotkey) = (sr.clone(), name.to_string(), admitted.hotkey.clone());
+    let fields = request.into_fields();
+    match tokio::task::spawn_blocking(move || sr.answer(&name, &hotkey, fields)).await {
+        Ok(Ok(fields)) => Answer::ok(fields),
+        Ok(Err(crate::error::Error::Invalid(why))) => Answer::error(StatusCode::BAD_REQUEST, why),
+        Ok(Err(e)) => Answer::internal("SoundsRight answer", e),
+        Err(e) => Answer::internal("SoundsRight answer", e),
+    }
+}
+
+/// `ImageSynapse`: decode and preprocess off the runtime (one image per decoder at a time),
+/// then queue for the model.
+async fn predict(axon: &Axon, queue: &Queue, slot: &Slot, admitted: Admitted) -> Answer {
     let Admitted {
         caller,
-        mut fields,
+        body,
         deadline,
         ..
     } = admitted;
+    let request: ImageRequest = match parse_body(&body, protocol::IMAGE_SYNAPSE) {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
+    drop(body);
+    if request.image.is_empty() {
+        return Answer::error(StatusCode::BAD_REQUEST, "ImageSynapse.image is empty");
+    }
     let Some(model) = slot.current() else {
         return Answer::error(StatusCode::SERVICE_UNAVAILABLE, "no model loaded");
     };
-    let image = match fields.remove("image") {
-        Some(Value::String(s)) if !s.is_empty() => s,
-        _ => return Answer::error(StatusCode::BAD_REQUEST, "ImageSynapse.image is empty"),
-    };
     let prep = model.preprocess.clone();
     drop(model);
-    let tensor = match tokio::task::spawn_blocking(move || prep.from_base64(&image)).await {
+    let decoder =
+        match tokio::time::timeout_at(deadline.into(), axon.decoders.clone().acquire_owned()).await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Answer::error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+            Err(_) => {
+                return Answer::error(StatusCode::REQUEST_TIMEOUT, "Timeout waiting for a decoder")
+            }
+        };
+    let image = request.image;
+    let decoded = tokio::task::spawn_blocking(move || {
+        let t = prep.from_base64(&image);
+        drop(decoder);
+        t
+    })
+    .await;
+    let tensor = match decoded {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => return Answer::error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e) => return Answer::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return Answer::internal("image decoding", e),
     };
     let rx = queue.submit(caller.priority, tensor, deadline);
     match tokio::time::timeout_at(deadline.into(), rx).await {
@@ -440,7 +719,7 @@ async fn predict(queue: &Queue, slot: &Slot, admitted: Admitted) -> Answer {
         Ok(Ok(Err(Refusal::TimedOut))) | Err(_) => {
             Answer::error(StatusCode::REQUEST_TIMEOUT, "Timeout waiting for the model")
         }
-        Ok(Ok(Err(Refusal::Failed(e)))) => Answer::error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Ok(Ok(Err(Refusal::Failed(e)))) => Answer::internal("inference", e),
         Ok(Err(_)) => Answer::error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
     }
 }

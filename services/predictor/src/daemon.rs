@@ -78,7 +78,8 @@ pub async fn run(daemon: Daemon) -> anyhow::Result<()> {
     // The subnet's side: an ONNX model (loaded before D-Bus answers, so `Status` is true from
     // the start), or SoundsRight's model ids and feedback store.
     let (synapses, shared, image) = if soundsright {
-        let (arrived, feedback) = tokio::sync::mpsc::unbounded_channel();
+        let (arrived, feedback) =
+            tokio::sync::mpsc::channel(crate::soundsright::FEEDBACK_SIGNALS_QUEUED);
         let sr = Arc::new(
             SoundsRight::open(
                 daemon.config.soundsright.clone(),
@@ -171,16 +172,15 @@ pub async fn run(daemon: Daemon) -> anyhow::Result<()> {
         Synapses::Image { queue, .. } => Some(queue.clone()),
         Synapses::SoundsRight(_) => None,
     };
-    let axon = Arc::new(Axon {
+    let axon = Arc::new(Axon::new(
         hotkey,
-        uuid: new_uuid(),
-        gate: gate.clone(),
+        new_uuid(),
+        gate.clone(),
         synapses,
         stats,
-        max_body_bytes: cfg.max_body_bytes,
-        max_timeout_s: cfg.max_timeout_s,
+        &cfg,
         external,
-    });
+    ));
     tasks.spawn(axon::serve(listener, axon));
     let worker = match image {
         Ok((loader, worker)) => {

@@ -4,6 +4,10 @@
 //! * a signature is required (upstream lets a request without one through `default_verify`);
 //! * every nonce must be recent (upstream checks the window only for the first nonce of an
 //!   endpoint), and the window uses a capped timeout, since the `timeout` header is not signed;
+//! * a nonce may be at most [`FUTURE_SKEW_NS`] ahead of our clock (upstream accepts any: one
+//!   request from a clock an hour fast would then lock that endpoint out for the hour);
+//! * the nonce table is bounded (endpoints per hotkey, only authenticated callers) and ages out
+//!   by generations, in O(1) per request, never by scanning it;
 //! * callers come from the metagraph (registered, validator permit, `min_stake_tao`) or the static
 //!   allow-list; with no metagraph ever seen, only the allow-list gets in (fail closed). The last
 //!   metagraph is cached on disk so a committer restart neither opens nor shuts the door.
@@ -24,6 +28,14 @@ use crate::protocol::{self, RequestHead};
 
 /// upstream's `ALLOWED_DELTA`: how old a nonce may be beyond the request's timeout.
 pub const ALLOWED_DELTA_NS: u64 = 4_000_000_000;
+
+/// How far ahead of our clock a nonce may be (clock skew between validator and miner).
+pub const FUTURE_SKEW_NS: u64 = 4_000_000_000;
+
+/// Endpoints (dendrite uuids) one hotkey may use within a nonce generation: a dendrite keeps one
+/// uuid per process, so this allows a validator's restarts and parallel processes while a
+/// caller minting uuids cannot grow the table.
+pub const ENDPOINTS_PER_HOTKEY: usize = 64;
 
 /// One rao is 1e-9 TAO.
 const RAO_PER_TAO: f64 = 1e9;
@@ -77,19 +89,83 @@ pub struct Gate {
     rules: Rules,
     allow: HashSet<String>,
     members: RwLock<Option<HashMap<String, Member>>>,
-    nonces: Mutex<HashMap<String, u64>>,
+    nonces: Mutex<Nonces>,
     cache: Option<PathBuf>,
+}
+
+/// The last nonce seen from each endpoint `(hotkey, uuid)`, in two generations.
+///
+/// An entry only matters while a nonce at or below it could still pass the age check, i.e. for
+/// the longest window plus the allowed skew after it was recorded. Entries are recorded in
+/// `current`; every `period` (that long) `current` becomes `previous` and the old `previous` is
+/// dropped whole, so every entry lives at least one period and pruning costs nothing per
+/// request.
+#[derive(Default)]
+struct Nonces {
+    current: HashMap<(String, String), u64>,
+    previous: HashMap<(String, String), u64>,
+    /// Endpoints per hotkey in `current`.
+    endpoints: HashMap<String, usize>,
+    rotated_at: u64,
+    period: u64,
+}
+
+impl Nonces {
+    fn new(period: u64) -> Nonces {
+        Nonces {
+            period,
+            rotated_at: protocol::now_ns(),
+            ..Nonces::default()
+        }
+    }
+
+    fn rotate_if_due(&mut self, now: u64) {
+        if now.saturating_sub(self.rotated_at) >= self.period {
+            self.previous = std::mem::take(&mut self.current);
+            self.endpoints.clear();
+            self.rotated_at = now;
+        }
+    }
+
+    fn last(&self, key: &(String, String)) -> Option<u64> {
+        match (self.current.get(key), self.previous.get(key)) {
+            (Some(&a), Some(&b)) => Some(a.max(b)),
+            (a, b) => a.or(b).copied(),
+        }
+    }
+
+    /// Records `nonce` for `key`; refused when it would be one endpoint too many for the hotkey.
+    fn record(&mut self, key: (String, String), nonce: u64) -> Result<(), Denied> {
+        if !self.current.contains_key(&key) {
+            let n = self.endpoints.entry(key.0.clone()).or_insert(0);
+            if *n >= ENDPOINTS_PER_HOTKEY {
+                return Err(Denied::Unverified(format!(
+                    "more than {ENDPOINTS_PER_HOTKEY} endpoints (uuids) from this hotkey in a minute"
+                )));
+            }
+            *n += 1;
+        }
+        self.current.insert(key, nonce);
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
 }
 
 impl Gate {
     /// A gate for `axon_hotkey` (ours); `cache` is where the metagraph is kept across restarts.
     pub fn new(axon_hotkey: &str, rules: Rules, cache: Option<&Path>) -> Gate {
+        // Long enough for any nonce that could still pass the age check (see `Nonces`).
+        let nonce_period =
+            (rules.max_timeout_s.max(0.0) * 1e9) as u64 + ALLOWED_DELTA_NS + FUTURE_SKEW_NS;
         let gate = Gate {
             axon_hotkey: axon_hotkey.to_string(),
             allow: rules.allow.iter().cloned().collect(),
             rules,
             members: RwLock::new(None),
-            nonces: Mutex::new(HashMap::new()),
+            nonces: Mutex::new(Nonces::new(nonce_period)),
             cache: cache.map(Path::to_path_buf),
         };
         if let Some(path) = &gate.cache {
@@ -213,12 +289,20 @@ impl Gate {
             .min(self.rules.max_timeout_s)
             .max(0.0);
         let window = (timeout * 1e9) as u64 + ALLOWED_DELTA_NS;
-        let oldest = protocol::now_ns().saturating_sub(window);
+        let now = protocol::now_ns();
+        let oldest = now.saturating_sub(window);
         if d.nonce <= oldest {
             return Err(Denied::Unverified(format!(
                 "nonce is too old: {:.2} s, {:.2} s allowed",
-                (protocol::now_ns().saturating_sub(d.nonce)) as f64 / 1e9,
+                (now.saturating_sub(d.nonce)) as f64 / 1e9,
                 window as f64 / 1e9
+            )));
+        }
+        if d.nonce > now.saturating_add(FUTURE_SKEW_NS) {
+            return Err(Denied::Unverified(format!(
+                "nonce is {:.2} s ahead of the axon's clock, {:.2} s allowed",
+                (d.nonce - now) as f64 / 1e9,
+                FUTURE_SKEW_NS as f64 / 1e9
             )));
         }
         let message = protocol::request_message(d, &self.axon_hotkey, &head.body_hash);
@@ -230,26 +314,22 @@ impl Gate {
         {
             return Err(Denied::Unverified("signature mismatch".into()));
         }
-        let key = format!("{}:{}", d.hotkey, d.uuid);
-        let mut nonces = self
-            .nonces
-            .lock()
-            .map_err(|_| Denied::Unverified("nonce table unavailable".into()))?;
-        if let Some(&last) = nonces.get(&key) {
+        let key = (d.hotkey.clone(), d.uuid.clone());
+        let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        nonces.rotate_if_due(now);
+        if let Some(last) = nonces.last(&key) {
             if d.nonce <= last {
                 return Err(Denied::Unverified(
                     "nonce is not newer than the last one from this endpoint".into(),
                 ));
             }
         }
-        nonces.insert(key, d.nonce);
-        if nonces.len() > 4096 {
-            // Entries older than any acceptable nonce can never match again.
-            let max_window = (self.rules.max_timeout_s * 1e9) as u64 + ALLOWED_DELTA_NS;
-            let floor = protocol::now_ns().saturating_sub(max_window);
-            nonces.retain(|_, n| *n > floor);
-        }
-        Ok(())
+        nonces.record(key, d.nonce)
+    }
+
+    /// Endpoints in the nonce table now (both generations).
+    pub fn nonce_entries(&self) -> usize {
+        self.nonces.lock().map(|n| n.len()).unwrap_or(0)
     }
 }
 
@@ -389,6 +469,55 @@ mod tests {
         // A newer nonce on the first endpoint passes.
         gate.verify(&signed(&v, axon.ss58(), now + 5, "u1"))
             .unwrap();
+    }
+
+    #[test]
+    fn a_nonce_from_the_future_is_refused_and_does_not_lock_the_endpoint_out() {
+        // Proves the finding "a nonce an hour ahead is answered 200, then the validator's normal
+        // requests are refused for that hour": the future nonce is refused and not recorded.
+        let (axon, v) = (key(1), key(2));
+        let gate = Gate::new(axon.ss58(), rules(vec![v.ss58().into()]), None);
+        let now = protocol::now_ns();
+        let ahead = signed(&v, axon.ss58(), now + 3_600_000_000_000, "u1");
+        assert!(matches!(gate.verify(&ahead), Err(Denied::Unverified(m)) if m.contains("ahead")));
+        gate.verify(&signed(&v, axon.ss58(), now, "u1")).unwrap();
+        // Within the skew is fine (a validator's clock a little fast).
+        gate.verify(&signed(&v, axon.ss58(), now + 2_000_000_000, "u1"))
+            .unwrap();
+    }
+
+    #[test]
+    fn endpoints_per_hotkey_are_bounded() {
+        let (axon, v) = (key(1), key(2));
+        let gate = Gate::new(axon.ss58(), rules(vec![v.ss58().into()]), None);
+        let now = protocol::now_ns();
+        for i in 0..ENDPOINTS_PER_HOTKEY {
+            gate.verify(&signed(&v, axon.ss58(), now, &format!("u{i}")))
+                .unwrap();
+        }
+        let one_more = signed(&v, axon.ss58(), now, "another");
+        assert!(
+            matches!(gate.verify(&one_more), Err(Denied::Unverified(m)) if m.contains("endpoints"))
+        );
+        // Known endpoints keep working.
+        gate.verify(&signed(&v, axon.ss58(), now + 1, "u0"))
+            .unwrap();
+        assert_eq!(gate.nonce_entries(), ENDPOINTS_PER_HOTKEY);
+    }
+
+    #[test]
+    fn nonce_generations_keep_entries_for_a_period_and_drop_them_after_two() {
+        let mut n = Nonces::new(100);
+        let t0 = n.rotated_at;
+        let k = ("h".to_string(), "u".to_string());
+        n.record(k.clone(), 7).unwrap();
+        n.rotate_if_due(t0 + 50);
+        assert_eq!(n.last(&k), Some(7));
+        n.rotate_if_due(t0 + 100);
+        assert_eq!(n.last(&k), Some(7), "kept one more period");
+        n.rotate_if_due(t0 + 200);
+        assert_eq!(n.last(&k), None);
+        assert_eq!(n.len(), 0);
     }
 
     #[test]

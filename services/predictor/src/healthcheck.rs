@@ -13,14 +13,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::body::Body;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use taominer_core::store::Civil;
 use tokio::net::TcpListener;
 
+use crate::limits;
 use crate::serving::Stats;
 use crate::soundsright::{Level, SoundsRight};
 
@@ -48,8 +50,17 @@ pub struct Health {
     pub stats: Arc<Stats>,
 }
 
-/// Serves the API until the task is dropped.
+/// Connections the API holds at once (it answers dashboards, not the internet at large).
+const MAX_CONNECTIONS: usize = 256;
+
+/// Serves the API until the task is dropped. Unauthenticated like upstream's, so bounded like
+/// the axon: connections in all and per address, the header deadline, the write-stall deadline
+/// and a lifetime; request bodies are never read.
 pub async fn serve(listener: TcpListener, health: Arc<Health>) {
+    let connections = limits::Connections::new(
+        MAX_CONNECTIONS.min(limits::connection_cap()),
+        limits::CONNECTIONS_PER_ADDRESS,
+    );
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -59,19 +70,34 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>) {
                 continue;
             }
         };
+        let Ok(guard) = connections.enter(peer.ip()) else {
+            continue;
+        };
         let health = health.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let health = health.clone();
-                async move { Ok::<_, Infallible>(handle(&health, &req)) }
+                async move {
+                    let mut response = handle(&health, &req);
+                    // The body (if any) is not read: the connection cannot carry another request.
+                    if !req.body().is_end_stream() {
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
+            let io = TokioIo::new(limits::StallGuardedIo::new(stream, limits::WRITE_STALL));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
+                .header_read_timeout(limits::HEADER_TIMEOUT)
+                .max_buf_size(limits::MAX_HEADER_BYTES.max(8192))
+                .serve_connection(io, service);
+            if let Ok(Err(e)) = tokio::time::timeout(limits::CONNECTION_LIFETIME, conn).await {
                 tracing::debug!("healthcheck connection from {peer}: {e}");
             }
+            drop(guard);
         });
     }
 }

@@ -160,6 +160,13 @@ impl PredictorService {
         self.shared.stats.rejected.load(Ordering::Relaxed)
     }
 
+    /// Connections closed as soon as they were accepted: over the axon's total or per-address
+    /// cap (a flood, or more validators than the limits were sized for).
+    #[zbus(property)]
+    async fn turned_away(&self) -> u64 {
+        self.shared.stats.turned_away.load(Ordering::Relaxed)
+    }
+
     /// Why the last load was refused; empty after a good one.
     #[zbus(property)]
     async fn last_reload_error(&self) -> String {

@@ -9,7 +9,7 @@
 //! * [`queue`]: bounded, stake-ordered, batched inference on one thread.
 //! * [`serving`]: the serving model and its hot swap (file watch, `Reload()`).
 //! * [`soundsright`]: SN105's synapses and the feedback store; [`healthcheck`]: its HTTP API.
-//! * [`axon`]: the HTTP server tying these together; [`committer`]: metagraph and `ServeAxon`.
+//! * [`axon`]: the HTTP server tying these together, within [`limits`]; [`committer`]: metagraph and `ServeAxon`.
 //! * [`interface`]: `org.taominer.Predictor1`; [`daemon`]: wiring; [`cli`]: `predict`.
 
 pub mod axon;
@@ -20,6 +20,7 @@ pub mod error;
 pub mod gate;
 pub mod healthcheck;
 pub mod interface;
+pub mod limits;
 pub mod model;
 pub mod preprocess;
 pub mod protocol;

@@ -29,8 +29,13 @@ pub struct Rgb {
     pub pixels: Vec<u8>,
 }
 
-/// The largest image we decode (pixels); a "JPEG" that claims more is refused before decoding.
-const MAX_PIXELS: u64 = 64 * 1024 * 1024;
+/// The largest image we decode (pixels): 4096 × 4096, above the 4K frames validators send. A
+/// "JPEG" that claims more is refused from its header, before anything is allocated for it.
+pub const MAX_PIXELS: u64 = 16 * 1024 * 1024;
+
+/// The most the decoder may allocate for one image (bytes): RGBA with 16 bits a channel at
+/// [`MAX_PIXELS`]. Bounds what a lying header or a decoder's own buffers can take.
+const MAX_DECODER_ALLOC: u64 = MAX_PIXELS * 8;
 
 impl Preprocess {
     /// Number of floats in one input (3 × h × w).
@@ -79,10 +84,12 @@ impl Preprocess {
 
 /// Decodes JPEG or PNG to RGB8 (grey expanded, alpha dropped, as PIL's `convert("RGB")`).
 pub fn decode(bytes: &[u8]) -> Result<Rgb> {
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Error::BadImage(format!("cannot read image: {e}")))?;
-    let (w, h) = reader
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| Error::BadImage(format!("cannot read image: {e}")))
+    };
+    let (w, h) = reader()?
         .into_dimensions()
         .map_err(|e| Error::BadImage(format!("not a JPEG or PNG image: {e}")))?;
     if w == 0 || h == 0 || u64::from(w) * u64::from(h) > MAX_PIXELS {
@@ -90,7 +97,14 @@ pub fn decode(bytes: &[u8]) -> Result<Rgb> {
             "image is {w}x{h}; at most {MAX_PIXELS} pixels are decoded"
         )));
     }
-    let img = image::load_from_memory(bytes)
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    limits.max_alloc = Some(MAX_DECODER_ALLOC);
+    let mut decoder = reader()?;
+    decoder.limits(limits);
+    let img = decoder
+        .decode()
         .map_err(|e| Error::BadImage(format!("cannot decode image: {e}")))?;
     let rgb = img.into_rgb8();
     Ok(Rgb {

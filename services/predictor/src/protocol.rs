@@ -78,6 +78,9 @@ pub struct RequestHead {
     pub body_hash: String,
 }
 
+/// The longest hotkey or uuid header taken.
+pub const MAX_ID_BYTES: usize = 64;
+
 /// Why headers could not be read as a synapse (answered with 400).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadHead(pub String);
@@ -93,11 +96,21 @@ pub fn parse_head(headers: &HeaderMap) -> Result<RequestHead, BadHead> {
             .filter(|v| !v.is_empty())
             .ok_or_else(|| BadHead(format!("missing header {name}")))
     };
-    let hotkey = need("bt_header_dendrite_hotkey")?.to_string();
+    // Both are keys of the nonce table: an SS58 address is 48 characters, a dendrite's uuid 36.
+    let short = |name: &str| {
+        need(name).and_then(|v| {
+            if v.len() <= MAX_ID_BYTES {
+                Ok(v.to_string())
+            } else {
+                Err(BadHead(format!("{name} is over {MAX_ID_BYTES} bytes")))
+            }
+        })
+    };
+    let hotkey = short("bt_header_dendrite_hotkey")?;
     let nonce = need("bt_header_dendrite_nonce")?
         .parse::<u64>()
         .map_err(|_| BadHead("bt_header_dendrite_nonce is not an integer".into()))?;
-    let uuid = need("bt_header_dendrite_uuid")?.to_string();
+    let uuid = short("bt_header_dendrite_uuid")?;
     let version = match header(headers, "bt_header_dendrite_version") {
         Some(v) => Some(
             v.parse::<u64>()

@@ -111,6 +111,16 @@ impl Queue {
         rx
     }
 
+    /// Whether a request of `priority` would be shed at once: the queue is full of requests that
+    /// rank at least as high. Checked before a request's body is read and its image decoded.
+    pub fn is_full_for(&self, priority: u64) -> bool {
+        let Ok(inner) = self.inner.lock() else {
+            return true;
+        };
+        inner.jobs.len() >= self.capacity
+            && inner.jobs.keys().next().is_some_and(|k| k.0 >= priority)
+    }
+
     /// Requests waiting now.
     pub fn len(&self) -> usize {
         self.inner.lock().map(|i| i.jobs.len()).unwrap_or(0)

@@ -42,6 +42,8 @@ impl Slot {
 pub struct Stats {
     pub served: AtomicU64,
     pub rejected: AtomicU64,
+    /// Connections closed at accept (over the total or per-address cap).
+    pub turned_away: AtomicU64,
     last_reload_error: Mutex<String>,
 }
 

@@ -39,6 +39,17 @@ pub const HASH_FIELDS: &[&str] = &[];
 /// Events kept per level for the healthcheck API (upstream keeps 250; the journal has them all).
 const EVENTS_KEPT: usize = 250;
 
+/// An event's message at most (characters): with [`EVENTS_KEPT`] a level, the ring's bytes are
+/// bounded whatever callers send.
+const EVENT_CHARS: usize = 200;
+
+/// Bytes of feedback kept on disk at most (as stored), beside the `feedback_keep` count: the
+/// oldest records go first when either is reached.
+pub const FEEDBACK_STORE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Feedback signals waiting for the D-Bus side; more are dropped (the records are stored).
+pub const FEEDBACK_SIGNALS_QUEUED: usize = 64;
+
 /// The event levels upstream's healthcheck API reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -82,6 +93,54 @@ impl Job for Feedback {
     }
 }
 
+/// The feedback records on disk, with their sizes in arrival order so that the byte budget is
+/// kept without reading them back.
+struct FeedbackStore {
+    store: JobStore<Feedback>,
+    sizes: VecDeque<(String, u64)>,
+    bytes: u64,
+}
+
+impl FeedbackStore {
+    fn open(dir: &Path) -> Result<FeedbackStore> {
+        let store = JobStore::<Feedback>::open(dir)?;
+        let sizes: VecDeque<(String, u64)> = store
+            .all()
+            .map(|f| (f.id.clone(), stored_size(f)))
+            .collect();
+        let bytes = sizes.iter().map(|(_, n)| n).sum();
+        Ok(FeedbackStore {
+            store,
+            sizes,
+            bytes,
+        })
+    }
+
+    /// Stores `record`, then drops the oldest past `keep` records or [`FEEDBACK_STORE_BYTES`].
+    fn put(&mut self, record: Feedback, keep: usize) -> Result<()> {
+        let size = stored_size(&record);
+        let id = record.id.clone();
+        self.store.put(record)?;
+        self.sizes.push_back((id, size));
+        self.bytes += size;
+        while self.sizes.len() > keep.max(1)
+            || (self.bytes > FEEDBACK_STORE_BYTES && self.sizes.len() > 1)
+        {
+            let Some((old, n)) = self.sizes.pop_front() else {
+                break;
+            };
+            self.store.remove(&old)?;
+            self.bytes -= n;
+        }
+        Ok(())
+    }
+}
+
+/// A record's size as stored (its JSON).
+fn stored_size(f: &Feedback) -> u64 {
+    serde_json::to_vec(f).map_or(0, |v| v.len() as u64)
+}
+
 /// The model the axon names, and where that came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Served {
@@ -97,12 +156,12 @@ pub struct SoundsRight {
     pub config: SoundsrightConfig,
     served: std::sync::RwLock<Option<Served>>,
     pub hotkey: String,
-    feedback: Mutex<JobStore<Feedback>>,
+    feedback: Mutex<FeedbackStore>,
     events: Mutex<[VecDeque<Value>; 3]>,
     /// Events recorded since start, by level (the lists above keep only the latest).
     counts: [AtomicU64; 3],
     /// Wakes the D-Bus side to emit `FeedbackReceived(competition, validator)`.
-    arrived: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    arrived: tokio::sync::mpsc::Sender<(String, String)>,
     /// Unix seconds, for `start_time` in the metrics.
     pub started: f64,
 }
@@ -113,9 +172,9 @@ impl SoundsRight {
         config: SoundsrightConfig,
         hotkey: String,
         state_dir: &Path,
-        arrived: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+        arrived: tokio::sync::mpsc::Sender<(String, String)>,
     ) -> Result<SoundsRight> {
-        let feedback = JobStore::open(&state_dir.join("feedback"))?;
+        let feedback = FeedbackStore::open(&state_dir.join("feedback"))?;
         let served = config.model().map(|(c, m)| Served {
             competition: c.to_string(),
             model: m.clone(),
@@ -201,13 +260,30 @@ impl SoundsRight {
         Ok(out)
     }
 
+    /// Stores a validator's feedback durably (a blocking write: the axon calls this off the
+    /// runtime's threads), within the store's count and byte budget.
     fn store_feedback(
         &self,
         caller: &str,
         mut request: Map<String, Value>,
     ) -> Result<Map<String, Value>> {
+        // Only the subnet's competitions: the id goes to the journal, the events, the store and
+        // a D-Bus signal.
         let competition = match request.remove("competition") {
-            Some(Value::String(s)) => Some(s),
+            Some(Value::String(s)) => {
+                if !COMPETITION_SYNAPSES.iter().any(|(_, c)| *c == s) {
+                    return Err(Error::Invalid(format!(
+                        "unknown competition {:?}; one of {}",
+                        crate::limits::echo(&s, 40),
+                        COMPETITION_SYNAPSES
+                            .iter()
+                            .map(|(_, c)| *c)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                Some(s)
+            }
             _ => None,
         };
         let record = Feedback {
@@ -219,16 +295,10 @@ impl SoundsRight {
             best_models: request.remove("best_models").unwrap_or(Value::Null),
             subnet_version: request.get("subnet_version").and_then(Value::as_i64),
         };
-        {
-            let mut store = self.feedback.lock().unwrap_or_else(|p| p.into_inner());
-            store.put(record.clone())?;
-            // Oldest first: drop from the front.
-            let excess = store.len().saturating_sub(self.config.feedback_keep);
-            let old: Vec<String> = store.all().take(excess).map(|f| f.id.clone()).collect();
-            for id in old {
-                store.remove(&id)?;
-            }
-        }
+        self.feedback
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(record.clone(), self.config.feedback_keep)?;
         let comp = competition.unwrap_or_default();
         tracing::info!(
             VALIDATOR = caller,
@@ -236,7 +306,13 @@ impl SoundsRight {
             "feedback received from {caller} for {comp}"
         );
         self.event(Level::Success, format!("feedback from {caller} for {comp}"));
-        let _ = self.arrived.send((comp.clone(), caller.to_string()));
+        if self
+            .arrived
+            .try_send((comp.clone(), caller.to_string()))
+            .is_err()
+        {
+            tracing::debug!("FeedbackReceived signal dropped: the D-Bus side is behind");
+        }
         // Upstream stores nothing and returns the synapse as received.
         let mut out = Map::new();
         out.insert("competition".into(), json!(record.competition));
@@ -253,13 +329,22 @@ impl SoundsRight {
         self.feedback
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .store
             .len()
+    }
+
+    /// Bytes of feedback stored.
+    pub fn feedback_bytes(&self) -> u64 {
+        self.feedback
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .bytes
     }
 
     /// Every stored feedback, newest first.
     pub fn feedback(&self) -> Vec<Feedback> {
-        let store = self.feedback.lock().unwrap_or_else(|p| p.into_inner());
-        store.all().rev().cloned().collect()
+        let feedback = self.feedback.lock().unwrap_or_else(|p| p.into_inner());
+        feedback.store.all().rev().cloned().collect()
     }
 
     /// Records an event for `/healthcheck/events` under `success`, `warning` or `error`, as
@@ -273,7 +358,7 @@ impl SoundsRight {
         }
         list.push_back(json!({
             "timestamp": Civil::now().python_str(),
-            "message": message,
+            "message": crate::limits::echo(&message, EVENT_CHARS),
         }));
     }
 
@@ -396,10 +481,7 @@ mod tests {
     fn miner(
         dir: &Path,
         keep: usize,
-    ) -> (
-        SoundsRight,
-        tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
-    ) {
+    ) -> (SoundsRight, tokio::sync::mpsc::Receiver<(String, String)>) {
         let mut config = SoundsrightConfig {
             feedback_keep: keep,
             ..Default::default()
@@ -412,7 +494,7 @@ mod tests {
                 revision: "ab".repeat(20),
             },
         );
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(FEEDBACK_SIGNALS_QUEUED);
         (
             SoundsRight::open(config, "5Hot".into(), dir, tx).unwrap(),
             rx,
@@ -460,5 +542,42 @@ mod tests {
         assert_eq!(kept[0].validator, "5V2");
         assert_eq!(kept[1].data["PESQ"]["average"], 1);
         assert_eq!(kept[0].subnet_version, Some(7));
+    }
+
+    #[test]
+    fn feedback_for_an_unknown_competition_is_refused_and_nothing_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sr, _rx) = miner(dir.path(), 10);
+        let mut req = Map::new();
+        req.insert("competition".into(), json!("X".repeat(10_000)));
+        let e = sr.answer(FEEDBACK_SYNAPSE, "5V", req).unwrap_err();
+        assert!(
+            matches!(&e, Error::Invalid(m) if m.contains("unknown competition") && m.len() < 400)
+        );
+        assert_eq!(sr.feedback_count(), 0);
+    }
+
+    #[test]
+    fn the_feedback_store_keeps_within_its_byte_budget() {
+        // Proves the store cannot grow past FEEDBACK_STORE_BYTES however many validators send
+        // large (but admitted) feedback: the oldest go first, and the budget holds after a reopen.
+        let dir = tempfile::tempdir().unwrap();
+        let (sr, _rx) = miner(dir.path(), 100_000);
+        let page = "p".repeat(60 * 1024);
+        let n = (FEEDBACK_STORE_BYTES / (60 * 1024)) as usize + 20;
+        for i in 0..n {
+            let mut req = Map::new();
+            req.insert("competition".into(), json!("DEREVERBERATION_16000HZ"));
+            req.insert("data".into(), json!({ "blob": page, "i": i }));
+            sr.answer(FEEDBACK_SYNAPSE, "5V", req).unwrap();
+        }
+        assert!(sr.feedback_bytes() <= FEEDBACK_STORE_BYTES);
+        let kept = sr.feedback_count();
+        assert!(kept < n && kept > 200, "{kept}");
+        assert_eq!(sr.feedback()[0].data["i"], json!(n - 1));
+        drop(sr);
+        let (sr, _rx) = miner(dir.path(), 100_000);
+        assert_eq!(sr.feedback_count(), kept);
+        assert!(sr.feedback_bytes() <= FEEDBACK_STORE_BYTES);
     }
 }

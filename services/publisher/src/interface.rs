@@ -3,6 +3,8 @@
 //! `Publish` does only what can be answered at once: it checks the request and the directory,
 //! writes the job to disk and returns its id. Copying and hashing a multi-gigabyte model happen in
 //! the worker ([`crate::pipeline`]), so no caller waits on them and a crash loses nothing.
+//! The caller's credentials (from the bus daemon) go with the job: the publisher reads only
+//! what that caller could ([`crate::access`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use taominer_core::formats::{competition, model_id};
 use taominer_core::store::{new_job_id, unix_now};
 use zbus::object_server::SignalEmitter;
 
+use crate::access::Caller;
 use crate::error::Error;
 use crate::jobs::{JobState, PublishJob, Shared};
 use crate::staging;
@@ -23,12 +26,26 @@ pub struct PublisherService {
 
 #[zbus::interface(name = "org.taominer.Publisher1")]
 impl PublisherService {
-    /// Accepts a model directory; returns the job id once the job is on disk.
-    async fn publish(&self, path: &str, competition: &str) -> Result<String, BusError> {
-        let job = self.accept(path, competition).map_err(BusError::from)?;
+    /// Accepts a model directory; returns the job id once the job is on disk. The directory is
+    /// read with the publisher's rights, so it must be one its caller may read (checked now, and
+    /// again file by file when it is staged).
+    async fn publish(
+        &self,
+        path: &str,
+        competition: &str,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<String, BusError> {
+        let caller = Caller::of_sender(conn, &header)
+            .await
+            .map_err(BusError::from)?;
+        let uid = caller.uid;
+        let job = self
+            .accept(path, competition, caller)
+            .map_err(BusError::from)?;
         let id = job.id.clone();
         self.shared.update(job).map_err(BusError::from)?;
-        tracing::info!(JOB_ID = %id, SOURCE = path, "publish job accepted");
+        tracing::info!(JOB_ID = %id, SOURCE = path, CALLER_UID = uid, "publish job accepted");
         crash_point("publisher.job-persisted");
         self.shared.wake.notify_one();
         Ok(id)
@@ -43,7 +60,9 @@ impl PublisherService {
         self.shared.summary()
     }
 
-    /// Makes a Hub repository public now (one attempt; the caller sees any error).
+    /// Makes the configured repository public now (one attempt; the caller sees any error).
+    /// Only `publisher.repo` (or SoundsRight's configured model): the token may write to other
+    /// repositories, and no caller gets to publish those through this daemon.
     async fn make_public(&self, repo: &str) -> Result<(), BusError> {
         let Some(hub) = self.shared.hub.as_ref() else {
             return Err(BusError::InvalidInput(format!(
@@ -52,6 +71,18 @@ impl PublisherService {
         };
         model_id::check_repo_id(self.shared.config.miner.profile, repo)
             .map_err(|e| BusError::InvalidInput(e.to_string()))?;
+        let config = &self.shared.config;
+        let configured = config.publisher.repo(&config.miner);
+        let declared = config
+            .soundsright
+            .model()
+            .map(|(_, m)| format!("{}/{}", m.namespace, m.name));
+        if configured.as_deref() != Some(repo) && declared.as_deref() != Some(repo) {
+            return Err(BusError::InvalidInput(format!(
+                "{repo} is not this miner's repository (publisher.repo = {}); MakePublic only makes the configured repository public",
+                configured.as_deref().unwrap_or("(unset)")
+            )));
+        }
         hub.set_private(repo, false)
             .await
             .map_err(|e| BusError::Failed(e.to_string()))?;
@@ -77,7 +108,7 @@ impl PublisherService {
 
 impl PublisherService {
     /// Validates a publish request and builds its job; nothing is written.
-    fn accept(&self, path: &str, competition: &str) -> Result<PublishJob, Error> {
+    fn accept(&self, path: &str, competition: &str, caller: Caller) -> Result<PublishJob, Error> {
         let config = &self.shared.config;
         let miner = &config.miner;
         if !miner.profile.commits() {
@@ -98,7 +129,7 @@ impl PublisherService {
             competition.to_string()
         };
         competition::check(miner.profile, &competition, &miner.allowed_competitions())?;
-        let summary = staging::inspect(source, miner.profile)?;
+        let summary = staging::inspect(source, miner.profile, Some(&caller))?;
         tracing::debug!(
             files = summary.files,
             bytes = summary.bytes,
@@ -129,6 +160,7 @@ impl PublisherService {
             hub_commit: None,
             public: None,
             declared: false,
+            caller: Some(caller),
         })
     }
 }

@@ -119,6 +119,10 @@ pub struct PublishJob {
     /// staged copy.
     #[serde(default)]
     pub declared: bool,
+    /// Who asked (from the bus daemon): staging reads only what this caller could. `None` for
+    /// the configured model and jobs recorded before callers were.
+    #[serde(default)]
+    pub caller: Option<crate::access::Caller>,
 }
 
 impl Job for PublishJob {
@@ -228,6 +232,7 @@ impl Shared {
             hub_commit: Some(model.revision.clone()),
             public: None,
             declared: true,
+            caller: None,
         };
         let id = job.id.clone();
         tracing::info!(JOB_ID = %id, REPO = %job.repo, COMMIT = %model.revision,

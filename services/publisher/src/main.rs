@@ -1,6 +1,7 @@
 //! `miner-publisher`: accepts model directories, stages and hashes them exactly as validators
 //! will, and hands their commitments to the committer. Wiring only; see the modules.
 
+mod access;
 mod error;
 mod hub;
 mod interface;

@@ -275,6 +275,7 @@ fn stage_blocking(shared: &Shared, job: &PublishJob, progress: &AtomicU64) -> Re
         staging::stage(
             &job.source,
             profile,
+            job.caller.as_ref(),
             &shared.staging_dir(&job.id),
             &dest,
             progress,

@@ -305,7 +305,8 @@ impl Checkpoints {
     /// Opens the store and removes what a crash left half-written.
     pub fn open(state_dir: &Path) -> Result<Checkpoints> {
         let dir = state_dir.join("checkpoints");
-        store::ensure_dir(&dir)?;
+        // Group-readable: the publisher (another user, group taominer) stages candidates by path.
+        store::ensure_group_dir(&dir)?;
         let index_path = state_dir.join("run.json");
         let index: RunIndex = store::read_json(&index_path)?.unwrap_or_default();
         let known: Vec<&str> = index.checkpoints.iter().map(|c| c.name.as_str()).collect();

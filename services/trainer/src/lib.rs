@@ -6,7 +6,7 @@ pub mod alloc;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
-#[cfg(feature = "cuda")]
+#[cfg(feature = "flash-attn")]
 pub mod flash;
 pub mod handoff;
 pub mod interface;

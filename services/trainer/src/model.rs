@@ -333,7 +333,7 @@ pub(crate) struct Pass {
     eps: f64,
     compute: DType,
     /// Whether a gradient graph is built (the no-gradient passes may take other kernels).
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    #[cfg_attr(not(feature = "flash-attn"), allow(dead_code))]
     training: bool,
 }
 
@@ -578,10 +578,10 @@ pub(crate) fn layer(x: &Tensor, w: &LayerWeights, pass: &Pass) -> Result<Tensor>
     Ok((x + mlp)?)
 }
 
-/// Causal grouped-query attention on `[b, t, heads, hd]` (see `ops::attention`); on CUDA the
-/// no-gradient passes take flash-attn.
+/// Causal grouped-query attention on `[b, t, heads, hd]` (see `ops::attention`); on CUDA with the
+/// `flash-attn` feature the no-gradient passes take flash-attn.
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, pass: &Pass) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "flash-attn")]
     if !pass.training && q.device().is_cuda() && q.dtype() == DType::BF16 {
         return crate::flash::attention(q, k, v, pass.scale);
     }

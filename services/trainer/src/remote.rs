@@ -5,6 +5,10 @@
 //! competition's best model before offering a candidate (`gate_on_best`). "Best" is upstream's
 //! rule (`pretrain.graph.best_uid`): of the five UIDs with the highest incentive, the first whose
 //! commitment names our competition.
+//!
+//! The Hub's file listing is someone else's input: every name is checked
+//! ([`taominer_core::hub_names`]) before hf-hub joins it to our directory, and a download is
+//! marked complete only once its files are fsynced.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +16,7 @@ use hf_hub::HFClient;
 use taominer_core::bus::{CommitterProxy, NeuronInfo};
 use taominer_core::config::Config;
 use taominer_core::formats::preflight;
+use taominer_core::hub_names;
 use taominer_core::store;
 
 use crate::error::{Error, Result};
@@ -144,6 +149,9 @@ impl Remote {
             .into_iter()
             .map(|s| s.rfilename)
             .collect();
+        // Another miner's repository names these files; hf-hub joins each to our directory.
+        hub_names::check_all(files.iter().map(String::as_str))
+            .map_err(|e| Error::Remote(format!("{} at {}: {e}", c.repo, c.revision)))?;
         let tmp = self.cache.join(format!(".tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(Error::io("cannot create", &tmp))?;
@@ -168,6 +176,8 @@ impl Remote {
             let index = get("model.safetensors.index.json".into()).await?;
             shards = taominer_core::formats::safetensors::index_shards(&index)
                 .map_err(|e| Error::Remote(e.to_string()))?;
+            hub_names::check_all(shards.iter().map(String::as_str))
+                .map_err(|e| Error::Remote(format!("{} at {}: {e}", c.repo, c.revision)))?;
         }
         let wanted = preflight::validator_files(self.config.miner.profile, &files, &shards);
         if !wanted.iter().any(|f| f == "config.json") {
@@ -179,7 +189,12 @@ impl Remote {
         for f in wanted {
             get(f).await?;
         }
-        std::fs::write(tmp.join(".complete"), b"").map_err(Error::io("cannot write", &tmp))?;
+        // `.complete` promises whole files: they reach the disk before it does.
+        fsync_tree(&tmp)?;
+        let marker = tmp.join(".complete");
+        std::fs::write(&marker, b"").map_err(Error::io("cannot write", &marker))?;
+        fsync_file(&marker)?;
+        store::fsync_dir(&tmp)?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir).map_err(Error::io("cannot rename", &dir))?;
         store::fsync_dir(&self.cache)?;
@@ -225,6 +240,8 @@ impl Remote {
             .map(|s| s.rfilename)
             .filter(|f| f.ends_with(".parquet"))
             .collect();
+        hub_names::check_all(shards.iter().map(String::as_str))
+            .map_err(|e| Error::Remote(format!("dataset {repo_id} at {revision}: {e}")))?;
         shards.sort();
         if shards.is_empty() {
             return Err(Error::Remote(format!(
@@ -257,6 +274,8 @@ impl Remote {
                 .await
                 .map_err(|e| fail(&format!("download {s}"), e))?;
         }
+        // The marker lists whole files only: each shard reaches the disk before it does.
+        fsync_tree(&dir)?;
         store::write_atomic(&done, listed.as_bytes())?;
         tracing::info!(
             "dataset {repo_id} at {commit}: {} Parquet files in {}",
@@ -265,6 +284,29 @@ impl Remote {
         );
         Ok(shards.iter().map(|s| dir.join(s)).collect())
     }
+}
+
+/// fsyncs one file.
+fn fsync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(Error::io("cannot fsync", path))
+}
+
+/// fsyncs every file and directory under `dir` (what hf-hub wrote), deepest first, then `dir`.
+fn fsync_tree(dir: &Path) -> Result<()> {
+    let listing = std::fs::read_dir(dir).map_err(Error::io("cannot list", dir))?;
+    for entry in listing {
+        let entry = entry.map_err(Error::io("cannot list", dir))?;
+        let path = entry.path();
+        let ft = entry.file_type().map_err(Error::io("cannot stat", &path))?;
+        if ft.is_dir() {
+            fsync_tree(&path)?;
+        } else if ft.is_file() {
+            fsync_file(&path)?;
+        }
+    }
+    Ok(store::fsync_dir(dir)?)
 }
 
 /// `(repo, revision, competition)` from an LLM profile's commitment
@@ -310,5 +352,18 @@ mod tests {
         assert_eq!(parse_commitment(""), None);
         assert_eq!(parse_commitment("a:b:None:h:2"), None);
         assert_eq!(parse_commitment(&format!("a:b:{rev}:h")), None);
+    }
+
+    /// Proves: `fsync_tree` reaches every file of a nested download (hf-hub writes
+    /// `sub/dir/file` for a name with slashes) and fails loudly on a missing directory.
+    #[test]
+    fn downloads_are_fsynced_file_by_file() {
+        let d = std::env::temp_dir().join(format!("remote-fsync-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::fs::write(d.join("a/b/x.safetensors"), b"x").unwrap();
+        std::fs::write(d.join("config.json"), b"{}").unwrap();
+        fsync_tree(&d).unwrap();
+        assert!(fsync_tree(&d.join("missing")).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -29,9 +29,13 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
-    /// Number of elements (1 for a scalar).
+    /// Number of elements (1 for a scalar); `u64::MAX` if the shape overflows (`read_header`
+    /// refuses such a header, so a counted tensor never has one).
     pub fn numel(&self) -> u64 {
-        self.shape.iter().product()
+        self.shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d))
+            .unwrap_or(u64::MAX)
     }
 }
 
@@ -80,7 +84,8 @@ pub fn read_header(path: &Path) -> Result<BTreeMap<String, TensorInfo>> {
         let size = dtype_size(&info.dtype)
             .ok_or_else(|| bad(format!("tensor {name:?}: unknown dtype {}", info.dtype)))?;
         let (begin, end) = info.data_offsets;
-        let expected = info.numel().checked_mul(size);
+        // Checked at every step: a shape whose product overflows must not wrap to a small size.
+        let expected = info.shape.iter().try_fold(size, |n, &d| n.checked_mul(d));
         if end < begin || end > data_len || expected != Some(end - begin) {
             return Err(bad(format!(
                 "tensor {name:?}: offsets {begin}..{end} do not match {} {:?} in {data_len} data bytes",

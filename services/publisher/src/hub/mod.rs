@@ -11,7 +11,12 @@
 //! ([`crate::retry`]).
 //!
 //! The token never appears in an error, a log line or a D-Bus reply: [`Token`] has no `Display`
-//! and its `Debug` is redacted, and errors carry only the status and the request path.
+//! and its `Debug` is redacted, and errors carry only the status and the request path; any URL an
+//! error would carry (a presigned upload URL of a still-private repository holds a signature in
+//! its query) is cut to its origin. The token is sent only to the configured endpoint's origin
+//! (scheme, host, port): an LFS action the Hub names elsewhere gets the Hub's own headers, never
+//! the token. Answers are read with a size cap, and file names the Hub lists are checked
+//! ([`taominer_core::hub_names`]) before any is joined to a directory.
 
 pub mod upload;
 
@@ -30,6 +35,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many of the newest commits on `main` are searched for a job's commit.
 const RECENT_COMMITS: usize = 100;
+/// The most a JSON answer of the Hub may hold (a listing of thousands of files is well below).
+pub const MAX_JSON_BYTES: usize = 16 << 20;
+/// The most of an error answer that is read (only its first line is shown).
+const MAX_ERROR_BYTES: usize = 64 << 10;
 
 /// A Hugging Face access token. Deliberately not `Display`.
 #[derive(Clone)]
@@ -84,7 +93,7 @@ impl HubError {
     /// Classifies an HTTP status for the request `what` (method and path, never a token).
     fn from_status(status: reqwest::StatusCode, what: &str, body: &str) -> HubError {
         let detail = summarize(body);
-        let msg = format!("{what}: HTTP {status}{detail}");
+        let msg = redact_urls(&format!("{what}: HTTP {status}{detail}"));
         match status.as_u16() {
             401 | 403 => HubError::TokenRejected(format!("{} for {what}", status.as_u16())),
             408 | 429 | 500..=599 => HubError::Transient(msg),
@@ -94,20 +103,99 @@ impl HubError {
 
     fn from_reqwest(e: reqwest::Error, what: &str) -> HubError {
         // Without the URL: a presigned upload URL carries the Hub's signature in its query.
-        HubError::Transient(format!("{what}: {}", e.without_url()))
+        HubError::Transient(redact_urls(&format!("{what}: {}", e.without_url())))
     }
 
     fn from_hf(e: HFError, what: &str) -> HubError {
+        let what = redact_urls(what);
+        let said = || redact_urls(&format!("{what}: {e}"));
         match &e {
             HFError::AuthRequired { context } | HFError::Forbidden { context } => {
                 HubError::TokenRejected(format!("{} for {what}", context.status.as_u16()))
             }
-            HFError::RateLimited { .. } => HubError::Transient(format!("{what}: {e}")),
-            HFError::Http { context } => HubError::from_status(context.status, what, &context.body),
-            HFError::Request { .. } | HFError::Io(_) => HubError::Transient(format!("{what}: {e}")),
-            _ => HubError::Refused(format!("{what}: {e}")),
+            HFError::RateLimited { .. } => HubError::Transient(said()),
+            HFError::Http { context } => {
+                HubError::from_status(context.status, &what, &context.body)
+            }
+            HFError::Request { .. } | HFError::Io(_) => HubError::Transient(said()),
+            _ => HubError::Refused(said()),
         }
     }
+}
+
+/// Cuts every `http://` or `https://` URL in `text` to its origin (`https://host:port/…`): a
+/// presigned URL's path and query are a credential for the object until it expires, and a
+/// job's errors reach `minerctl jobs`, D-Bus replies and the journal.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["https://", "http://"]
+        .iter()
+        .filter_map(|s| rest.find(s).map(|i| (i, s.len())))
+        .min()
+    {
+        let (i, scheme_len) = at;
+        out.push_str(&rest[..i + scheme_len]);
+        let tail = &rest[i + scheme_len..];
+        let end = tail
+            .find(|c: char| {
+                c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | ']' | '`')
+            })
+            .unwrap_or(tail.len());
+        let url = &tail[..end];
+        let host_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+        // Userinfo is a credential too.
+        let host = url[..host_end].rsplit('@').next().unwrap_or("");
+        out.push_str(host);
+        if host_end < url.len() {
+            out.push_str("/…");
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Reads a body of at most `cap` bytes from a stream of chunks; a longer one is refused without
+/// reading further (a hostile or broken server could otherwise fill the publisher's memory).
+pub async fn read_capped<S, E>(stream: S, cap: usize, what: &str) -> Result<Vec<u8>, HubError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,
+    E: std::fmt::Display,
+{
+    futures_util::pin_mut!(stream);
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| HubError::Transient(redact_urls(&format!("{what}: {e}"))))?;
+        if body.len() + chunk.len() > cap {
+            return Err(HubError::Refused(format!(
+                "{what}: the Hub's answer is larger than {cap} bytes; refusing it"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A JSON answer, read with [`MAX_JSON_BYTES`] as its cap.
+pub(crate) async fn json_capped<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    what: &str,
+) -> Result<T, HubError> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_JSON_BYTES as u64)
+    {
+        return Err(HubError::Refused(format!(
+            "{what}: the Hub's answer is larger than {MAX_JSON_BYTES} bytes; refusing it"
+        )));
+    }
+    let body = read_capped(resp.bytes_stream(), MAX_JSON_BYTES, what).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        HubError::Refused(format!(
+            "{what}: the Hub's answer is not what was expected: {e}"
+        ))
+    })
 }
 
 /// The first line of an error body, short.
@@ -181,18 +269,49 @@ impl Hub {
         format!("{}/api/models/{repo}{rest}", self.endpoint)
     }
 
-    /// Sends a request with the token (as a header marked sensitive, which HTTP logging redacts);
-    /// maps failures by status.
+    /// Whether `url` is on the configured endpoint's origin (scheme, host and port), the only
+    /// place the token goes.
+    pub fn same_origin(&self, url: &reqwest::Url) -> bool {
+        reqwest::Url::parse(&self.endpoint).is_ok_and(|e| {
+            e.scheme() == url.scheme()
+                && e.host_str() == url.host_str()
+                && e.port_or_known_default() == url.port_or_known_default()
+        })
+    }
+
+    /// Sends a request, with the token (as a header marked sensitive, which HTTP logging
+    /// redacts) only if it goes to the endpoint's origin; the raw answer.
+    async fn send_raw(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response, HubError> {
+        let mut req = req.build().map_err(|e| HubError::from_reqwest(e, what))?;
+        if self.same_origin(req.url()) {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.token.0))
+                    .map_err(|_| {
+                        HubError::Refused("the HF token is not a valid header value".into())
+                    })?;
+            value.set_sensitive(true);
+            req.headers_mut()
+                .insert(reqwest::header::AUTHORIZATION, value);
+        } else {
+            tracing::debug!("{what}: another origin than the endpoint; sent without the token");
+        }
+        self.http
+            .execute(req)
+            .await
+            .map_err(|e| HubError::from_reqwest(e, what))
+    }
+
+    /// [`Hub::send_raw`], failures mapped by status.
     async fn send(
         &self,
         req: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<reqwest::Response, HubError> {
-        let resp = req
-            .bearer_auth(&self.token.0)
-            .send()
-            .await
-            .map_err(|e| HubError::from_reqwest(e, what))?;
+        let resp = self.send_raw(req, what).await?;
         check(resp, what).await
     }
 
@@ -243,21 +362,15 @@ impl Hub {
         let what = "model info";
         let url = self.api(repo, &format!("/revision/{revision}"));
         let resp = self
-            .http
-            .get(url)
-            .query(&[("blobs", "true")])
-            .bearer_auth(&self.token.0)
-            .send()
-            .await
-            .map_err(|e| HubError::from_reqwest(e, what))?;
+            .send_raw(self.http.get(url).query(&[("blobs", "true")]), what)
+            .await?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
         let resp = check(resp, what).await?;
-        let info: ModelInfo = resp
-            .json()
-            .await
-            .map_err(|e| HubError::from_reqwest(e, what))?;
+        let info: ModelInfo = json_capped(resp, what).await?;
+        taominer_core::hub_names::check_all(info.siblings.iter().map(|s| s.rfilename.as_str()))
+            .map_err(|e| HubError::Refused(format!("{what}: {e}")))?;
         Ok(Some(info.siblings))
     }
 
@@ -271,6 +384,9 @@ impl Hub {
         dest: &Path,
         alive: &Arc<AtomicU64>,
     ) -> Result<PathBuf, HubError> {
+        // hf-hub joins the name to `dest`: an absolute or `..` name would land outside it.
+        taominer_core::hub_names::check(path)
+            .map_err(|e| HubError::Refused(format!("download: {e}")))?;
         self.repo(repo)
             .download_file()
             .filename(path)
@@ -309,7 +425,11 @@ async fn check(resp: reqwest::Response, what: &str) -> Result<reqwest::Response,
     if status.is_success() {
         return Ok(resp);
     }
-    let body = resp.text().await.unwrap_or_default();
+    // Only the first line is shown; a hostile server's endless error body is not read.
+    let body = read_capped(resp.bytes_stream(), MAX_ERROR_BYTES, what)
+        .await
+        .unwrap_or_default();
+    let body = String::from_utf8_lossy(&body);
     Err(HubError::from_status(status, what, &body))
 }
 
@@ -327,6 +447,74 @@ mod tests {
         std::fs::write(&p, "\n").unwrap();
         let e = Token::load(&p).unwrap_err();
         assert!(e.contains("does not hold"));
+    }
+
+    /// Proves: a presigned URL (path and query are the credential) and userinfo never survive
+    /// into an error message; the origin stays, so the message still says which host failed.
+    #[test]
+    fn urls_in_errors_are_cut_to_their_origin() {
+        let e = redact_urls(
+            "LFS upload model.safetensors: error sending request for url (https://s3.example.com/bucket/obj?X-Amz-Signature=abc123&t=secret): timed out",
+        );
+        assert!(
+            !e.contains("abc123") && !e.contains("secret") && !e.contains("bucket"),
+            "{e}"
+        );
+        assert!(e.contains("https://s3.example.com/…"), "{e}");
+        assert!(e.ends_with("timed out"), "{e}");
+        let e = redact_urls("see http://user:pw@hub.local:8080/x?t=1 and https://a.b");
+        assert_eq!(e, "see http://hub.local:8080/… and https://a.b");
+        let e = HubError::from_status(
+            reqwest::StatusCode::BAD_REQUEST,
+            "LFS verify x",
+            "expired: https://cdn.example/obj?sig=zzz",
+        )
+        .to_string();
+        assert!(!e.contains("sig=zzz"), "{e}");
+    }
+
+    /// Proves: a body over the cap is refused without collecting it, one at the cap is read.
+    #[tokio::test]
+    async fn hub_answers_are_read_with_a_cap() {
+        let chunks = |n: usize| {
+            futures_util::stream::iter(
+                (0..n).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 1024]))),
+            )
+        };
+        assert_eq!(read_capped(chunks(4), 4096, "t").await.unwrap().len(), 4096);
+        let e = read_capped(chunks(5), 4096, "model info")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HubError::Refused(_)));
+        assert!(e.to_string().contains("larger than 4096 bytes"), "{e}");
+        // An endless body: refused after the cap, not read forever.
+        let endless = futures_util::stream::repeat_with(|| {
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 1 << 20]))
+        });
+        assert!(read_capped(endless, MAX_JSON_BYTES, "t").await.is_err());
+    }
+
+    /// Proves: the token goes to the endpoint's origin only: another host, port or scheme (an
+    /// LFS `verify.href` the Hub names elsewhere) is not that origin.
+    #[test]
+    fn the_token_goes_to_the_endpoints_origin_only() {
+        let d = tempfile::tempdir().unwrap();
+        let token = Token("t".into());
+        let hub = Hub::new("https://huggingface.co/", token, d.path().join("c")).unwrap();
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        assert!(hub.same_origin(&url("https://huggingface.co/api/models/a/b")));
+        assert!(hub.same_origin(&url(
+            "https://huggingface.co:443/a.git/info/lfs/objects/verify"
+        )));
+        for other in [
+            "https://evil.example/verify",
+            "http://huggingface.co/verify",
+            "https://huggingface.co:8443/verify",
+            "https://huggingface.co.evil.example/verify",
+            "https://cdn-lfs.huggingface.co/verify",
+        ] {
+            assert!(!hub.same_origin(&url(other)), "{other}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde::Deserialize;
 
-use super::{check, Hub, HubError};
+use super::{check, json_capped, redact_urls, Hub, HubError};
 
 /// Bytes of each file the Hub wants to see to choose between regular and LFS.
 pub const SAMPLE_BYTES: usize = 512;
@@ -129,12 +129,11 @@ impl Hub {
                 })).collect::<Vec<_>>()
             });
             let url = self.api(repo, "/preupload/main");
-            let answer: PreuploadAnswer = self
-                .send(self.http.post(url).json(&body), what)
-                .await?
-                .json()
-                .await
-                .map_err(|e| HubError::from_reqwest(e, what))?;
+            let answer: PreuploadAnswer = json_capped(
+                self.send(self.http.post(url).json(&body), what).await?,
+                what,
+            )
+            .await?;
             for f in answer.files {
                 if f.should_ignore {
                     modes.ignored.insert(f.path.clone());
@@ -175,8 +174,8 @@ impl Hub {
             "ref": {"name": "main"},
         });
         let url = format!("{}/{repo}.git/info/lfs/objects/batch", self.endpoint);
-        let answer: BatchAnswer = self
-            .send(
+        let answer: BatchAnswer = json_capped(
+            self.send(
                 self.http
                     .post(url)
                     .header("Accept", "application/vnd.git-lfs+json")
@@ -184,10 +183,10 @@ impl Hub {
                     .body(body.to_string()),
                 what,
             )
-            .await?
-            .json()
-            .await
-            .map_err(|e| HubError::from_reqwest(e, what))?;
+            .await?,
+            what,
+        )
+        .await?;
         let mut work = Vec::new();
         for object in answer.objects {
             let Some(file) = by_oid.get(object.oid.as_str()).copied() else {
@@ -197,10 +196,10 @@ impl Hub {
                 )));
             };
             if let Some(err) = object.error {
-                return Err(HubError::Refused(format!(
+                return Err(HubError::Refused(redact_urls(&format!(
                     "{what}: the Hub refused {} ({}): {}",
                     file.rel, err.code, err.message
-                )));
+                ))));
             }
             // No actions: the Hub already has this object.
             match object.actions {
@@ -247,6 +246,8 @@ impl Hub {
             }
         }
         if let Some(verify) = actions.verify {
+            // `send` attaches the token only if the href is on the endpoint's origin: a verify
+            // URL elsewhere gets the headers the Hub gave for it, not the token.
             let mut req = self
                 .http
                 .post(&verify.href)
@@ -396,18 +397,18 @@ impl Hub {
             line(serde_json::json!({"key": "deletedFile", "value": {"path": path}}));
         }
         let url = self.api(repo, "/commit/main");
-        let answer: CommitAnswer = self
-            .send(
+        let answer: CommitAnswer = json_capped(
+            self.send(
                 self.http
                     .post(url)
                     .header("Content-Type", "application/x-ndjson")
                     .body(body),
                 what,
             )
-            .await?
-            .json()
-            .await
-            .map_err(|e| HubError::from_reqwest(e, what))?;
+            .await?,
+            what,
+        )
+        .await?;
         let oid = answer.commit_oid;
         if oid.len() != 40 || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(HubError::Refused(format!(

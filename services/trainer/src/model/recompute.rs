@@ -126,6 +126,11 @@ impl CustomOp1 for Recompute {
         let Storage::Cuda(cuda) = &*storage else {
             candle_core::bail!("checkpointed layer: output is not on the GPU");
         };
+        // candle's CUDA `try_clone` copies the whole buffer whatever the layout, and the copy is
+        // read from its start: only a contiguous output at offset 0 comes back as itself.
+        if !matches!(layout.contiguous_offsets(), Some((0, _))) {
+            candle_core::bail!("checkpointed layer: output is not contiguous from its start");
+        }
         Ok((cuda.try_clone(layout)?, layout.shape().clone()))
     }
 
