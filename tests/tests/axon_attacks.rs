@@ -163,7 +163,7 @@ fn a_stalled_connection_flood_neither_delays_validators_nor_outlives_its_deadlin
 
     let flood_start = Instant::now();
     let attacker = Ipv4Addr::new(127, 0, 0, 2);
-    let mut stalled: Vec<TcpStream> = (0..2200)
+    let stalled: Vec<TcpStream> = (0..2200)
         .filter_map(|i| {
             let mut c = connect_from(attacker, to).ok()?;
             if i % 2 == 0 {
