@@ -480,6 +480,28 @@ impl HubServer {
         String::from_utf8_lossy(&out).trim().to_string()
     }
 
+    /// Uploads `dir` to `repo` (created if missing) with the official client as the first test
+    /// user; returns the commit id.
+    pub fn upload_folder(&self, hf_home: &Path, repo: &str, dir: &Path) -> String {
+        self.python(
+            hf_home,
+            &[
+                "-c",
+                "import sys\nfrom huggingface_hub import HfApi\n\
+                 api = HfApi(token=sys.argv[1])\n\
+                 api.create_repo(sys.argv[2], exist_ok=True)\n\
+                 print(api.upload_folder(folder_path=sys.argv[3], repo_id=sys.argv[2]).oid)",
+                HUB_USERS[0].1,
+                repo,
+                dir.to_str().expect("UTF-8 path"),
+            ],
+        )
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+    }
+
     /// Starts the server with the two users and any extra flags (`--multipart-threshold N`, ...).
     pub fn start(extra: &[&str]) -> HubServer {
         let data = tempfile::tempdir().expect("tempdir");

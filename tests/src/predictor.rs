@@ -75,14 +75,7 @@ impl Setup {
         }
         let mut d = spawn.start();
         d.assert_ready();
-        let status = d.messages.join("\n");
-        let port = status
-            .split("on 127.0.0.1:")
-            .nth(1)
-            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {status}\n{}", self.log()));
-        self.port = port;
+        self.port = axon_port(&d).unwrap_or_else(|| panic!("no port\n{}", self.log()));
         self.predictor = Some(d);
     }
 
@@ -144,6 +137,16 @@ impl Setup {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("predictor.log")).unwrap_or_default()
     }
+}
+
+/// The port a started predictor's axon listens on, from its `STATUS=` (`… on 127.0.0.1:PORT`).
+pub fn axon_port(predictor: &Daemon) -> Option<u16> {
+    let status = predictor.messages.join("\n");
+    status
+        .split("on 127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
 }
 
 /// The test key with seed `[seed; 32]`.

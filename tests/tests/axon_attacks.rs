@@ -484,12 +484,7 @@ fn oversized_or_unknown_feedback_is_refused_and_nothing_is_stored() {
     }
     let mut daemon = spawn.start();
     daemon.assert_ready();
-    let status = daemon.messages.join("\n");
-    let port = status
-        .split("on 127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .unwrap_or_else(|| panic!("no port in {status}"));
+    let port = taominer_tests::predictor::axon_port(&daemon).expect("the axon's port in STATUS=");
     let mut c = taominer_tests::axon::Client::new(
         validator,
         taominer_tests::predictor::AXON,

@@ -319,20 +319,7 @@ fn a_hostile_hubs_file_names_write_nothing_outside() {
     let repo_dir = d.path().join("dereverb");
     std::fs::create_dir_all(&repo_dir).unwrap();
     std::fs::write(repo_dir.join("model.ckpt"), pseudo_random(3, 2048)).unwrap();
-    let rev = hub.python(
-        &home,
-        &[
-            "-c",
-            "import sys\nfrom huggingface_hub import HfApi\n\
-             api = HfApi(token=sys.argv[1])\n\
-             api.create_repo(sys.argv[2], exist_ok=True)\n\
-             print(api.upload_folder(folder_path=sys.argv[3], repo_id=sys.argv[2]).oid)",
-            HUB_USERS[0].1,
-            "alice/dereverb",
-            repo_dir.to_str().unwrap(),
-        ],
-    );
-    let rev = rev.lines().last().unwrap().to_string();
+    let rev = hub.upload_folder(&home, "alice/dereverb", &repo_dir);
     let outside = d.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     let absolute = outside.join("pwned.txt");

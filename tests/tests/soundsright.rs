@@ -189,27 +189,6 @@ fn model_repo(dir: &Path, dockerfile: &str, seed: u64) {
 const GOOD_DOCKERFILE: &str =
     "FROM python:3.11-slim\nCOPY . /app\nUSER 10002:10002\nEXPOSE 6500\nCMD [\"python\", \"/app/app/main.py\"]\n";
 
-/// Uploads `dir` to `repo` on the test Hub with the official client; returns the commit id.
-fn upload(hub: &HubServer, home: &Path, repo: &str, dir: &Path) -> String {
-    hub.python(
-        home,
-        &[
-            "-c",
-            "import sys\nfrom huggingface_hub import HfApi\n\
-             api = HfApi(token=sys.argv[1])\n\
-             api.create_repo(sys.argv[2], exist_ok=True)\n\
-             print(api.upload_folder(folder_path=sys.argv[3], repo_id=sys.argv[2]).oid)",
-            HUB_USERS[0].1,
-            repo,
-            dir.to_str().unwrap(),
-        ],
-    )
-    .lines()
-    .last()
-    .unwrap()
-    .to_string()
-}
-
 struct Online {
     bus: Bus,
     dir: tempfile::TempDir,
@@ -358,7 +337,7 @@ fn the_configured_model_is_checked_on_the_hub_and_committed_once_per_revision() 
     let d = s.dir.path().to_path_buf();
     let home = d.join("hf-home");
     model_repo(&d.join("v1"), GOOD_DOCKERFILE, 1);
-    let rev1 = upload(&hub, &home, "alice/dereverb", &d.join("v1"));
+    let rev1 = hub.upload_folder(&home, "alice/dereverb", &d.join("v1"));
     assert!(taominer_core::config::is_commit_id(&rev1), "{rev1}");
 
     s.serve_revision(&rev1);
@@ -391,7 +370,7 @@ fn the_configured_model_is_checked_on_the_hub_and_committed_once_per_revision() 
 
     // A new revision: committed once more.
     model_repo(&d.join("v1"), GOOD_DOCKERFILE, 2);
-    let rev2 = upload(&hub, &home, "alice/dereverb", &d.join("v1"));
+    let rev2 = hub.upload_folder(&home, "alice/dereverb", &d.join("v1"));
     s.serve_revision(&rev2);
     assert_eq!(s.job_for(&rev2)["state"], "committed");
     commitment_check(&chain, &rev2);
@@ -425,7 +404,7 @@ fn the_configured_model_is_checked_on_the_hub_and_committed_once_per_revision() 
 
     // A container that would run as root is refused before the committer hears of it.
     model_repo(&d.join("v1"), "FROM python:3.11-slim\nEXPOSE 6500\n", 3);
-    let rev3 = upload(&hub, &home, "alice/dereverb", &d.join("v1"));
+    let rev3 = hub.upload_folder(&home, "alice/dereverb", &d.join("v1"));
     s.serve_revision(&rev3);
     let job = s.job_for(&rev3);
     assert_eq!(job["state"], "rejected", "{job}");

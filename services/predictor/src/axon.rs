@@ -156,6 +156,8 @@ pub struct Axon {
     /// Images decoded at once (about one per core): decoding is the costly step an admitted
     /// caller can ask for, and its memory grows with the image.
     pub decoders: Arc<Semaphore>,
+    /// The synapses' body hash, computed once.
+    body_hash: String,
 }
 
 impl Axon {
@@ -176,12 +178,13 @@ impl Axon {
             uuid,
             gate,
             bodies: BodyBudget::new(synapses.max_body(max_body_bytes) * BODIES_IN_MEMORY),
+            body_hash: synapses.expected_body_hash(),
             synapses,
             stats,
             max_body_bytes,
             max_timeout_s: cfg.max_timeout_s,
             external,
-            in_flight: Arc::new(InFlight::default()),
+            in_flight: InFlight::new(),
             in_flight_per_hotkey: cfg.in_flight_per_hotkey,
             connections_per_address: cfg.connections_per_address,
             decoders: Arc::new(Semaphore::new(cores)),
@@ -318,7 +321,7 @@ struct Admitted {
     body: Bytes,
     deadline: Instant,
     /// Holds the caller's place in flight until the answer is made.
-    _in_flight: limits::InFlightGuard,
+    _in_flight: limits::Place<String>,
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
@@ -554,7 +557,7 @@ async fn admit(
         ));
     }
     *verified = true;
-    if head.body_hash != axon.synapses.expected_body_hash() {
+    if head.body_hash != axon.body_hash {
         return Err(Answer::error(
             StatusCode::BAD_REQUEST,
             "Hash mismatch between header body hash and request body hash",
@@ -562,8 +565,12 @@ async fn admit(
     }
     let in_flight = axon
         .in_flight
-        .enter(&head.dendrite.hotkey, axon.in_flight_per_hotkey)
-        .ok_or_else(|| {
+        .enter(
+            head.dendrite.hotkey.clone(),
+            axon.in_flight_per_hotkey,
+            usize::MAX,
+        )
+        .map_err(|_| {
             Answer::error(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(

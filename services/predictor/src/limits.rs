@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -90,59 +91,105 @@ fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Counts of open connections, in all and per address.
-pub struct Connections {
-    per_address: Mutex<HashMap<IpAddr, usize>>,
-    open: AtomicUsize,
-    cap: usize,
-    per_address_cap: usize,
+/// Places held per key (an address's connections, a hotkey's requests) and in all, each one
+/// given back when its [`Place`] is dropped. Keys with no place left are removed, so the table
+/// only holds what is open now.
+pub struct PerKey<K: Hash + Eq + Clone> {
+    counts: Mutex<HashMap<K, usize>>,
+    total: AtomicUsize,
 }
 
-/// Why a connection is closed as soon as it is accepted.
+/// Why a place was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Turned {
+    /// The table holds its total cap.
     Full,
-    AddressFull,
+    /// This key holds its own cap.
+    KeyFull,
 }
 
-/// One open connection; dropping it gives its places back.
-pub struct ConnectionGuard {
-    table: Arc<Connections>,
-    key: IpAddr,
+/// One place in a [`PerKey`] table.
+pub struct Place<K: Hash + Eq + Clone> {
+    table: Arc<PerKey<K>>,
+    key: K,
 }
 
-impl Connections {
-    pub fn new(cap: usize, per_address_cap: usize) -> Arc<Connections> {
-        Arc::new(Connections {
-            per_address: Mutex::new(HashMap::new()),
-            open: AtomicUsize::new(0),
-            cap,
-            per_address_cap,
+impl<K: Hash + Eq + Clone> PerKey<K> {
+    pub fn new() -> Arc<PerKey<K>> {
+        Arc::new(PerKey {
+            counts: Mutex::new(HashMap::new()),
+            total: AtomicUsize::new(0),
         })
     }
 
-    /// Takes a place for a connection from `ip`, or says why not.
-    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionGuard, Turned> {
-        let key = address_key(ip);
-        let mut table = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
-        if self.open.load(Ordering::Relaxed) >= self.cap {
+    /// Takes a place for `key` if it holds fewer than `per_key` and the table fewer than
+    /// `total_cap`.
+    pub fn enter(
+        self: &Arc<Self>,
+        key: K,
+        per_key: usize,
+        total_cap: usize,
+    ) -> Result<Place<K>, Turned> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if self.total.load(Ordering::Relaxed) >= total_cap {
             return Err(Turned::Full);
         }
-        let n = table.entry(key).or_insert(0);
-        if *n >= self.per_address_cap {
-            return Err(Turned::AddressFull);
+        let n = counts.entry(key.clone()).or_insert(0);
+        if *n >= per_key {
+            return Err(Turned::KeyFull);
         }
         *n += 1;
-        self.open.fetch_add(1, Ordering::Relaxed);
-        Ok(ConnectionGuard {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(Place {
             table: self.clone(),
             key,
         })
     }
 
+    /// Places held now.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+impl<K: Hash + Eq + Clone> Drop for Place<K> {
+    fn drop(&mut self) {
+        let mut counts = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+        self.table.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Open connections, in all and per address.
+pub struct Connections {
+    table: Arc<PerKey<IpAddr>>,
+    cap: usize,
+    per_address_cap: usize,
+}
+
+impl Connections {
+    pub fn new(cap: usize, per_address_cap: usize) -> Connections {
+        Connections {
+            table: PerKey::new(),
+            cap,
+            per_address_cap,
+        }
+    }
+
+    /// Takes a place for a connection from `ip`, or says why not.
+    pub fn enter(&self, ip: IpAddr) -> Result<Place<IpAddr>, Turned> {
+        self.table
+            .enter(address_key(ip), self.per_address_cap, self.cap)
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.table.total()
     }
 
     pub fn cap(&self) -> usize {
@@ -150,67 +197,9 @@ impl Connections {
     }
 }
 
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        let mut table = self
-            .table
-            .per_address
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = table.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                table.remove(&self.key);
-            }
-        }
-        self.table.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Requests in flight per caller hotkey.
-#[derive(Default)]
-pub struct InFlight {
-    per_hotkey: Mutex<HashMap<String, usize>>,
-}
-
-/// One request in flight; dropping it ends it.
-pub struct InFlightGuard {
-    table: Arc<InFlight>,
-    hotkey: String,
-}
-
-impl InFlight {
-    /// Takes a place for a request from `hotkey` (already authenticated: the table holds only
-    /// the gate's callers, so its size is bounded by the validator set).
-    pub fn enter(self: &Arc<Self>, hotkey: &str, cap: usize) -> Option<InFlightGuard> {
-        let mut table = self.per_hotkey.lock().unwrap_or_else(|p| p.into_inner());
-        let n = table.entry(hotkey.to_string()).or_insert(0);
-        if *n >= cap {
-            return None;
-        }
-        *n += 1;
-        Some(InFlightGuard {
-            table: self.clone(),
-            hotkey: hotkey.to_string(),
-        })
-    }
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        let mut table = self
-            .table
-            .per_hotkey
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = table.get_mut(&self.hotkey) {
-            *n -= 1;
-            if *n == 0 {
-                table.remove(&self.hotkey);
-            }
-        }
-    }
-}
+/// Requests in flight per caller hotkey (only the gate's authenticated callers are keys, so its
+/// size is bounded by the validator set).
+pub type InFlight = PerKey<String>;
 
 /// Request bodies held in memory at once, in KiB: a body is read only once its whole declared
 /// size (or the largest allowed, when it is chunked) is reserved here, so bodies in memory never
@@ -355,7 +344,7 @@ mod tests {
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let g1 = c.enter(a).unwrap();
         let _g2 = c.enter(a).unwrap();
-        assert_eq!(c.enter(a).err(), Some(Turned::AddressFull));
+        assert_eq!(c.enter(a).err(), Some(Turned::KeyFull));
         let _g3 = c.enter(b).unwrap();
         assert_eq!(c.enter(b).err(), Some(Turned::Full));
         drop(g1);
@@ -369,7 +358,7 @@ mod tests {
         let _g = c.enter("2001:db8:1:2::1".parse().unwrap()).unwrap();
         assert_eq!(
             c.enter("2001:db8:1:2:ffff::9".parse().unwrap()).err(),
-            Some(Turned::AddressFull)
+            Some(Turned::KeyFull)
         );
         assert!(c.enter("2001:db8:1:3::1".parse().unwrap()).is_ok());
         // An IPv4-mapped address is its IPv4 address.
@@ -379,13 +368,15 @@ mod tests {
 
     #[test]
     fn in_flight_per_hotkey_is_capped_and_released() {
-        let t = Arc::new(InFlight::default());
-        let a = t.enter("k", 2).unwrap();
-        let _b = t.enter("k", 2).unwrap();
-        assert!(t.enter("k", 2).is_none());
-        assert!(t.enter("other", 2).is_some());
+        let t = InFlight::new();
+        let enter = |k: &str| t.enter(k.to_string(), 2, usize::MAX);
+        let a = enter("k").unwrap();
+        let _b = enter("k").unwrap();
+        assert_eq!(enter("k").err(), Some(Turned::KeyFull));
+        let _other = enter("other").unwrap();
         drop(a);
-        assert!(t.enter("k", 2).is_some());
+        let _again = enter("k").unwrap();
+        assert_eq!(t.total(), 3);
     }
 
     #[test]
