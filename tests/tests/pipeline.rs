@@ -3,9 +3,9 @@
 //! Proves: each daemon sends READY=1 once its name is owned; `minerctl publish` carries a model
 //! through publisher and committer; the ledger holds exactly the commitment validators would
 //! expect, where the expected string is computed independently — the model hash by taoverse's
-//! own Python code and the revision by git itself; the not-yet-built methods answer
-//! `org.taominer.Error.NotImplemented` to a plain `dbus-send` client; SIGTERM gives STOPPING=1
-//! and a clean exit.
+//! own Python code and the revision by git itself; a trainer without data and a predictor
+//! without a model answer `org.taominer.Error.InvalidInput`, naming the key to set, to a plain
+//! `dbus-send` client; SIGTERM gives STOPPING=1 and a clean exit.
 
 use std::process::Command;
 use std::time::Duration;
@@ -76,7 +76,7 @@ fn offline_pipeline_commits_the_expected_string() {
             "org.taominer.Predictor1",
             "/org/taominer/Predictor1",
             "org.taominer.Predictor1.Reload",
-            "org.taominer.Error.Failed",
+            "org.taominer.Error.InvalidInput",
         ),
     ] {
         let out = Command::new("dbus-send")

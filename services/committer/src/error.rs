@@ -14,6 +14,9 @@ pub enum Error {
     /// The ledger is damaged before its last record; the committer must not start (exit 65).
     #[error("{0}")]
     LedgerCorrupt(String),
+    /// The chain refused or could not be reached (see `ChainError` for which).
+    #[error(transparent)]
+    Chain(#[from] crate::chain::ChainError),
     /// A shared-library operation failed (disk, state file, format).
     #[error(transparent)]
     Core(#[from] taominer_core::Error),

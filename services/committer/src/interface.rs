@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use taominer_core::bus::{BusError, CommitState, CommitmentRecord, NeuronInfo};
+use taominer_core::bus::{BusError, CommitState, CommitmentRecord, NeuronInfo, WorkState};
 use taominer_core::wallet::SS58_PREFIX;
 
 use crate::chain::Axon;
@@ -55,7 +55,7 @@ impl CommitterService {
                 )));
             }
             return Ok(CommitState {
-                state: "committed".into(),
+                state: CommitJobState::Committed,
                 block: written.block,
             });
         }
@@ -67,8 +67,8 @@ impl CommitterService {
             .filter(|j| j.state == CommitJobState::Queued)
             .count();
         if queued >= MAX_QUEUED {
-            // Failed, not InvalidInput: the publisher keeps the job and offers it again later.
-            return Err(BusError::Failed(format!(
+            // Unavailable, not InvalidInput: the publisher keeps the job and offers it again later.
+            return Err(BusError::Unavailable(format!(
                 "{queued} commitments are already waiting to be written (at most {MAX_QUEUED}); \
                  try again once they are"
             )));
@@ -198,14 +198,17 @@ impl CommitterService {
     }
 
     #[zbus(property)]
-    async fn state(&self) -> String {
-        self.shared.state().to_string()
+    async fn state(&self) -> WorkState {
+        self.shared.state()
     }
 
+    /// A job's commitment is written (on chain, or offline in the ledger), with the exact
+    /// string, so a watcher needs no second call to learn what was committed.
     #[zbus(signal)]
     pub async fn committed(
         emitter: &SignalEmitter<'_>,
         job_id: &str,
+        commitment: &str,
         block: u64,
     ) -> zbus::Result<()>;
 }
@@ -226,7 +229,7 @@ impl CommitterService {
             ));
         }
         self.shared.chain.read().await.clone().ok_or_else(|| {
-            BusError::Failed("not connected to the chain yet; see minerctl status".into())
+            BusError::Unavailable("not connected to the chain yet; see minerctl status".into())
         })
     }
 }
@@ -303,7 +306,7 @@ mod tests {
 
     fn message(e: BusError) -> String {
         match e {
-            BusError::InvalidInput(m) | BusError::Failed(m) => m,
+            BusError::InvalidInput(m) | BusError::Unavailable(m) | BusError::Failed(m) => m,
             other => format!("{other:?}"),
         }
     }
@@ -328,7 +331,7 @@ mod tests {
             .commit("j1", &naming("offline", "model", 1))
             .await
             .unwrap();
-        assert_eq!(ok.state, "queued");
+        assert_eq!(ok.state, CommitJobState::Queued);
 
         let mut config = Config::default();
         config.publisher.repo = Some("alice/m".into());
@@ -341,7 +344,7 @@ mod tests {
                 .await
                 .unwrap()
                 .state,
-            "queued"
+            CommitJobState::Queued
         );
         // SoundsRight commits a sha256: the repository cannot be read from it.
         assert_eq!(named_repo(Profile::Soundsright, &"a".repeat(64)), None);
@@ -362,7 +365,7 @@ mod tests {
             .commit("over", &naming("offline", "model", 999))
             .await
             .unwrap_err();
-        assert!(matches!(err, BusError::Failed(_)), "{err:?}");
+        assert!(matches!(err, BusError::Unavailable(_)), "{err:?}");
         assert!(s.shared.jobs().get("over").is_none());
         assert!(!d.path().join("jobs/over.json").exists());
         // A job already queued is still answered.
@@ -371,7 +374,7 @@ mod tests {
                 .await
                 .unwrap()
                 .state,
-            "queued"
+            CommitJobState::Queued
         );
     }
 
@@ -416,7 +419,7 @@ mod tests {
             .commit("j0000", &naming("offline", "model", 0))
             .await
             .unwrap();
-        assert_eq!((again.state.as_str(), again.block), ("committed", 1));
+        assert_eq!((again.state, again.block), (CommitJobState::Committed, 1));
         assert!(s.shared.jobs().get("j0000").is_none(), "not queued again");
         assert!(s
             .commit("j0000", &naming("offline", "model", 7))

@@ -16,21 +16,13 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use taominer_core::bus::CommitState;
+pub use taominer_core::bus::CommitJobState;
+use taominer_core::bus::{CommitState, WorkState};
 use taominer_core::config::Config;
 use taominer_core::store::{Job, JobStore};
 
 use crate::error::Result;
 use crate::ledger::Ledger;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CommitJobState {
-    Queued,
-    Committed,
-    /// The chain refused it for good (`error` says why); nothing will be written.
-    Failed,
-}
 
 /// One commit job as stored in `jobs/<id>.json`; the id is the publish job's id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,11 +50,7 @@ impl Job for CommitJob {
 impl CommitJob {
     pub fn answer(&self) -> CommitState {
         CommitState {
-            state: match self.state {
-                CommitJobState::Queued => "queued".into(),
-                CommitJobState::Committed => "committed".into(),
-                CommitJobState::Failed => "failed".into(),
-            },
+            state: self.state,
             block: self.block.unwrap_or(0),
         }
     }
@@ -190,11 +178,12 @@ impl Shared {
         line
     }
 
-    pub fn state(&self) -> &'static str {
+    /// `working` while a commitment waits to be written, else `idle`.
+    pub fn state(&self) -> WorkState {
         if self.jobs().all().any(|j| j.state == CommitJobState::Queued) {
-            "working"
+            WorkState::Working
         } else {
-            "idle"
+            WorkState::Idle
         }
     }
 }

@@ -65,7 +65,7 @@ async fn commit_queued(shared: &Shared, emitter: &SignalEmitter<'static>) {
             Ok(block) => {
                 crash_point("committer.job-committed");
                 tracing::info!(JOB_ID = %job.id, BLOCK = block, "commitment written: {}", job.commitment);
-                if let Err(e) = CommitterService::committed(emitter, &job.id, block).await {
+                if let Err(e) = CommitterService::committed(emitter, &job.id, &job.commitment, block).await {
                     tracing::warn!(JOB_ID = %job.id, "cannot emit Committed: {e}");
                 }
             }
@@ -204,12 +204,12 @@ impl Online {
                 Ok(Some(block)) => {
                     crash_point("committer.job-committed");
                     tracing::info!(JOB_ID = %job.id, BLOCK = block, "commitment on chain: {}", job.commitment);
-                    if let Err(e) = CommitterService::committed(emitter, &job.id, block).await {
+                    if let Err(e) = CommitterService::committed(emitter, &job.id, &job.commitment, block).await {
                         tracing::warn!(JOB_ID = %job.id, "cannot emit Committed: {e}");
                     }
                 }
                 Ok(None) => {} // waiting (space limit) or failed for good; recorded on the job
-                Err(ChainError::Unreachable(why)) => {
+                Err(Error::Chain(ChainError::Unreachable(why))) => {
                     shared.note_error(&job.id, &format!("chain unreachable: {why}"));
                     self.lost(shared, &why).await;
                     return;
@@ -230,7 +230,7 @@ impl Online {
         shared: &Shared,
         chain: &Chain,
         mut job: CommitJob,
-    ) -> Result<Option<u64>, ChainError> {
+    ) -> crate::error::Result<Option<u64>> {
         let miner = &shared.config.miner;
         let netuid = miner.netuid();
         let hotkey = shared
@@ -255,7 +255,8 @@ impl Online {
                         return Err(ChainError::Refused(format!(
                             "included at block {block}, but CommitmentOf reads back {:?}",
                             back.map(|c| String::from_utf8_lossy(&c.data).into_owned())
-                        )));
+                        ))
+                        .into());
                     }
                     block
                 }
@@ -270,7 +271,7 @@ impl Online {
                     shared
                         .jobs()
                         .put(job)
-                        .map_err(|e| ChainError::Refused(e.to_string()))?;
+?;
                     return Ok(None);
                 }
                 Err(ChainError::Dispatch { pallet, name }) => {
@@ -288,10 +289,10 @@ impl Online {
                     shared
                         .jobs()
                         .put(job)
-                        .map_err(|e| ChainError::Refused(e.to_string()))?;
+?;
                     return Ok(None);
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             },
         };
         crash_point("committer.chain-written");
@@ -308,7 +309,7 @@ impl Online {
                         commitment: job.commitment.clone(),
                         time: unix_now(),
                     })
-                    .map_err(|e| ChainError::Refused(e.to_string()))?;
+                    ?;
             }
         }
         job.state = CommitJobState::Committed;
@@ -317,7 +318,7 @@ impl Online {
         shared
             .jobs()
             .put(job)
-            .map_err(|e| ChainError::Refused(e.to_string()))?;
+            ?;
         Ok(Some(block))
     }
 }

@@ -88,6 +88,168 @@ pub const PUBLISHER_PATH: &str = "/org/taominer/Publisher1";
 pub const COMMITTER_NAME: &str = "org.taominer.Committer1";
 pub const COMMITTER_PATH: &str = "/org/taominer/Committer1";
 
+/// Declares a state enum that travels on the bus (and in JSON) as its lower-case name, so the
+/// D-Bus contract stays readable in `busctl` while every Rust side matches on variants. One
+/// declaration gives the wire name, `Display`, `FromStr` (naming the allowed values) and `ALL`;
+/// the variant marked `#[default]` is what a daemon that has said nothing yet is taken to be.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $wire:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Type)]
+        #[zbus(signature = "s")]
+        pub enum $name {
+            $( $(#[$vmeta])* #[serde(rename = $wire)] $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name on the wire, e.g. `handed-off`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $wire, )+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $name::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+                    let allowed: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    format!("{s:?} is not one of {}", allowed.join(", "))
+                })
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// Where the trainer's run stands (`State` property).
+    pub enum TrainerState {
+        /// Nothing to train: the configuration names no run (`LastError` says why).
+        #[default]
+        Idle = "idle",
+        /// Preparing: device, tokenizer, data, model, resume.
+        Starting = "starting",
+        Training = "training",
+        /// A pause was asked for; the current step finishes and is checkpointed first.
+        Pausing = "pausing",
+        Paused = "paused",
+        /// `max_steps` or `num_epochs` reached; a restart with a higher limit goes on.
+        Finished = "finished",
+        /// Stopped by an error (`LastError`); a restart resumes from the last checkpoint.
+        Failed = "failed",
+    }
+}
+
+impl TrainerState {
+    /// Whether the run has ended and `Start`/`Pause` cannot change that.
+    pub fn is_over(self) -> bool {
+        matches!(
+            self,
+            TrainerState::Idle | TrainerState::Finished | TrainerState::Failed
+        )
+    }
+}
+
+wire_enum! {
+    /// Where a publish job stands: `received → staged → uploaded → hashed → handed-off →
+    /// committed` (offline: `received → hashed → …`), or it ends `rejected` or `failed`.
+    pub enum JobState {
+        /// Accepted and durable; not yet copied.
+        #[default]
+        Received = "received",
+        /// Copied into the state directory, passed the pre-flight, file digests known (online).
+        Staged = "staged",
+        /// The Hub has the commit; not yet re-downloaded and hashed.
+        Uploaded = "uploaded",
+        /// Hashed as validators will (online: from the committed revision, re-downloaded);
+        /// the commitment is known and `Published` emitted.
+        Hashed = "hashed",
+        /// The committer has durably queued its commitment.
+        HandedOff = "handed-off",
+        /// The commitment is written.
+        Committed = "committed",
+        /// The competition pre-flight refused the model; nothing was uploaded.
+        Rejected = "rejected",
+        /// Could not be published (token rejected, the Hub refused, disk); `error` says why.
+        Failed = "failed",
+    }
+}
+
+impl JobState {
+    /// Whether the pipeline still owes this job work.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            JobState::Received
+                | JobState::Staged
+                | JobState::Uploaded
+                | JobState::Hashed
+                | JobState::HandedOff
+        )
+    }
+
+    /// Whether the job ended without a commitment.
+    pub fn is_refused(self) -> bool {
+        matches!(self, JobState::Rejected | JobState::Failed)
+    }
+
+    /// Whether the publisher holds its own copy of the model (staged or later): from here on
+    /// the source directory may go.
+    pub fn has_copy(self) -> bool {
+        !matches!(self, JobState::Received | JobState::Rejected | JobState::Failed)
+    }
+}
+
+wire_enum! {
+    /// Where a commit job stands (`Commit()`'s answer).
+    pub enum CommitJobState {
+        /// Durably queued: it will be written even if the committer dies now.
+        #[default]
+        Queued = "queued",
+        Committed = "committed",
+        /// The chain refused it for good (the committer's journal says why); nothing is written.
+        Failed = "failed",
+    }
+}
+
+wire_enum! {
+    /// The publisher's and the committer's `State`: whether any job is still owed work.
+    pub enum WorkState {
+        #[default]
+        Idle = "idle",
+        Working = "working",
+    }
+}
+
+wire_enum! {
+    /// The predictor's `State` (and `/healthz`'s `state`).
+    pub enum PredictorState {
+        /// Nothing configured to serve (image profiles: no `predictor.model_path`; SoundsRight:
+        /// no competition's model committed yet).
+        #[default]
+        Idle = "idle",
+        /// A model is loaded and the axon answers.
+        Serving = "serving",
+        /// A model is configured but none could be loaded yet (`LastReloadError` says why).
+        NoModel = "no-model",
+    }
+}
+
 /// Which bus to connect to: `system`, `session`, or a D-Bus address such as
 /// `unix:path=/run/taominer/bus`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,21 +299,50 @@ impl BusSpec {
     }
 }
 
-/// Errors a daemon returns over D-Bus, named `org.taominer.Error.<Variant>`.
+/// Errors a daemon returns over D-Bus, named `org.taominer.Error.<Variant>`. Each says what a
+/// caller should do next (see [`ErrorKind`]): fix its input, try again later, or read the
+/// daemon's journal.
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.taominer.Error")]
 pub enum BusError {
     /// A transport-level error.
     #[zbus(error)]
     ZBus(zbus::Error),
-    /// The method belongs to a part that is not built yet; never a fake success.
-    NotImplemented(String),
-    /// The caller's input was refused; nothing was changed.
+    /// The caller's input was refused, for good; nothing was changed.
     InvalidInput(String),
     /// No such job or object.
     NotFound(String),
-    /// The daemon could not do it (disk, state); the message says why.
+    /// The request is fine but cannot be served now (no model loaded, no chain connection yet,
+    /// a full queue); the same call may succeed later. Nothing was changed.
+    Unavailable(String),
+    /// The daemon failed doing it (disk, an internal fault); the message says what, the
+    /// journal says more.
     Failed(String),
+}
+
+/// What a client does with a failed call: the one place that reads `org.taominer.Error.*` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// `InvalidInput` or `NotFound`: the request will not succeed as it is.
+    Refused,
+    /// The daemon is not running, or said `Unavailable`: try again later.
+    Unavailable,
+    /// `Failed`, or the bus itself failed.
+    Internal,
+}
+
+/// Classifies a call error (see [`ErrorKind`]).
+pub fn error_kind(err: &zbus::Error) -> ErrorKind {
+    if is_service_unknown(err) {
+        return ErrorKind::Unavailable;
+    }
+    match error_name(err).as_deref() {
+        Some("org.taominer.Error.InvalidInput") | Some("org.taominer.Error.NotFound") => {
+            ErrorKind::Refused
+        }
+        Some("org.taominer.Error.Unavailable") => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    }
 }
 
 /// A publish job as the publisher reports it (`Jobs()`).
@@ -159,9 +350,7 @@ pub enum BusError {
 pub struct PublishJobInfo {
     /// Job id, carried end to end (publish job → commitment).
     pub id: String,
-    /// `received`, `staged`, `uploaded`, `hashed`, `handed-off`, `committed`, `rejected` or
-    /// `failed`.
-    pub state: String,
+    pub state: JobState,
     /// The directory the job was published from.
     pub source: String,
     pub competition: String,
@@ -179,6 +368,31 @@ pub struct PublishJobInfo {
     pub error: String,
     /// Creation time, seconds since the epoch.
     pub created: u64,
+}
+
+/// The model this miner's commitment names now: the newest publish job the committer reports
+/// written (`Publisher1.LiveModel`, and `ModelWentLive` when it changes). The SoundsRight
+/// axon answers with these ids, which validators compare with the commitment. All fields empty
+/// (and `block` 0) while no job of this publisher is committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct LiveModel {
+    pub job_id: String,
+    pub competition: String,
+    /// `namespace/name` on the Hub.
+    pub repo: String,
+    /// The Hub revision committed (offline: the staged snapshot's tree id).
+    pub commit: String,
+    /// The exact string on chain.
+    pub commitment: String,
+    /// Block of the commitment (offline: ledger sequence).
+    pub block: u64,
+}
+
+impl LiveModel {
+    /// Whether a model is live at all.
+    pub fn is_some(&self) -> bool {
+        !self.job_id.is_empty()
+    }
 }
 
 /// One commitment as recorded by the committer.
@@ -215,8 +429,7 @@ pub struct NeuronInfo {
 /// The answer to `Commit`: where the job stands now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct CommitState {
-    /// `queued` or `committed`.
-    pub state: String,
+    pub state: CommitJobState,
     /// Block of the commitment when committed, else 0.
     pub block: u64,
 }
@@ -237,7 +450,13 @@ pub trait Publisher {
     /// Makes a Hub repository public.
     async fn make_public(&self, repo: &str) -> zbus::Result<()>;
     #[zbus(property)]
-    fn state(&self) -> zbus::Result<String>;
+    fn state(&self) -> zbus::Result<WorkState>;
+    /// The committed model (see [`LiveModel`]).
+    #[zbus(property)]
+    fn live_model(&self) -> zbus::Result<LiveModel>;
+    /// The live model changed (a newer job was committed).
+    #[zbus(signal)]
+    fn model_went_live(&self, model: LiveModel) -> zbus::Result<()>;
     #[zbus(signal)]
     fn published(
         &self,
@@ -269,9 +488,10 @@ pub trait Committer {
     /// One line for `minerctl status`.
     async fn status(&self) -> zbus::Result<String>;
     #[zbus(property)]
-    fn state(&self) -> zbus::Result<String>;
+    fn state(&self) -> zbus::Result<WorkState>;
+    /// A commitment is written: the job, the exact string, and its block (offline: sequence).
     #[zbus(signal)]
-    fn committed(&self, job_id: &str, block: u64) -> zbus::Result<()>;
+    fn committed(&self, job_id: &str, commitment: &str, block: u64) -> zbus::Result<()>;
 }
 
 #[zbus::proxy(
@@ -287,7 +507,7 @@ pub trait Trainer {
     async fn history(&self) -> zbus::Result<(Vec<(u64, f64)>, Vec<(u64, f64)>)>;
     async fn status(&self) -> zbus::Result<String>;
     #[zbus(property)]
-    fn state(&self) -> zbus::Result<String>;
+    fn state(&self) -> zbus::Result<TrainerState>;
     #[zbus(property)]
     fn step(&self) -> zbus::Result<u64>;
     #[zbus(property)]
@@ -322,7 +542,7 @@ pub trait Predictor {
     async fn reload(&self) -> zbus::Result<()>;
     async fn status(&self) -> zbus::Result<String>;
     #[zbus(property)]
-    fn state(&self) -> zbus::Result<String>;
+    fn state(&self) -> zbus::Result<PredictorState>;
     #[zbus(property)]
     fn model_path(&self) -> zbus::Result<String>;
     #[zbus(property)]
@@ -371,5 +591,67 @@ pub fn error_name(err: &zbus::Error) -> Option<String> {
     match err {
         zbus::Error::MethodError(name, _, _) => Some(name.to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::wire::{serialized::Context, to_bytes, Endian};
+
+    /// Every state travels as a D-Bus string holding its documented name, and reads back as
+    /// the same variant: the contract `busctl` users and other clients see.
+    #[test]
+    fn states_travel_as_their_names() {
+        fn check<T>(all: &[T])
+        where
+            T: Copy + PartialEq + fmt::Debug + fmt::Display + FromStr + Serialize + Type,
+            T: for<'de> Deserialize<'de>,
+            <T as FromStr>::Err: fmt::Debug,
+        {
+            assert_eq!(T::SIGNATURE, "s");
+            let ctxt = Context::new(Endian::Little, 0);
+            for &v in all {
+                let name = v.to_string();
+                let encoded = to_bytes(ctxt, &v).unwrap();
+                let as_string: String = encoded.deserialize().unwrap().0;
+                assert_eq!(as_string, name);
+                let back: T = encoded.deserialize().unwrap().0;
+                assert_eq!(back, v);
+                assert_eq!(name.parse::<T>().unwrap(), v);
+                assert_eq!(serde_json::to_value(v).unwrap(), serde_json::json!(name));
+            }
+        }
+        check(TrainerState::ALL);
+        check(JobState::ALL);
+        check(CommitJobState::ALL);
+        check(WorkState::ALL);
+        check(PredictorState::ALL);
+        assert_eq!(JobState::HandedOff.as_str(), "handed-off");
+        assert_eq!(PredictorState::NoModel.as_str(), "no-model");
+    }
+
+    /// An unknown name is refused with the allowed ones listed, never mapped to a default.
+    #[test]
+    fn an_unknown_state_is_refused_by_name() {
+        let err = "handed_off".parse::<JobState>().unwrap_err();
+        assert!(err.contains("handed-off") && err.contains("\"handed_off\""), "{err}");
+        let ctxt = Context::new(Endian::Little, 0);
+        let encoded = to_bytes(ctxt, &"sleeping").unwrap();
+        assert!(encoded.deserialize::<TrainerState>().is_err());
+    }
+
+    /// The states a client acts on: pending jobs still owe work; an over run refuses Start.
+    #[test]
+    fn state_predicates() {
+        let pending: Vec<_> = JobState::ALL.iter().filter(|s| s.is_pending()).collect();
+        assert_eq!(pending.len(), 5);
+        assert!(!JobState::Committed.is_pending() && JobState::Failed.is_refused());
+        assert!(JobState::Staged.has_copy() && !JobState::Received.has_copy());
+        let over: Vec<_> = TrainerState::ALL.iter().filter(|s| s.is_over()).collect();
+        assert_eq!(
+            over,
+            [&TrainerState::Idle, &TrainerState::Finished, &TrainerState::Failed]
+        );
     }
 }

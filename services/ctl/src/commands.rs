@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use taominer_core::bus::{
-    self, BusSpec, CommitterProxy, Part, PredictorProxy, PublisherProxy, TrainerProxy,
+    self, BusSpec, CommitterProxy, ErrorKind, JobState, Part, PredictorProxy, PublisherProxy,
+    TrainerProxy, TrainerState,
 };
 use taominer_core::config::{Config, Profile, Sources};
 use taominer_core::formats::{competition, hash, preflight, ss58};
@@ -175,26 +176,53 @@ enum TrainAction {
     },
 }
 
-/// What went wrong, with the exit status it maps to.
+/// What went wrong, with the exit status it maps to (sysexits.h, so scripts can tell a request
+/// to fix from a daemon to start from a fault to report).
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
-    /// A daemon is not running or the bus is unreachable.
+    /// The command line or a local file is wrong (bad hotkey, not a directory): 64.
     #[error("{0}")]
-    Unavailable(String),
-    /// The daemon refused the request.
+    Usage(String),
+    /// The daemon refused the request, or the model or key given is not acceptable: 65.
     #[error("{0}")]
     Refused(String),
-    /// Bad arguments or local failure.
+    /// A daemon is not running, the bus is unreachable, or the daemon cannot serve it now: 69.
     #[error("{0}")]
-    Failed(String),
+    Unavailable(String),
+    /// A daemon (or minerctl itself) failed doing it; its journal says more: 70.
+    #[error("{0}")]
+    Internal(String),
+    /// The configuration given to a local command is not valid: 78, as the daemons exit.
+    #[error("{0}")]
+    Config(String),
+    /// The wait for a job ran out: 75, try again later.
+    #[error("{0}")]
+    TimedOut(String),
 }
 
 impl CtlError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CtlError::Unavailable(_) => 69, // EX_UNAVAILABLE
+            CtlError::Usage(_) => 64,       // EX_USAGE
             CtlError::Refused(_) => 65,     // EX_DATAERR
-            CtlError::Failed(_) => 1,
+            CtlError::Unavailable(_) => 69, // EX_UNAVAILABLE
+            CtlError::Internal(_) => 70,    // EX_SOFTWARE
+            CtlError::TimedOut(_) => 75,    // EX_TEMPFAIL
+            CtlError::Config(_) => 78,      // EX_CONFIG
+        }
+    }
+}
+
+/// A local command's failure in the shared library: a model or value that breaks a rule is
+/// refused (65), a path that cannot be read is a usage error (64).
+impl From<taominer_core::Error> for CtlError {
+    fn from(e: taominer_core::Error) -> CtlError {
+        use taominer_core::Error as E;
+        match e {
+            E::Config(c) => CtlError::Config(c.to_string()),
+            E::Model(_) | E::Format(_) | E::Exposed(_) => CtlError::Refused(e.to_string()),
+            E::Io { .. } => CtlError::Usage(e.to_string()),
+            other => CtlError::Internal(other.to_string()),
         }
     }
 }
@@ -248,7 +276,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             match listen {
                 Some(addr) => crate::metrics::serve(conn, &addr)
                     .await
-                    .map_err(|e| CtlError::Failed(format!("--listen {addr}: {e}"))),
+                    .map_err(|e| CtlError::Usage(format!("--listen {addr}: {e}"))),
                 None => {
                     print!(
                         "{}",
@@ -277,18 +305,18 @@ fn call_error(part: Part, e: zbus::Error) -> CtlError {
             part.unit()
         ));
     }
-    match bus::error_name(&e).as_deref() {
-        Some("org.taominer.Error.InvalidInput") | Some("org.taominer.Error.NotImplemented") => {
-            CtlError::Refused(format!("{part}: {}", bus::error_message(&e)))
-        }
-        _ => CtlError::Failed(format!("{part}: {}", bus::error_message(&e))),
+    let message = format!("{part}: {}", bus::error_message(&e));
+    match bus::error_kind(&e) {
+        ErrorKind::Refused => CtlError::Refused(message),
+        ErrorKind::Unavailable => CtlError::Unavailable(message),
+        ErrorKind::Internal => CtlError::Internal(message),
     }
 }
 
 fn hash_dir(dir: &std::path::Path, hotkey: &str, profile: Profile, json: bool) -> Result<()> {
-    ss58::decode(hotkey).map_err(|e| CtlError::Failed(format!("--hotkey: {e}")))?;
+    ss58::decode(hotkey).map_err(|e| CtlError::Usage(format!("--hotkey: {e}")))?;
     if !dir.is_dir() {
-        return Err(CtlError::Failed(format!(
+        return Err(CtlError::Usage(format!(
             "{}: not a directory",
             dir.display()
         )));
@@ -306,8 +334,7 @@ fn hash_dir(dir: &std::path::Path, hotkey: &str, profile: Profile, json: bool) -
             .unwrap_or(0);
         crate::progress::Bar::start("hashing", total, done.clone())
     });
-    let model_hash = hash::model_hash_for_with(profile, dir, &done)
-        .map_err(|e| CtlError::Failed(e.to_string()))?;
+    let model_hash = hash::model_hash_for_with(profile, dir, &done).map_err(CtlError::from)?;
     drop(bar);
     let secure = hash::secure_hash_for(profile, &model_hash, hotkey);
     if json {
@@ -341,19 +368,19 @@ async fn status(bus: &BusSpec, json: bool) -> Result<()> {
             Ok(match part {
                 Part::Trainer => {
                     let p = TrainerProxy::new(&conn).await?;
-                    (p.status().await?, p.state().await?)
+                    (p.status().await?, p.state().await?.to_string())
                 }
                 Part::Predictor => {
                     let p = PredictorProxy::new(&conn).await?;
-                    (p.status().await?, p.state().await?)
+                    (p.status().await?, p.state().await?.to_string())
                 }
                 Part::Publisher => {
                     let p = PublisherProxy::new(&conn).await?;
-                    (p.status().await?, p.state().await?)
+                    (p.status().await?, p.state().await?.to_string())
                 }
                 Part::Committer => {
                     let p = CommitterProxy::new(&conn).await?;
-                    (p.status().await?, p.state().await?)
+                    (p.status().await?, p.state().await?.to_string())
                 }
             })
         }
@@ -401,14 +428,14 @@ async fn publish(
 ) -> Result<()> {
     // The publisher does not share our working directory: send an absolute path.
     let abs = std::path::absolute(dir)
-        .map_err(|e| CtlError::Failed(format!("{}: {e}", dir.display())))?;
+        .map_err(|e| CtlError::Usage(format!("{}: {e}", dir.display())))?;
     let conn = connect(bus).await?;
     let publisher = PublisherProxy::new(&conn)
         .await
         .map_err(|e| call_error(Part::Publisher, e))?;
     let path = abs
         .to_str()
-        .ok_or_else(|| CtlError::Failed(format!("{}: path is not UTF-8", abs.display())))?;
+        .ok_or_else(|| CtlError::Usage(format!("{}: path is not UTF-8", abs.display())))?;
     let id = publisher
         .publish(path, competition.as_deref().unwrap_or(""))
         .await
@@ -420,7 +447,7 @@ async fn publish(
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
     let show = crate::progress::wanted();
-    let mut last_state = String::new();
+    let mut last_state = None;
     loop {
         let jobs = publisher
             .jobs()
@@ -428,7 +455,7 @@ async fn publish(
             .map_err(|e| call_error(Part::Publisher, e))?;
         if let Some(job) = jobs.iter().find(|j| j.id == id) {
             // Each step as it happens: received → staged → uploaded → hashed → handed-off.
-            if show && job.state != last_state {
+            if show && Some(job.state) != last_state {
                 eprintln!(
                     "  {:>6.1}s  {}{}",
                     started.elapsed().as_secs_f64(),
@@ -439,24 +466,21 @@ async fn publish(
                         format!(" ({})", job.error)
                     }
                 );
-                last_state = job.state.clone();
+                last_state = Some(job.state);
             }
-            match job.state.as_str() {
-                "committed" => {
-                    eprintln!("committed at block {}: {}", job.block, job.commitment);
-                    return Ok(());
-                }
-                "failed" | "rejected" => {
-                    return Err(CtlError::Refused(format!(
-                        "job {id} {}: {}",
-                        job.state, job.error
-                    )))
-                }
-                _ => {}
+            if job.state == JobState::Committed {
+                eprintln!("committed at block {}: {}", job.block, job.commitment);
+                return Ok(());
+            }
+            if job.state.is_refused() {
+                return Err(CtlError::Refused(format!(
+                    "job {id} {}: {}",
+                    job.state, job.error
+                )));
             }
         }
         if Instant::now() >= deadline {
-            return Err(CtlError::Failed(format!(
+            return Err(CtlError::TimedOut(format!(
                 "job {id} not committed after {secs}s; see `minerctl jobs` and `minerctl status`"
             )));
         }
@@ -514,34 +538,34 @@ fn dry_run(
         overrides: set,
         env: true,
     })
-    .map_err(|e| CtlError::Failed(e.to_string()))?;
+    .map_err(|e| CtlError::Config(e.to_string()))?;
     let miner = &config.miner;
     if !dir.is_dir() {
-        return Err(CtlError::Failed(format!(
+        return Err(CtlError::Usage(format!(
             "{}: not a directory",
             dir.display()
         )));
     }
     let competition = competition
         .or_else(|| miner.competition())
-        .ok_or_else(|| CtlError::Failed("no competition: pass --competition".into()))?;
+        .ok_or_else(|| CtlError::Usage("no competition: pass --competition".into()))?;
     competition::check(miner.profile, &competition, &miner.allowed_competitions())
         .map_err(|e| CtlError::Refused(e.to_string()))?;
     let repo = config
         .publisher
         .repo(miner)
-        .ok_or_else(|| CtlError::Failed("publisher.repo is not set".into()))?;
+        .ok_or_else(|| CtlError::Config("publisher.repo is not set".into()))?;
     let limits = config.publisher.limits_for(miner.profile, &competition);
     let report = preflight::check(dir, miner.profile, &repo, &competition, limits.as_ref())
         .map_err(|e| CtlError::Refused(e.to_string()))?;
     print!("{report}");
     println!("files to upload:");
-    for e in hash::walk(dir, &|_| false).map_err(|e| CtlError::Failed(e.to_string()))? {
+    for e in hash::walk(dir, &|_| false).map_err(CtlError::from)? {
         let len = std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0);
         println!("  {len:>14}  {}", e.rel);
     }
     let model_hash =
-        hash::model_hash_for(miner.profile, dir).map_err(|e| CtlError::Failed(e.to_string()))?;
+        hash::model_hash_for(miner.profile, dir).map_err(CtlError::from)?;
     println!("local model hash  {model_hash}");
     if let Some(h) = miner.hotkey() {
         if let Some(secure) = hash::secure_hash_for(miner.profile, &model_hash, h) {
@@ -600,7 +624,7 @@ async fn commitment(
         .map_err(|e| call_error(Part::Committer, e))?;
     let hotkey = match (hotkey, uid) {
         (Some(h), _) => {
-            ss58::decode(h).map_err(|e| CtlError::Failed(format!("HOTKEY: {e}")))?;
+            ss58::decode(h).map_err(|e| CtlError::Usage(format!("HOTKEY: {e}")))?;
             h.to_string()
         }
         (None, Some(uid)) => committer
@@ -611,7 +635,7 @@ async fn commitment(
             .find(|n| n.uid == uid)
             .map(|n| n.hotkey)
             .ok_or_else(|| CtlError::Refused(format!("no uid {uid} on this subnet")))?,
-        (None, None) => return Err(CtlError::Failed("give a HOTKEY or --uid N".into())),
+        (None, None) => return Err(CtlError::Usage("give a HOTKEY or --uid N".into())),
     };
     let hotkey = hotkey.as_str();
     let value = committer
@@ -692,7 +716,7 @@ async fn commitments(bus: &BusSpec, json: bool) -> Result<()> {
 
 #[derive(serde::Serialize)]
 struct TrainStatus {
-    state: String,
+    state: TrainerState,
     step: u64,
     epoch: u64,
     loss: f64,
@@ -794,7 +818,7 @@ async fn plot_loss(bus: &BusSpec, out: &std::path::Path) -> Result<()> {
             .map(|&(step, loss)| crate::plot::Point { step, loss })
             .collect()
     };
-    crate::plot::write_png(out, &points(&train), &points(&eval)).map_err(CtlError::Failed)?;
+    crate::plot::write_png(out, &points(&train), &points(&eval)).map_err(CtlError::Usage)?;
     println!(
         "{}: {} training and {} evaluation points",
         out.display(),
@@ -810,7 +834,7 @@ async fn feedback(bus: &BusSpec, limit: usize, json: bool) -> Result<()> {
     let p = PredictorProxy::new(&conn).await.map_err(err)?;
     let text = p.feedback().await.map_err(err)?;
     let all: Vec<serde_json::Value> = serde_json::from_str(&text)
-        .map_err(|e| CtlError::Failed(format!("the predictor's feedback is not JSON: {e}")))?;
+        .map_err(|e| CtlError::Internal(format!("the predictor's feedback is not JSON: {e}")))?;
     let shown: Vec<&serde_json::Value> = all.iter().take(limit).collect();
     if json {
         println!(

@@ -56,7 +56,7 @@ pub fn exposition(s: &Snapshot) -> String {
     );
     let none = String::new;
     if let Some(t) = &s.trainer {
-        let st = format!("{{state=\"{}\"}}", label(&t.state));
+        let st = format!("{{state=\"{}\"}}", label(t.state.as_str()));
         gauge(
             &mut out,
             "trainer_state",
@@ -116,7 +116,7 @@ pub fn exposition(s: &Snapshot) -> String {
         let by_state: Vec<(String, f64)> = p
             .jobs
             .iter()
-            .map(|(st, n)| (format!("{{state=\"{}\"}}", label(st)), *n as f64))
+            .map(|(st, n)| (format!("{{state=\"{}\"}}", label(st.as_str())), *n as f64))
             .collect();
         gauge(
             &mut out,
@@ -216,7 +216,7 @@ mod tests {
     fn exposition_follows_the_text_format() {
         let s = Snapshot {
             predictor: Some(Predictor {
-                state: "serving".into(),
+                state: taominer_core::bus::PredictorState::Serving,
                 status: String::new(),
                 served: 10,
                 rejected: 2,

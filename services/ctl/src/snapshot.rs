@@ -4,13 +4,14 @@
 //! a row that says so, never an error that hides the others.
 
 use taominer_core::bus::{
-    self, CommitterProxy, Part, PredictorProxy, PublisherProxy, TrainerProxy,
+    self, CommitterProxy, JobState, Part, PredictorProxy, PredictorState, PublisherProxy,
+    TrainerProxy, TrainerState, WorkState,
 };
 
 /// The trainer's figures.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Trainer {
-    pub state: String,
+    pub state: TrainerState,
     pub step: u64,
     pub epoch: u64,
     pub loss: f64,
@@ -25,8 +26,8 @@ pub struct Trainer {
 /// The publisher's jobs, counted by state.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Publisher {
-    pub state: String,
-    pub jobs: Vec<(String, u64)>,
+    pub state: WorkState,
+    pub jobs: Vec<(JobState, u64)>,
     pub in_flight: u64,
     pub last: Option<bus::PublishJobInfo>,
 }
@@ -34,7 +35,7 @@ pub struct Publisher {
 /// The committer's last commitment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Committer {
-    pub state: String,
+    pub state: WorkState,
     pub commitments: u64,
     pub last: Option<bus::CommitmentRecord>,
 }
@@ -42,7 +43,7 @@ pub struct Committer {
 /// The axon's counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Predictor {
-    pub state: String,
+    pub state: PredictorState,
     pub status: String,
     pub served: u64,
     pub rejected: u64,
@@ -57,9 +58,6 @@ pub struct Snapshot {
     pub committer: Option<Committer>,
     pub predictor: Option<Predictor>,
 }
-
-/// Publish job states that still owe work.
-const PENDING: [&str; 5] = ["received", "staged", "uploaded", "hashed", "handed-off"];
 
 impl Snapshot {
     /// Reads every daemon once.
@@ -110,18 +108,18 @@ async fn publisher(conn: &zbus::Connection) -> zbus::Result<Publisher> {
         .await?;
     let state = p.state().await?;
     let all = p.jobs().await?;
-    let mut jobs: Vec<(String, u64)> = Vec::new();
+    let mut jobs: Vec<(JobState, u64)> = Vec::new();
     for j in &all {
         match jobs.iter_mut().find(|(s, _)| *s == j.state) {
             Some((_, n)) => *n += 1,
-            None => jobs.push((j.state.clone(), 1)),
+            None => jobs.push((j.state, 1)),
         }
     }
     Ok(Publisher {
         state,
         in_flight: all
             .iter()
-            .filter(|j| PENDING.contains(&j.state.as_str()))
+            .filter(|j| j.state.is_pending())
             .count() as u64,
         jobs,
         last: all.into_iter().next_back(),

@@ -170,7 +170,7 @@ mod tests {
     fn a_frame_shows_every_daemon_and_says_which_are_down() {
         let s = Snapshot {
             trainer: Some(Trainer {
-                state: "training".into(),
+                state: taominer_core::bus::TrainerState::Training,
                 step: 1200,
                 epoch: 1,
                 loss: 3.45211,
@@ -182,7 +182,7 @@ mod tests {
                 last_error: String::new(),
             }),
             committer: Some(Committer {
-                state: "idle".into(),
+                state: taominer_core::bus::WorkState::Idle,
                 commitments: 1,
                 last: Some(taominer_core::bus::CommitmentRecord {
                     block: 4242,

@@ -29,6 +29,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use taominer_core::bus::PredictorState;
 use taominer_core::config::PredictorConfig;
 use taominer_core::wallet::Hotkey;
 use tokio::net::TcpListener;
@@ -490,17 +491,10 @@ fn finish(
 /// (model path, counters, the last reload error) is on D-Bus, for the operator alone.
 fn health(axon: &Axon) -> Response<Full<Bytes>> {
     let (status, state) = match &axon.synapses {
-        Synapses::SoundsRight(sr) => (
-            StatusCode::OK,
-            if sr.served().is_some() {
-                "serving"
-            } else {
-                "idle"
-            },
-        ),
+        Synapses::SoundsRight(sr) => (StatusCode::OK, sr.state()),
         Synapses::Image { slot, .. } => match slot.current() {
-            Some(_) => (StatusCode::OK, "serving"),
-            None => (StatusCode::SERVICE_UNAVAILABLE, "no-model"),
+            Some(_) => (StatusCode::OK, PredictorState::Serving),
+            None => (StatusCode::SERVICE_UNAVAILABLE, PredictorState::NoModel),
         },
     };
     json_response(status, &serde_json::json!({ "state": state }))

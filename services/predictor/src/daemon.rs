@@ -26,9 +26,6 @@ use crate::queue::{self, Queue};
 use crate::serving::{self, Loader, Slot, Stats};
 use crate::soundsright::SoundsRight;
 
-/// How often a SoundsRight axon checks which model the chain holds for us (seconds).
-const FOLLOW_COMMITMENT_S: u64 = 12;
-
 /// Runs the daemon until shutdown.
 pub async fn run(daemon: Daemon) -> anyhow::Result<()> {
     let _lock = daemon.lock_state()?;
@@ -200,11 +197,7 @@ pub async fn run(daemon: Daemon) -> anyhow::Result<()> {
             Some(worker)
         }
         Err((sr, mut feedback)) => {
-            tasks.spawn(crate::soundsright::follow_commitment(
-                conn.clone(),
-                sr,
-                Duration::from_secs(FOLLOW_COMMITMENT_S),
-            ));
+            tasks.spawn(crate::soundsright::follow_live_model(conn.clone(), sr));
             tasks.spawn(async move {
                 while let Some((competition, validator)) = feedback.recv().await {
                     if let Err(e) =

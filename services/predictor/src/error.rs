@@ -39,7 +39,8 @@ pub enum Error {
 impl From<Error> for BusError {
     fn from(e: Error) -> BusError {
         match e {
-            Error::NotServing(m) => BusError::Failed(m),
+            Error::NotServing(m) => BusError::Unavailable(m),
+            Error::Invalid(m) => BusError::InvalidInput(m),
             other => BusError::Failed(other.to_string()),
         }
     }

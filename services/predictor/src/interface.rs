@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use taominer_core::bus::BusError;
+use taominer_core::bus::{BusError, PredictorState};
 use zbus::object_server::SignalEmitter;
 
 use crate::queue::Queue;
@@ -31,18 +31,14 @@ pub struct Shared {
 pub const NOT_CONFIGURED: &str = "idle: no model configured; set predictor.model_path";
 
 impl Shared {
-    pub fn state(&self) -> &'static str {
+    pub fn state(&self) -> PredictorState {
         if let Some(sr) = &self.soundsright {
-            return if sr.competition().is_some() {
-                "serving"
-            } else {
-                "idle"
-            };
+            return sr.state();
         }
         match (&self.loader, self.slot.current()) {
-            (None, _) => "idle",
-            (Some(_), Some(_)) => "serving",
-            (Some(_), None) => "no-model",
+            (None, _) => PredictorState::Idle,
+            (Some(_), Some(_)) => PredictorState::Serving,
+            (Some(_), None) => PredictorState::NoModel,
         }
     }
 
@@ -101,7 +97,8 @@ impl PredictorService {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), BusError> {
         let Some(loader) = self.shared.loader.clone() else {
-            return Err(BusError::Failed(NOT_CONFIGURED.into()));
+            // Like the trainer without data: nothing to do until the configuration names a model.
+            return Err(BusError::InvalidInput(NOT_CONFIGURED.into()));
         };
         let outcome = tokio::task::spawn_blocking(move || loader.reload())
             .await
@@ -127,8 +124,8 @@ impl PredictorService {
 
     /// `idle` (no model configured), `no-model` (configured, none loaded yet) or `serving`.
     #[zbus(property)]
-    async fn state(&self) -> String {
-        self.shared.state().into()
+    async fn state(&self) -> PredictorState {
+        self.shared.state()
     }
 
     #[zbus(property)]
@@ -183,7 +180,7 @@ impl PredictorService {
     /// `{id, received, validator, competition, data, best_models, subnet_version}`.
     async fn feedback(&self) -> Result<String, BusError> {
         let Some(sr) = &self.shared.soundsright else {
-            return Err(BusError::Failed(
+            return Err(BusError::InvalidInput(
                 "feedback is a SoundsRight thing: this predictor runs another profile".into(),
             ));
         };

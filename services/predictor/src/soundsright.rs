@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use taominer_core::bus::{CommitterProxy, PublisherProxy};
+use futures_util::StreamExt;
+use taominer_core::bus::{LiveModel, PredictorState, PublisherProxy};
 use taominer_core::config::{SoundsrightConfig, SoundsrightModel};
 use taominer_core::store::{Civil, Job, JobStore};
 
@@ -214,6 +215,15 @@ impl SoundsRight {
     }
 
     /// The competition this hotkey serves, if it has a model.
+    /// `serving` once a model is named (configured or committed), else `idle`.
+    pub fn state(&self) -> PredictorState {
+        if self.served().is_some() {
+            PredictorState::Serving
+        } else {
+            PredictorState::Idle
+        }
+    }
+
     pub fn competition(&self) -> Option<String> {
         self.served().map(|s| s.competition)
     }
@@ -400,60 +410,96 @@ impl SoundsRight {
 /// Validators hash the ids we answer with and compare them with our commitment, so the ids must
 /// be the committed ones: after `minerctl publish` of a new model, or while a newly configured
 /// model is still being checked, the chain holds another model than `soundsright.models` names.
-/// Every `every`, the committer tells what the chain (offline: its ledger) holds and the
-/// publisher which job wrote it; a commitment no job of ours wrote leaves the configured model.
-pub async fn follow_commitment(conn: zbus::Connection, miner: Arc<SoundsRight>, every: Duration) {
+/// The publisher owns that fact (`LiveModel`, the newest job the committer reports written) and
+/// announces each change (`ModelWentLive`); this reads it once at start and whenever the
+/// publisher (re)appears on the bus, and otherwise waits for the signal: nothing is polled.
+/// While no job of ours is committed, the configured model is served.
+pub async fn follow_live_model(conn: zbus::Connection, miner: Arc<SoundsRight>) {
     loop {
-        match committed_model(&conn, &miner.hotkey).await {
-            Ok(Some(next)) => {
-                let label = format!(
-                    "{}/{}@{} for {}",
-                    next.model.namespace, next.model.name, next.model.revision, next.competition
-                );
-                if miner.serve(next) {
-                    tracing::info!("serving the committed model {label}");
-                    miner.event(
-                        Level::Success,
-                        format!("serving the committed model {label}"),
-                    );
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::debug!(
-                "cannot read the committed model yet: {}",
+        if let Err(e) = follow_publisher(&conn, &miner).await {
+            tracing::warn!(
+                "cannot follow the publisher's live model ({}); trying again in {RESUBSCRIBE:?}",
                 taominer_core::bus::error_message(&e)
-            ),
+            );
         }
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(RESUBSCRIBE).await;
     }
 }
 
-/// The model of the publisher job whose commitment the chain holds for `hotkey`, if any.
-async fn committed_model(conn: &zbus::Connection, hotkey: &str) -> zbus::Result<Option<Served>> {
-    let on_chain = CommitterProxy::new(conn).await?.commitment(hotkey).await?;
-    if on_chain.is_empty() {
-        return Ok(None);
+/// How long to wait before subscribing again after the bus refused a subscription.
+const RESUBSCRIBE: Duration = Duration::from_secs(5);
+
+/// Subscribes to the publisher's `ModelWentLive` and to its owner changes, then serves what
+/// they say; returns only if a subscription ends or cannot be made.
+async fn follow_publisher(conn: &zbus::Connection, miner: &SoundsRight) -> zbus::Result<()> {
+    let publisher = PublisherProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    // Subscribed before the first read, so a change between the two is not missed.
+    let mut went_live = publisher.receive_model_went_live().await?;
+    let mut owners = publisher.inner().receive_owner_changed().await?;
+    match publisher.live_model().await {
+        Ok(model) => serve_live(miner, &model),
+        // Not running yet: its start shows up as an owner change.
+        Err(e) => tracing::debug!(
+            "the publisher's live model is not readable yet: {}",
+            taominer_core::bus::error_message(&e)
+        ),
     }
-    let jobs = PublisherProxy::new(conn).await?.jobs().await?;
-    let Some(job) = jobs
-        .iter()
-        .rev()
-        .find(|j| j.commitment == on_chain && j.state == "committed")
-    else {
-        return Ok(None);
+    loop {
+        tokio::select! {
+            signal = went_live.next() => {
+                let Some(signal) = signal else { return Ok(()) };
+                match signal.args() {
+                    Ok(args) => serve_live(miner, &args.model),
+                    Err(e) => tracing::warn!("malformed ModelWentLive: {e}"),
+                }
+            }
+            owner = owners.next() => {
+                match owner {
+                    None => return Ok(()),
+                    Some(None) => {} // the publisher left; keep serving what it said last
+                    Some(Some(_)) => serve_live(miner, &publisher.live_model().await?),
+                }
+            }
+        }
+    }
+}
+
+/// Switches the axon to the publisher's live model, if there is one and it is new.
+fn serve_live(miner: &SoundsRight, live: &LiveModel) {
+    let Some(next) = served_from(live) else {
+        return;
     };
-    let Some((namespace, name)) = job.repo.split_once('/') else {
-        return Ok(None);
-    };
-    Ok(Some(Served {
-        competition: job.competition.clone(),
+    let label = format!(
+        "{}/{}@{} for {}",
+        next.model.namespace, next.model.name, next.model.revision, next.competition
+    );
+    if miner.serve(next) {
+        tracing::info!("serving the committed model {label}");
+        miner.event(
+            Level::Success,
+            format!("serving the committed model {label}"),
+        );
+    }
+}
+
+/// The ids to answer with for a live model; `None` when nothing of ours is committed.
+fn served_from(live: &LiveModel) -> Option<Served> {
+    if !live.is_some() {
+        return None;
+    }
+    let (namespace, name) = live.repo.split_once('/')?;
+    Some(Served {
+        competition: live.competition.clone(),
         model: SoundsrightModel {
             namespace: namespace.to_string(),
             name: name.to_string(),
-            revision: job.commit.clone(),
+            revision: live.commit.clone(),
         },
         source: "chain",
-    }))
+    })
 }
 
 /// A one-line form of an answer for logs.

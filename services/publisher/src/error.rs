@@ -22,6 +22,9 @@ pub enum Error {
     /// A shared-library operation failed (disk, state file, format).
     #[error(transparent)]
     Core(#[from] taominer_core::Error),
+    /// A fact the configuration's validation guarantees is missing: a bug, never bad input.
+    #[error("internal: {0}")]
+    Internal(String),
     /// The bus failed.
     #[error("D-Bus: {0}")]
     Bus(#[from] zbus::Error),

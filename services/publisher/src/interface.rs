@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use taominer_core::bus::{BusError, PublishJobInfo};
+use taominer_core::bus::{BusError, LiveModel, PublishJobInfo, WorkState};
 use taominer_core::fault::crash_point;
 use taominer_core::formats::{competition, model_id};
 use taominer_core::store::{new_job_id, unix_now};
@@ -91,9 +91,23 @@ impl PublisherService {
     }
 
     #[zbus(property)]
-    async fn state(&self) -> String {
-        self.shared.state().to_string()
+    async fn state(&self) -> WorkState {
+        self.shared.state()
     }
+
+    /// The model the chain names for this miner now (the newest committed job); empty fields
+    /// while none. Changes are announced by `ModelWentLive`.
+    #[zbus(property)]
+    async fn live_model(&self) -> LiveModel {
+        self.shared.live_model()
+    }
+
+    /// A newer job was committed: the live model is now `model`.
+    #[zbus(signal)]
+    pub async fn model_went_live(
+        emitter: &SignalEmitter<'_>,
+        model: LiveModel,
+    ) -> zbus::Result<()>;
 
     #[zbus(signal)]
     pub async fn published(
@@ -139,10 +153,10 @@ impl PublisherService {
         let repo = config
             .publisher
             .repo(miner)
-            .ok_or_else(|| Error::Invalid("publisher.repo is not set".into()))?;
+            .ok_or_else(|| Error::Internal("publisher.repo is not set".into()))?;
         let hotkey = miner
             .hotkey()
-            .ok_or_else(|| Error::Invalid("miner.hotkey_ss58 is not set".into()))?
+            .ok_or_else(|| Error::Internal("miner.hotkey_ss58 is not set".into()))?
             .to_string();
         Ok(PublishJob {
             id: new_job_id(),

@@ -13,61 +13,12 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use taominer_core::bus::PublishJobInfo;
+pub use taominer_core::bus::JobState;
+use taominer_core::bus::{LiveModel, PublishJobInfo, WorkState};
 use taominer_core::config::Config;
 use taominer_core::store::{Job, JobStore};
 
 use crate::error::Result;
-
-/// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum JobState {
-    /// Accepted and durable; not yet copied.
-    Received,
-    /// Copied into the state directory, passed the pre-flight, file digests known (online).
-    Staged,
-    /// The Hub has the commit (`hub_commit`); not yet re-downloaded and hashed.
-    Uploaded,
-    /// Hashed as validators will (online: from the committed revision, re-downloaded);
-    /// the commitment is known and `Published` emitted.
-    Hashed,
-    /// The committer has durably queued its commitment.
-    HandedOff,
-    /// The commitment is written.
-    Committed,
-    /// The competition pre-flight refused the model; nothing was uploaded.
-    Rejected,
-    /// Could not be published (token rejected, the Hub refused, disk); `error` says why.
-    Failed,
-}
-
-impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Received => "received",
-            JobState::Staged => "staged",
-            JobState::Uploaded => "uploaded",
-            JobState::Hashed => "hashed",
-            JobState::HandedOff => "handed-off",
-            JobState::Committed => "committed",
-            JobState::Rejected => "rejected",
-            JobState::Failed => "failed",
-        }
-    }
-
-    /// Whether the pipeline still owes this job work.
-    pub fn pending(self) -> bool {
-        matches!(
-            self,
-            JobState::Received
-                | JobState::Staged
-                | JobState::Uploaded
-                | JobState::Hashed
-                | JobState::HandedOff
-        )
-    }
-}
 
 /// What staging produced: the identity of the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,7 +89,7 @@ impl PublishJob {
         let s = |f: fn(&Snapshot) -> &String| snap.map(f).cloned().unwrap_or_default();
         PublishJobInfo {
             id: self.id.clone(),
-            state: self.state.as_str().into(),
+            state: self.state,
             source: self.source.display().to_string(),
             competition: self.competition.clone(),
             repo: self.repo.clone(),
@@ -313,12 +264,33 @@ impl Shared {
         line
     }
 
+    /// The newest committed job's model: what the chain names for this miner now.
+    pub fn live_model(&self) -> LiveModel {
+        let jobs = self.jobs();
+        let newest = jobs
+            .all()
+            .filter(|j| j.state == JobState::Committed)
+            .max_by_key(|j| (j.block.unwrap_or(0), j.created));
+        let Some(job) = newest else {
+            return LiveModel::default();
+        };
+        let snapshot = job.snapshot.as_ref();
+        LiveModel {
+            job_id: job.id.clone(),
+            competition: job.competition.clone(),
+            repo: job.repo.clone(),
+            commit: snapshot.map(|s| s.commit.clone()).unwrap_or_default(),
+            commitment: snapshot.map(|s| s.commitment.clone()).unwrap_or_default(),
+            block: job.block.unwrap_or(0),
+        }
+    }
+
     /// `working` while any job is pending, else `idle`.
-    pub fn state(&self) -> &'static str {
-        if self.jobs().all().any(|j| j.state.pending()) {
-            "working"
+    pub fn state(&self) -> WorkState {
+        if self.jobs().all().any(|j| j.state.is_pending()) {
+            WorkState::Working
         } else {
-            "idle"
+            WorkState::Idle
         }
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use taominer_core::bus::{self, CommitterProxy};
+use taominer_core::bus::{self, CommitJobState, CommitterProxy, ErrorKind};
 use taominer_core::fault::crash_point;
 use taominer_core::formats::{hash, model_id, preflight};
 use taominer_core::runtime::Watchdog;
@@ -60,7 +60,7 @@ pub async fn run(
         watchdog.tick();
         advance_all(&shared, &emitter, &mut watchdog).await;
         if woken || Instant::now() >= next_handoff {
-            match hand_off_all(&shared, &committer).await {
+            match hand_off_all(&shared, &committer, &emitter).await {
                 HandOff::Idle => {
                     backoff = initial;
                     next_handoff = Instant::now() + max;
@@ -98,7 +98,7 @@ async fn watched<T: Send + 'static>(
     loop {
         tokio::select! {
             res = &mut task => {
-                return res.map_err(|e| Error::Invalid(format!("the job's task failed: {e}")))?;
+                return res.map_err(|e| Error::Internal(format!("the job's task failed: {e}")))?;
             }
             _ = tokio::time::sleep(watchdog.period()) => {
                 let now = alive.load(Ordering::Relaxed);
@@ -147,11 +147,11 @@ async fn advance(
         match result {
             Ok(next) => job = next,
             Err(e) => {
-                let (state, what) = match &e {
-                    Error::Rejected(_) => (JobState::Rejected, "rejected"),
-                    _ => (JobState::Failed, "failed"),
+                let state = match &e {
+                    Error::Rejected(_) => JobState::Rejected,
+                    _ => JobState::Failed,
                 };
-                tracing::error!(JOB_ID = %job.id, REPO = %job.repo, "publish job {what}: {e}");
+                tracing::error!(JOB_ID = %job.id, REPO = %job.repo, "publish job {state}: {e}");
                 job.state = state;
                 job.error = Some(e.to_string());
                 job.last_error = None;
@@ -383,7 +383,11 @@ enum HandOff {
     Waiting,
 }
 
-async fn hand_off_all(shared: &Shared, committer: &CommitterProxy<'_>) -> HandOff {
+async fn hand_off_all(
+    shared: &Shared,
+    committer: &CommitterProxy<'_>,
+    emitter: &SignalEmitter<'_>,
+) -> HandOff {
     let waiting: Vec<PublishJob> = shared
         .jobs()
         .all()
@@ -402,7 +406,7 @@ async fn hand_off_all(shared: &Shared, committer: &CommitterProxy<'_>) -> HandOf
             Ok(answer) => {
                 crash_point("publisher.handoff-acked");
                 let before = job.state;
-                if answer.state == "committed" {
+                if answer.state == CommitJobState::Committed {
                     job.state = JobState::Committed;
                     job.block = Some(answer.block);
                 } else {
@@ -417,13 +421,21 @@ async fn hand_off_all(shared: &Shared, committer: &CommitterProxy<'_>) -> HandOf
                     progress = true;
                     match job.state {
                         JobState::Committed => {
-                            tracing::info!(JOB_ID = %job.id, BLOCK = answer.block, "committed")
+                            tracing::info!(JOB_ID = %job.id, BLOCK = answer.block, "committed");
+                            let live = shared.live_model();
+                            if live.job_id == job.id {
+                                if let Err(e) =
+                                    PublisherService::model_went_live(emitter, live).await
+                                {
+                                    tracing::warn!("cannot emit ModelWentLive: {e}");
+                                }
+                            }
                         }
                         _ => tracing::info!(JOB_ID = %job.id, "handed off to the committer"),
                     }
                 }
             }
-            Err(e) if bus::error_name(&e).as_deref() == Some("org.taominer.Error.InvalidInput") => {
+            Err(e) if bus::error_kind(&e) == ErrorKind::Refused => {
                 let msg = bus::error_message(&e);
                 tracing::error!(JOB_ID = %job.id, "committer refused the commitment: {msg}");
                 job.state = JobState::Failed;

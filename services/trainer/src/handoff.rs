@@ -80,7 +80,7 @@ pub async fn run(
     let mut last_beat = Instant::now();
     let mut backoff = Duration::from_secs(1);
     let mut next_try = Instant::now();
-    let mut last_state = String::new();
+    let mut last_state = None;
     let mut last_status = Instant::now();
     loop {
         let beat = shared.heartbeat.load(Ordering::Relaxed);
@@ -89,7 +89,8 @@ pub async fn run(
             last_beat = Instant::now();
         }
         let progress = shared.progress();
-        let idle = matches!(progress.state.as_str(), "finished" | "failed");
+        // A run that is over (or never began) makes no progress, and rightly so.
+        let idle = progress.state.is_over();
         if idle || last_beat.elapsed() < STALL_LIMIT {
             watchdog.tick();
         } else {
@@ -97,9 +98,9 @@ pub async fn run(
         }
         // STATUS= changes every step; systemd needs it every few seconds at most (and a test's
         // notify socket that nobody drains would fill up and block us).
-        if progress.state != last_state || last_status.elapsed() >= STATUS_EVERY {
+        if Some(progress.state) != last_state || last_status.elapsed() >= STATUS_EVERY {
             runtime::notify_status(&progress.line());
-            last_state = progress.state.clone();
+            last_state = Some(progress.state);
             last_status = Instant::now();
         }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use taominer_core::bus::BusError;
+use taominer_core::bus::{BusError, TrainerState};
 use zbus::object_server::SignalEmitter;
 
 use crate::train::{Control, Shared};
@@ -17,13 +17,13 @@ impl TrainerService {
     /// Starts (or resumes) training. Refused, with the reason, when the run failed or finished.
     async fn start(&self) -> Result<(), BusError> {
         let p = self.shared.progress();
-        match p.state.as_str() {
-            "failed" => Err(BusError::Failed(format!(
+        match p.state {
+            TrainerState::Failed => Err(BusError::Unavailable(format!(
                 "the run failed: {}; fix it and restart miner-trainer",
                 p.last_error
             ))),
-            "idle" => Err(BusError::InvalidInput(p.last_error)),
-            "finished" => Err(BusError::InvalidInput(format!(
+            TrainerState::Idle => Err(BusError::InvalidInput(p.last_error)),
+            TrainerState::Finished => Err(BusError::InvalidInput(format!(
                 "the run finished at step {}; raise trainer.max_steps or trainer.num_epochs and restart miner-trainer to go on",
                 p.step
             ))),
@@ -38,15 +38,15 @@ impl TrainerService {
     /// Pauses after the current step, with a checkpoint, so a paused trainer loses nothing.
     async fn pause(&self) -> Result<(), BusError> {
         let p = self.shared.progress();
-        if matches!(p.state.as_str(), "failed" | "finished" | "idle") {
+        if p.state.is_over() {
             return Err(BusError::InvalidInput(format!(
                 "nothing to pause: the run is {}",
                 p.state
             )));
         }
         self.shared.set_control(Control::Pause);
-        if p.state == "training" {
-            self.shared.update_state("pausing");
+        if p.state == TrainerState::Training {
+            self.shared.update_state(TrainerState::Pausing);
         }
         tracing::info!("pause requested");
         Ok(())
@@ -67,7 +67,7 @@ impl TrainerService {
     /// `idle` (nothing configured to train), `starting`, `training`, `pausing`, `paused`,
     /// `finished` or `failed`.
     #[zbus(property)]
-    async fn state(&self) -> String {
+    async fn state(&self) -> TrainerState {
         self.shared.progress().state
     }
 

@@ -13,6 +13,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
+use taominer_core::bus::TrainerState;
 use taominer_core::config::Config;
 
 use crate::checkpoint::{Candidate, CheckpointRecord, Checkpoints, RunState, TrainingState};
@@ -29,8 +30,7 @@ fn offline_remote() -> Error {
 /// What the D-Bus properties and `STATUS=` show.
 #[derive(Debug, Clone)]
 pub struct Progress {
-    /// `starting`, `training`, `pausing`, `paused`, `finished`, `failed`.
-    pub state: String,
+    pub state: TrainerState,
     pub step: u64,
     pub epoch: u64,
     pub loss: f64,
@@ -51,7 +51,7 @@ pub struct Progress {
 impl Default for Progress {
     fn default() -> Self {
         Progress {
-            state: "starting".into(),
+            state: TrainerState::Starting,
             step: 0,
             epoch: 0,
             loss: f64::NAN,
@@ -71,8 +71,8 @@ impl Default for Progress {
 impl Progress {
     /// The one-line `STATUS=` / `Status()` text, e.g. `step 1200 loss 3.41 8.1k tok/s`.
     pub fn line(&self) -> String {
-        match self.state.as_str() {
-            "training" | "pausing" => {
+        match self.state {
+            TrainerState::Training | TrainerState::Pausing => {
                 let mut s = format!(
                     "step {} loss {:.3} {} tok/s",
                     self.step,
@@ -87,13 +87,17 @@ impl Progress {
                 }
                 s
             }
-            "failed" | "idle" => format!("{}: {}", self.state, self.last_error),
-            "paused" => format!("paused at step {} (best {:.3})", self.step, self.best_loss),
-            "finished" => format!(
+            TrainerState::Failed | TrainerState::Idle => {
+                format!("{}: {}", self.state, self.last_error)
+            }
+            TrainerState::Paused => {
+                format!("paused at step {} (best {:.3})", self.step, self.best_loss)
+            }
+            TrainerState::Finished => format!(
                 "finished at step {} (best {:.3})",
                 self.step, self.best_loss
             ),
-            other => other.to_string(),
+            TrainerState::Starting => self.state.to_string(),
         }
     }
 }
@@ -148,7 +152,11 @@ impl Shared {
         candidates: tokio::sync::mpsc::UnboundedSender<CandidateEvent>,
     ) -> Shared {
         let progress = Progress {
-            state: if autostart { "starting" } else { "paused" }.into(),
+            state: if autostart {
+                TrainerState::Starting
+            } else {
+                TrainerState::Paused
+            },
             ..Default::default()
         };
         Shared {
@@ -175,8 +183,8 @@ impl Shared {
         self.beat();
     }
 
-    pub fn update_state(&self, state: &str) {
-        self.update(|p| p.state = state.to_string());
+    pub fn update_state(&self, state: TrainerState) {
+        self.update(|p| p.state = state);
     }
 
     pub fn beat(&self) {
@@ -207,8 +215,8 @@ impl Shared {
             // Paused before the run began (a `Pause` while the daemon was starting): say so, or
             // the state would read `starting` for as long as the pause lasts.
             self.update(|p| {
-                if p.state == "starting" {
-                    p.state = "paused".into();
+                if p.state == TrainerState::Starting {
+                    p.state = TrainerState::Paused;
                 }
             });
         }
@@ -495,7 +503,7 @@ impl Run {
         let mut order = self.data.epoch_order(self.state.epoch);
         let mut rate = 0.0f64;
         let mut last_saved = self.state.step;
-        shared.update(|p| p.state = "training".into());
+        shared.update(|p| p.state = TrainerState::Training);
         if self.state.step == 0 && self.store.index.history.is_empty() {
             // The untrained model's loss: the baseline the curve starts from.
             let loss = self.eval_loss(shared)?;
@@ -514,12 +522,12 @@ impl Run {
                         self.checkpoint(None)?;
                         last_saved = self.state.step;
                     }
-                    shared.update(|p| p.state = "paused".into());
+                    shared.update(|p| p.state = TrainerState::Paused);
                     tracing::info!("paused at step {}", self.state.step);
                     if shared.wait_while_paused() == Control::Stop {
                         break;
                     }
-                    shared.update(|p| p.state = "training".into());
+                    shared.update(|p| p.state = TrainerState::Training);
                     tracing::info!("resumed at step {}", self.state.step);
                 }
                 Control::Run => {}
@@ -608,7 +616,7 @@ impl Run {
             }
         }
         if self.done() {
-            shared.update(|p| p.state = "finished".into());
+            shared.update(|p| p.state = TrainerState::Finished);
             tracing::info!(
                 "finished at step {}; best eval loss {:?}",
                 self.state.step,
@@ -894,20 +902,20 @@ pub fn run_thread(
     }
     if cfg.trainer.data.is_empty() && cfg.trainer.dataset_repo.is_none() {
         shared.update(|p| {
-            p.state = "idle".into();
+            p.state = TrainerState::Idle;
             p.last_error = NO_DATA.into();
         });
         tracing::warn!("{NO_DATA}");
         return;
     }
-    shared.update_state("starting");
+    shared.update_state(TrainerState::Starting);
     let remote = remote.map(|r| (r, handle));
     let result =
         Run::prepare(&cfg, &state_dir, start, remote, shared).and_then(|mut run| run.train(shared));
     if let Err(e) = result {
         tracing::error!("training failed: {e}");
         shared.update(|p| {
-            p.state = "failed".into();
+            p.state = TrainerState::Failed;
             p.last_error = e.to_string();
         });
     }
@@ -930,7 +938,7 @@ mod tests {
     #[test]
     fn status_line() {
         let p = Progress {
-            state: "training".into(),
+            state: TrainerState::Training,
             step: 1200,
             loss: 3.41,
             tokens_per_second: 8100.0,
