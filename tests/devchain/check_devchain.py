@@ -23,10 +23,9 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# ../shared beside the checkout, as CI lays it out.
+# The real finney metadata, kept in the repository (tests/testdata/subtensor/).
 DEFAULT_METADATA = os.path.normpath(os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "testdata", "subtensor",
-    "finney-metadata.scale"))
+    HERE, "..", "testdata", "subtensor", "finney-metadata.scale"))
 NETUID = 1
 TEMPO = 30  # blocks; epochs of 31 * block-ms
 MAX_SPACE = 300  # fixture override: 3 commits of <=100 bytes per epoch keep the space test fast

@@ -635,6 +635,12 @@ impl Drop for HubServer {
     }
 }
 
+/// The real finney runtime metadata (V16) the dev chain serves, kept in the repository so a clone
+/// runs every test (`tests/testdata/subtensor/README.md` says where it came from).
+pub fn finney_metadata() -> PathBuf {
+    repo_root().join("tests/testdata/subtensor/finney-metadata.scale")
+}
+
 /// The local subtensor dev chain (`tests/devchain/devchain.py`, checked against the official
 /// `bittensor` SDK by `devchain_peer.rs`), killed on drop.
 pub struct DevChain {
@@ -648,10 +654,10 @@ impl DevChain {
     /// [{"netuid", "tempo", "neurons": [{"hotkey", "coldkey", "stake", "validator_permit"}]}]}`)
     /// and a block every `block_ms`.
     pub fn start(fixture: &serde_json::Value, block_ms: u64) -> DevChain {
-        let metadata = repo_root().join("../shared/testdata/subtensor/finney-metadata.scale");
+        let metadata = finney_metadata();
         assert!(
             metadata.is_file(),
-            "{} is missing: the tests read the real subtensor metadata from shared/ beside the checkout",
+            "{} is missing: the tests read the real subtensor metadata from tests/testdata/",
             metadata.display()
         );
         let dir = tempfile::tempdir().expect("tempdir");

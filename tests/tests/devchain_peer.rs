@@ -7,11 +7,11 @@
 //!
 //! This is what lets the committer's tests stand in for a subtensor node.
 
-use taominer_tests::{assert_python_checks_pass, repo_root};
+use taominer_tests::{assert_python_checks_pass, finney_metadata, repo_root};
 
 #[test]
 fn the_dev_chain_passes_the_official_sdk_checks() {
-    let metadata = repo_root().join("../shared/testdata/subtensor/finney-metadata.scale");
+    let metadata = finney_metadata();
     assert_python_checks_pass(
         &repo_root().join("tests/devchain/check_devchain.py"),
         &["--metadata".as_ref(), metadata.as_os_str()],

@@ -1,8 +1,9 @@
 //! The Nix files: every `.nix` in the repository parses with Nix (Debian's `nix-bin`, which
 //! scripts/setup installs), and, where a nixpkgs `lib` directory is at hand (an ignored test, run
 //! with `TAOMINER_NIXPKGS_LIB=/path/to/nixpkgs/lib … -- --ignored`), `scripts/check-nix-module`
-//! evaluates the NixOS module with `lib.evalModules` and checks what it renders and what its assertions say. Neither
-//! needs the network; a full `nix flake check` needs nixpkgs and a newer Nix (README).
+//! evaluates the NixOS module with `lib.evalModules` and checks what it renders and what its
+//! assertions say. Neither needs the network; a full `nix flake check` needs nixpkgs and a newer
+//! Nix (docs/operating.md).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,4 +1,4 @@
-//! The D-Bus contract between the daemons and `minerctl` (design §3), defined once.
+//! The D-Bus contract between the daemons and `minerctl` (docs/architecture.md §3), defined once.
 //!
 //! Each daemon owns `org.taominer.<Part>1` and serves `/org/taominer/<Part>1` with the interface of
 //! the same name. The proxies below are what every client (other daemons, `minerctl`, tests) uses;

@@ -7,7 +7,8 @@
 //!   sections; bad input exits 78 naming the key.
 //! * [`runtime`]: what makes a process a well-behaved systemd daemon (journald logging, `sd_notify`
 //!   readiness, watchdog and stopping, signal handling, the state directory).
-//! * [`bus`]: the D-Bus names, object paths, proxies, error names and reply types of design §3.
+//! * [`bus`]: the D-Bus names, object paths, proxies, error names and reply types of
+//!   docs/architecture.md §3.
 //! * [`store`]: atomic files and the durable job store each daemon keeps its hand-offs in.
 //! * [`formats`]: model identities, commitment strings and the hashes validators recompute.
 //! * [`fault`]: named crash points used by the fault-injection tests.

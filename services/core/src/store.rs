@@ -1,9 +1,10 @@
 //! Durable state: atomic files, the state-directory lock, and a job store.
 //!
-//! Every state file is written as temp file → fsync → rename → fsync of the directory (design §4),
-//! so after a crash at any instant a reader sees either the old file or the new one, never a torn
-//! mix. Jobs are one small JSON file each; a daemon writes a job's new state before it tells anyone
-//! about it, and on start it reloads the directory and resumes whatever was not finished.
+//! Every state file is written as temp file → fsync → rename → fsync of the directory
+//! (docs/architecture.md §4), so after a crash at any instant a reader sees either the old file or
+//! the new one, never a torn mix. Jobs are one small JSON file each; a daemon writes a job's new
+//! state before it tells anyone about it, and on start it reloads the directory and resumes
+//! whatever was not finished.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};

@@ -1,5 +1,5 @@
 //! The Bittensor axon wire protocol, as `bittensor` 10.x's `Synapse`, `Dendrite` and `Axon` speak
-//! it (`shared/reference/subnet-protocols.md` §8).
+//! it (`docs/protocols.md` §8).
 //!
 //! A request is `POST /{SynapseName}` with the synapse's terminal info in `bt_header_dendrite_*` /
 //! `bt_header_axon_*` headers and the synapse's fields (`model_dump()`) as the JSON body. The

@@ -8,10 +8,11 @@
 //! moments, the f32 master weights when the model is saved in bf16, and the run state (step, data
 //! position). Nothing beside `model/` is ever uploaded.
 //!
-//! Durability (design §4): a checkpoint is written under `checkpoints/.tmp-…`, every file fsynced,
-//! then renamed into place and the directory fsynced; only then does the run index (`run.json`,
-//! written atomically) name it. A checkpoint killed half-way is a `.tmp-` directory or an
-//! unnamed step directory, both removed at the next start and never loaded or offered as a candidate.
+//! Durability (docs/architecture.md §4): a checkpoint is written under `checkpoints/.tmp-…`, every
+//! file fsynced, then renamed into place and the directory fsynced; only then does the run index
+//! (`run.json`, written atomically) name it. A checkpoint killed half-way is a `.tmp-` directory or
+//! an unnamed step directory, both removed at the next start and never loaded or offered as a
+//! candidate.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

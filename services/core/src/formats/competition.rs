@@ -1,7 +1,8 @@
 //! Competitions per profile: which ids exist and how each is written in a commitment.
 //!
-//! Competitions are data (design §6): this built-in table follows the upstream repositories at the
-//! commits named in `reference/subnet-protocols.md`, and `[miner] competitions` replaces it.
+//! Competitions are data (docs/architecture.md §6): this built-in table follows the upstream
+//! repositories at the commits named in `docs/protocols.md`, and `[miner] competitions` replaces
+//! it.
 //!
 //! Each active LLM competition also has [`Limits`]: what a validator checks before it evaluates a
 //! model (total bytes, architecture, parameter count, tokenizer). The publisher checks them before
@@ -224,7 +225,7 @@ fn limits(
 }
 
 /// The built-in limits of a profile's active competitions (upstream constants at the commits
-/// in `reference/subnet-protocols.md`); `None` for retired competitions and SoundsRight, whose
+/// in `docs/protocols.md` §3–§5); `None` for retired competitions and SoundsRight, whose
 /// models are containers rather than transformers checkpoints.
 pub fn builtin_limits(profile: Profile, id: &str) -> Option<Limits> {
     let gpt4 = || TokenizerRule::Fixed("Xenova/gpt-4".into());
