@@ -65,7 +65,9 @@ async fn commit_queued(shared: &Shared, emitter: &SignalEmitter<'static>) {
             Ok(block) => {
                 crash_point("committer.job-committed");
                 tracing::info!(JOB_ID = %job.id, BLOCK = block, "commitment written: {}", job.commitment);
-                if let Err(e) = CommitterService::committed(emitter, &job.id, &job.commitment, block).await {
+                if let Err(e) =
+                    CommitterService::committed(emitter, &job.id, &job.commitment, block).await
+                {
                     tracing::warn!(JOB_ID = %job.id, "cannot emit Committed: {e}");
                 }
             }
@@ -204,7 +206,9 @@ impl Online {
                 Ok(Some(block)) => {
                     crash_point("committer.job-committed");
                     tracing::info!(JOB_ID = %job.id, BLOCK = block, "commitment on chain: {}", job.commitment);
-                    if let Err(e) = CommitterService::committed(emitter, &job.id, &job.commitment, block).await {
+                    if let Err(e) =
+                        CommitterService::committed(emitter, &job.id, &job.commitment, block).await
+                    {
                         tracing::warn!(JOB_ID = %job.id, "cannot emit Committed: {e}");
                     }
                 }
@@ -268,10 +272,7 @@ impl Online {
                     job.error = Some(format!(
                         "{pallet}.{name}: waiting for the next epoch (block {next})"
                     ));
-                    shared
-                        .jobs()
-                        .put(job)
-?;
+                    shared.jobs().put(job)?;
                     return Ok(None);
                 }
                 Err(ChainError::Dispatch { pallet, name }) => {
@@ -286,10 +287,7 @@ impl Online {
                     tracing::error!(JOB_ID = %job.id, "the chain refused the commitment: {why}");
                     job.state = CommitJobState::Failed;
                     job.error = Some(why);
-                    shared
-                        .jobs()
-                        .put(job)
-?;
+                    shared.jobs().put(job)?;
                     return Ok(None);
                 }
                 Err(e) => return Err(e.into()),
@@ -299,26 +297,21 @@ impl Online {
         {
             let mut ledger = shared.ledger();
             if ledger.find(&job.id).is_none() {
-                ledger
-                    .append_on_chain(CommitmentRecord {
-                        block,
-                        job_id: job.id.clone(),
-                        netuid,
-                        hotkey: hotkey.ss58().to_string(),
-                        data_type: format!("Raw{}", job.commitment.len()),
-                        commitment: job.commitment.clone(),
-                        time: unix_now(),
-                    })
-                    ?;
+                ledger.append_on_chain(CommitmentRecord {
+                    block,
+                    job_id: job.id.clone(),
+                    netuid,
+                    hotkey: hotkey.ss58().to_string(),
+                    data_type: format!("Raw{}", job.commitment.len()),
+                    commitment: job.commitment.clone(),
+                    time: unix_now(),
+                })?;
             }
         }
         job.state = CommitJobState::Committed;
         job.block = Some(block);
         job.error = None;
-        shared
-            .jobs()
-            .put(job)
-            ?;
+        shared.jobs().put(job)?;
         Ok(Some(block))
     }
 }

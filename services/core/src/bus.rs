@@ -211,7 +211,10 @@ impl JobState {
     /// Whether the publisher holds its own copy of the model (staged or later): from here on
     /// the source directory may go.
     pub fn has_copy(self) -> bool {
-        !matches!(self, JobState::Received | JobState::Rejected | JobState::Failed)
+        !matches!(
+            self,
+            JobState::Received | JobState::Rejected | JobState::Failed
+        )
     }
 }
 
@@ -310,8 +313,6 @@ pub enum BusError {
     ZBus(zbus::Error),
     /// The caller's input was refused, for good; nothing was changed.
     InvalidInput(String),
-    /// No such job or object.
-    NotFound(String),
     /// The request is fine but cannot be served now (no model loaded, no chain connection yet,
     /// a full queue); the same call may succeed later. Nothing was changed.
     Unavailable(String),
@@ -323,7 +324,7 @@ pub enum BusError {
 /// What a client does with a failed call: the one place that reads `org.taominer.Error.*` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// `InvalidInput` or `NotFound`: the request will not succeed as it is.
+    /// `InvalidInput`: the request will not succeed as it is.
     Refused,
     /// The daemon is not running, or said `Unavailable`: try again later.
     Unavailable,
@@ -337,9 +338,7 @@ pub fn error_kind(err: &zbus::Error) -> ErrorKind {
         return ErrorKind::Unavailable;
     }
     match error_name(err).as_deref() {
-        Some("org.taominer.Error.InvalidInput") | Some("org.taominer.Error.NotFound") => {
-            ErrorKind::Refused
-        }
+        Some("org.taominer.Error.InvalidInput") => ErrorKind::Refused,
         Some("org.taominer.Error.Unavailable") => ErrorKind::Unavailable,
         _ => ErrorKind::Internal,
     }
@@ -635,7 +634,10 @@ mod tests {
     #[test]
     fn an_unknown_state_is_refused_by_name() {
         let err = "handed_off".parse::<JobState>().unwrap_err();
-        assert!(err.contains("handed-off") && err.contains("\"handed_off\""), "{err}");
+        assert!(
+            err.contains("handed-off") && err.contains("\"handed_off\""),
+            "{err}"
+        );
         let ctxt = Context::new(Endian::Little, 0);
         let encoded = to_bytes(ctxt, &"sleeping").unwrap();
         assert!(encoded.deserialize::<TrainerState>().is_err());
@@ -651,7 +653,11 @@ mod tests {
         let over: Vec<_> = TrainerState::ALL.iter().filter(|s| s.is_over()).collect();
         assert_eq!(
             over,
-            [&TrainerState::Idle, &TrainerState::Finished, &TrainerState::Failed]
+            [
+                &TrainerState::Idle,
+                &TrainerState::Finished,
+                &TrainerState::Failed
+            ]
         );
     }
 }

@@ -427,8 +427,8 @@ async fn publish(
     wait: Option<u64>,
 ) -> Result<()> {
     // The publisher does not share our working directory: send an absolute path.
-    let abs = std::path::absolute(dir)
-        .map_err(|e| CtlError::Usage(format!("{}: {e}", dir.display())))?;
+    let abs =
+        std::path::absolute(dir).map_err(|e| CtlError::Usage(format!("{}: {e}", dir.display())))?;
     let conn = connect(bus).await?;
     let publisher = PublisherProxy::new(&conn)
         .await
@@ -564,8 +564,7 @@ fn dry_run(
         let len = std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0);
         println!("  {len:>14}  {}", e.rel);
     }
-    let model_hash =
-        hash::model_hash_for(miner.profile, dir).map_err(CtlError::from)?;
+    let model_hash = hash::model_hash_for(miner.profile, dir).map_err(CtlError::from)?;
     println!("local model hash  {model_hash}");
     if let Some(h) = miner.hotkey() {
         if let Some(secure) = hash::secure_hash_for(miner.profile, &model_hash, h) {

@@ -117,10 +117,7 @@ async fn publisher(conn: &zbus::Connection) -> zbus::Result<Publisher> {
     }
     Ok(Publisher {
         state,
-        in_flight: all
-            .iter()
-            .filter(|j| j.state.is_pending())
-            .count() as u64,
+        in_flight: all.iter().filter(|j| j.state.is_pending()).count() as u64,
         jobs,
         last: all.into_iter().next_back(),
     })

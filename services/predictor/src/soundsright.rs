@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use futures_util::StreamExt;
 use taominer_core::bus::{LiveModel, PredictorState, PublisherProxy};
 use taominer_core::config::{SoundsrightConfig, SoundsrightModel};
 use taominer_core::store::{Civil, Job, JobStore};

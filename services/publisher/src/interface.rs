@@ -104,10 +104,8 @@ impl PublisherService {
 
     /// A newer job was committed: the live model is now `model`.
     #[zbus(signal)]
-    pub async fn model_went_live(
-        emitter: &SignalEmitter<'_>,
-        model: LiveModel,
-    ) -> zbus::Result<()>;
+    pub async fn model_went_live(emitter: &SignalEmitter<'_>, model: LiveModel)
+        -> zbus::Result<()>;
 
     #[zbus(signal)]
     pub async fn published(
