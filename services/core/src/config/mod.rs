@@ -651,6 +651,26 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
+    fn a_moved_key_in_the_environment_is_refused_naming_the_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TAOMINER_PUBLISHER__RETRY_INITIAL_MS", "100");
+            let e = Config::load(&Sources {
+                env: true,
+                ..Sources::default()
+            })
+            .unwrap_err();
+            assert_eq!(e.key, "publisher.retry_initial_ms");
+            assert!(e.allowed.contains("moved to retry.initial_ms"), "{e}");
+            assert!(
+                e.origin.contains("TAOMINER_PUBLISHER__RETRY_INITIAL_MS"),
+                "{e}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn shared_sections_hold_the_hub_and_the_retry_delays() {
         let c = load(
             None,
@@ -730,6 +750,71 @@ mod tests {
         assert!(e.allowed.contains("probability"), "{e}");
         let e = bad("trainer.start=\"uid\"");
         assert_eq!(e.key, "trainer.load_uid");
+    }
+
+    /// Every key's dotted name, from the structs themselves (`None` fields serialize as null, so
+    /// unset keys count too); maps' entries as `<id>` / `<COMPETITION>`.
+    fn every_key() -> Vec<String> {
+        fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(fields) if !fields.is_empty() => {
+                    for (k, v) in fields {
+                        walk(&format!("{prefix}.{k}"), v, out);
+                    }
+                }
+                _ => out.push(prefix.trim_start_matches('.').to_string()),
+            }
+        }
+        fn json<T: Serialize>(v: &T) -> serde_json::Value {
+            serde_json::to_value(v).expect("a configuration serializes to JSON")
+        }
+        let mut keys = Vec::new();
+        walk("", &json(&Config::default()), &mut keys);
+        walk(
+            "publisher.limits.<id>",
+            &json(&LimitsConfig::default()),
+            &mut keys,
+        );
+        let model = SoundsrightModel {
+            namespace: String::new(),
+            name: String::new(),
+            revision: String::new(),
+        };
+        walk("soundsright.models.<COMPETITION>", &json(&model), &mut keys);
+        // A section without keys of its own, documented as a heading.
+        keys.retain(|k| k != "committer");
+        keys
+    }
+
+    #[test]
+    fn every_key_is_documented_and_every_documented_key_exists() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md"),
+        )
+        .expect("docs/configuration.md");
+        // The first column of the tables: `key`.
+        let documented: Vec<&str> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let keys = every_key();
+        assert!(keys.len() > 80, "{keys:?}");
+        for key in &keys {
+            assert!(
+                documented.contains(&key.as_str()),
+                "{key} is not in docs/configuration.md"
+            );
+        }
+        for (old, _) in MOVED_KEYS {
+            assert!(documented.contains(&old), "moved key {old} is not listed");
+        }
+        for d in documented {
+            assert!(
+                keys.iter().any(|k| k == d) || MOVED_KEYS.iter().any(|(old, _)| *old == d),
+                "docs/configuration.md documents {d}, which is no key"
+            );
+        }
     }
 
     #[test]
