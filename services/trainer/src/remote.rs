@@ -376,6 +376,34 @@ fn bus_message(e: &zbus::Error) -> String {
 mod tests {
     use super::*;
 
+    /// A configured token file is read, and one that cannot be read (or holds no token) is a
+    /// configuration error naming `hub.token_file` and the path, never the contents.
+    #[test]
+    fn a_configured_token_is_read_or_refused_naming_the_key() {
+        // No tempfile in this crate's dev-dependencies: a directory of our own, removed at the end.
+        let dir = std::env::temp_dir().join(format!("taominer-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hub = |p: &Path| HubConfig {
+            token_file: Some(p.to_path_buf()),
+            ..HubConfig::default()
+        };
+        let good = dir.join("good");
+        std::fs::write(&good, "hf_secret\n").unwrap();
+        assert_eq!(read_token(&hub(&good)), Ok(Some("hf_secret".to_string())));
+        let missing = dir.join("missing");
+        let e = read_token(&hub(&missing)).unwrap_err();
+        assert_eq!(e.key, "hub.token_file");
+        assert!(e.value.contains("missing"), "{e}");
+        let blank = dir.join("blank");
+        std::fs::write(&blank, "\n").unwrap();
+        assert_eq!(read_token(&hub(&blank)).unwrap_err().key, "hub.token_file");
+        let spaced = dir.join("spaced");
+        std::fs::write(&spaced, "hf_a hf_b").unwrap();
+        let e = read_token(&hub(&spaced)).unwrap_err();
+        assert!(!e.to_string().contains("hf_a"), "the token leaked: {e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn commitments_parse_to_repo_revision_competition() {
         let rev = "0123456789abcdef0123456789abcdef01234567";
