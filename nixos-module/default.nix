@@ -27,8 +27,15 @@ let
   credentials = part:
     lib.optional (lib.elem part [ "committer" "predictor" ] && cfg.hotkeyFile != null)
       "hotkey:${cfg.hotkeyFile}"
-    ++ lib.optional (part == "publisher" && cfg.hfTokenFile != null) "hf-token:${cfg.hfTokenFile}";
+    ++ lib.optional (lib.elem part [ "publisher" "trainer" ] && cfg.hfTokenFile != null) "hf-token:${cfg.hfTokenFile}";
   absolutePath = types.nullOr (types.strMatching "/.*");
+  # A key that moved to another section: setting it fails evaluation naming the new key.
+  movedTo = new: mkOption {
+    type = types.nullOr (types.addCheck types.anything (_: false) // { description = "moved to ${new}"; });
+    default = null;
+    visible = false;
+    description = "Moved to settings.${new}.";
+  };
   section = options: mkOption {
     type = types.submodule { freeformType = settingsFormat.type; inherit options; };
     default = { };
@@ -65,11 +72,11 @@ in
       type = absolutePath;
       default = null;
       example = "/run/keys/hf-token";
-      description = "File with the Hugging Face token, a path string so it never enters the Nix store; given to the publisher as the systemd credential `hf-token`.";
+      description = "File with the Hugging Face token, a path string so it never enters the Nix store; given to the publisher and the trainer as the systemd credential `hf-token` (settings.hub.token_file is the other way, for a file the daemons' users can read).";
     };
 
     settings = mkOption {
-      description = "miner.toml (units/miner.toml.example lists every key). The keys below are typed; any other key passes through.";
+      description = "miner.toml (docs/configuration.md lists every key). The keys below are typed; any other key passes through.";
       default = { };
       type = types.submodule {
         freeformType = settingsFormat.type;
@@ -87,9 +94,28 @@ in
         };
         options.publisher = section {
           repo = mkOption { type = types.nullOr types.str; default = null; example = "alice/sn9-model"; description = "Hugging Face repo id (required online)."; };
+          # Moved to [hub] and [retry]: the daemons refuse them (exit 78); say so at evaluation.
+          endpoint = movedTo "hub.endpoint";
+          allow_insecure = movedTo "hub.allow_insecure";
+          token_file = movedTo "hub.token_file";
+          retry_initial_ms = movedTo "retry.initial_ms";
+          retry_max_ms = movedTo "retry.max_ms";
+        };
+        options.hub = section {
+          endpoint = mkOption { type = types.nullOr types.str; default = null; example = "https://huggingface.co"; description = "The Hugging Face Hub's base URL (publisher and trainer); default https://huggingface.co. Must be https:// unless hub.allow_insecure."; };
+        };
+        options.retry = section {
+          initial_ms = mkOption { type = types.nullOr types.ints.positive; default = null; description = "First retry delay in ms (publisher and committer); default 250."; };
+          max_ms = mkOption { type = types.nullOr types.ints.positive; default = null; description = "Longest retry delay in ms; default 30000."; };
+        };
+        options.trainer = section {
+          device = mkOption { type = types.nullOr (types.strMatching "cpu|cuda|cuda:[0-9]+"); default = null; example = "cuda:0"; description = "cpu, cuda or cuda:N (CUDA needs services.taominer.cuda); default cpu."; };
+          start = mkOption { type = types.nullOr (types.enum [ "scratch" "model-dir" "uid" "best" ]); default = null; description = "Where the first weights come from; default scratch."; };
         };
         options.predictor = section {
           listen = mkOption { type = types.str; default = "0.0.0.0:8091"; description = "Where the axon listens."; };
+          device = mkOption { type = types.nullOr (types.strMatching "cpu|cuda|cuda:[0-9]+"); default = null; example = "cuda"; description = "cpu, cuda or cuda:N (CUDA needs services.taominer.cuda); default cpu."; };
+          output = mkOption { type = types.nullOr (types.enum [ "logit" "probability" ]); default = null; description = "What the model outputs; default logit."; };
         };
       };
     };

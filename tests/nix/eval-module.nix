@@ -51,7 +51,8 @@ let
           miner = { offline = false; netuid = 9; hotkey_ss58 = "5EsNLFaGe9XK5LzWH3i6eC2Wqv6YqZS1442N1C4yeSdP6uxy"; };
           publisher.repo = "alice/sn9-model";
           predictor = { listen = "0.0.0.0:9000"; model_path = "/var/lib/models/m.onnx"; };
-          trainer.data = [ "/srv/corpus" ];
+          trainer = { data = [ "/srv/corpus" ]; device = "cuda:0"; };
+          hub.endpoint = "https://huggingface.co";
         };
       };
     };
@@ -69,6 +70,8 @@ let
     };
     # A value of the wrong type is refused by the typed option.
     bad-netuid = { services.taominer = { enable = true; settings.miner.netuid = 70000; }; };
+    # A key that moved to [hub] is refused naming where it went.
+    moved-key = { services.taominer = { enable = true; settings.publisher.endpoint = "https://hub.example"; }; };
   };
   eval = lib'.evalModules {
     modules = [ stubs ../../nixos-module scenarios.${scenario} ];

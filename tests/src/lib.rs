@@ -809,11 +809,15 @@ hotkey_file = "{hotkey}"
 
 [publisher]
 repo = "{repo}"
+
+[hub]
 endpoint = "{hub}"
 allow_insecure = true
 token_file = "{token}"
-retry_initial_ms = 50
-retry_max_ms = 500
+
+[retry]
+initial_ms = 50
+max_ms = 500
 
 [publisher.limits."2"]
 min_parameters = 0

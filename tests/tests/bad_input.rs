@@ -73,6 +73,40 @@ fn bad_configuration_exits_78_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("miner.hotkey_ss58"));
 }
 
+/// Keys that moved to the shared `[hub]` and `[retry]` sections are refused by every daemon,
+/// naming the new key, rather than ignored (a file written for the old layout would otherwise
+/// send the token to the default Hub or retry at the default pace without a word).
+#[test]
+fn moved_keys_exit_78_naming_the_new_key() {
+    for (old, new, line) in [
+        (
+            "publisher.endpoint",
+            "hub.endpoint",
+            "endpoint = \"https://hub.example\"",
+        ),
+        (
+            "publisher.token_file",
+            "hub.token_file",
+            "token_file = \"/run/keys/t\"",
+        ),
+        (
+            "publisher.retry_max_ms",
+            "retry.max_ms",
+            "retry_max_ms = 1000",
+        ),
+    ] {
+        for part in ["trainer", "predictor", "publisher", "committer"] {
+            let out = run_with_config(part, &format!("[publisher]\n{line}\n"));
+            assert_eq!(out.status.code(), Some(78), "{part} {old}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(old) && err.contains(&format!("moved to {new}")),
+                "{part}: {err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn online_daemons_refuse_missing_or_wrong_secrets_with_78() {
     let d = tempfile::tempdir().unwrap();
@@ -82,7 +116,7 @@ fn online_daemons_refuse_missing_or_wrong_secrets_with_78() {
     // No credential and no configured file: the key to set is named.
     for (part, key) in [
         ("committer", "miner.hotkey_file"),
-        ("publisher", "publisher.token_file"),
+        ("publisher", "hub.token_file"),
     ] {
         let out = run_with_config(part, &online);
         assert_eq!(out.status.code(), Some(78), "{part}");
@@ -92,7 +126,20 @@ fn online_daemons_refuse_missing_or_wrong_secrets_with_78() {
             "{part}: {err}"
         );
     }
-    // An encrypted keyfile, and a good keyfile of another hotkey than miner.hotkey_ss58 (both
+    // The trainer needs no token (public models), but one that is configured and cannot be
+    // read is a configuration error naming the key, not a download that fails later.
+    let missing = d.path().join("no-such-token");
+    let out = run_with_config(
+        "trainer",
+        &format!("{online}[hub]\ntoken_file = \"{}\"\n", missing.display()),
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hub.token_file") && err.contains(&missing.display().to_string()),
+        "{err}"
+    );
+
     // 0600: a key others can read is refused before anything else, below).
     use std::os::unix::fs::PermissionsExt;
     let private = |p: &std::path::Path| {

@@ -64,7 +64,7 @@ impl Setup {
             format!(
                 "[miner]\noffline = false\nnetuid = {NETUID}\nchain_endpoint = \"{}\"\n\
                  hotkey_ss58 = \"{SEED7_SS58}\"\nhotkey_file = \"{}\"\n\
-                 [publisher]\nrepo = \"alice/tiny\"\nretry_initial_ms = 50\nretry_max_ms = 500\n",
+                 [publisher]\nrepo = \"alice/tiny\"\n[retry]\ninitial_ms = 50\nmax_ms = 500\n",
                 chain.url,
                 hotkey.display()
             ),

@@ -11,12 +11,7 @@ use std::time::Duration;
 
 use taominer_tests::*;
 
-const FAST_RETRY: [&str; 4] = [
-    "--set",
-    "publisher.retry_initial_ms=50",
-    "--set",
-    "publisher.retry_max_ms=500",
-];
+const FAST_RETRY: [&str; 4] = ["--set", "retry.initial_ms=50", "--set", "retry.max_ms=500"];
 
 fn publisher<'a>(bus: &'a Bus, state: &'a Path) -> Spawn<'a> {
     let mut s = Spawn::new("publisher", bus, state);

@@ -40,11 +40,15 @@ hotkey_ss58 = "{ALICE}"
 
 [publisher]
 repo = "{REPO}"
+
+[hub]
 endpoint = "{}"
 allow_insecure = true
 token_file = "{}"
-retry_initial_ms = 50
-retry_max_ms = 400
+
+[retry]
+initial_ms = 50
+max_ms = 400
 
 [publisher.limits."2"]
 min_parameters = 0

@@ -9,7 +9,7 @@
 //! * a hostile Hub gets no token on an LFS `verify.href` of another origin, and its absolute or
 //!   `..` file names write nothing outside the download directory;
 //! * `MakePublic` of a repository other than `publisher.repo` is refused and changes nothing;
-//! * an `http://` endpoint without `publisher.allow_insecure` stops the daemon with exit 78
+//! * an `http://` endpoint without `hub.allow_insecure` stops the daemon with exit 78
 //!   naming the keys.
 
 use std::path::{Path, PathBuf};
@@ -29,8 +29,9 @@ fn config(dir: &Path, hub: &HubServer, extra: &str) -> PathBuf {
         &path,
         format!(
             "[miner]\noffline = false\nhotkey_ss58 = \"{ALICE}\"\n{extra}\n\
-             [publisher]\nrepo = \"{REPO}\"\nendpoint = \"{}\"\nallow_insecure = true\n\
-             token_file = \"{}\"\nretry_initial_ms = 50\nretry_max_ms = 400\n\
+             [publisher]\nrepo = \"{REPO}\"\n\
+             [hub]\nendpoint = \"{}\"\nallow_insecure = true\ntoken_file = \"{}\"\n\
+             [retry]\ninitial_ms = 50\nmax_ms = 400\n\
              [publisher.limits.\"2\"]\nmin_parameters = 0\n",
             hub.url,
             token.display()
@@ -338,9 +339,9 @@ fn a_hostile_hubs_file_names_write_nothing_outside() {
         &cfg,
         format!(
             "[miner]\noffline = false\nprofile = \"soundsright\"\nhotkey_ss58 = \"{ALICE}\"\n\
-             [publisher]\nrepo = \"alice/dereverb\"\nendpoint = \"{}\"\nallow_insecure = true\n\
-             token_file = \"{}\"\nretry_initial_ms = 50\nretry_max_ms = 400\n\
-             make_public_after_commit = false\n",
+             [publisher]\nrepo = \"alice/dereverb\"\nmake_public_after_commit = false\n\
+             [hub]\nendpoint = \"{}\"\nallow_insecure = true\ntoken_file = \"{}\"\n\
+             [retry]\ninitial_ms = 50\nmax_ms = 400\n",
             hub.url,
             token.display()
         ),
@@ -416,7 +417,7 @@ fn make_public_of_another_repository_is_refused() {
     assert!(settings.is_empty(), "{settings:?}");
 }
 
-/// An `http://` endpoint would send the token in clear: without `publisher.allow_insecure` every
+/// An `http://` endpoint would send the token in clear: without `hub.allow_insecure` every
 /// daemon stops with exit 78 naming the keys (before the fix it was accepted silently).
 #[test]
 fn an_http_endpoint_without_allow_insecure_exits_78_naming_the_key() {
@@ -428,7 +429,8 @@ fn an_http_endpoint_without_allow_insecure_exits_78_naming_the_key() {
         &cfg,
         format!(
             "[miner]\noffline = false\nhotkey_ss58 = \"{ALICE}\"\n\
-             [publisher]\nrepo = \"{REPO}\"\nendpoint = \"http://127.0.0.1:9\"\ntoken_file = \"{}\"\n",
+             [publisher]\nrepo = \"{REPO}\"\n\
+             [hub]\nendpoint = \"http://127.0.0.1:9\"\ntoken_file = \"{}\"\n",
             token.display()
         ),
     )
@@ -444,7 +446,7 @@ fn an_http_endpoint_without_allow_insecure_exits_78_naming_the_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{part}: {err}");
         assert!(
-            err.contains("publisher.endpoint") && err.contains("publisher.allow_insecure"),
+            err.contains("hub.endpoint") && err.contains("hub.allow_insecure"),
             "{part}: {err}"
         );
     }

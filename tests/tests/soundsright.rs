@@ -209,8 +209,9 @@ impl Online {
             format!(
                 "[miner]\noffline = false\nprofile = \"soundsright\"\nnetuid = 1\n\
                  chain_endpoint = \"{}\"\nhotkey_ss58 = \"{SEED7_SS58}\"\nhotkey_file = \"{}\"\n\
-                 [publisher]\nrepo = \"alice/dereverb\"\nendpoint = \"{}\"\nallow_insecure = true\ntoken_file = \"{}\"\n\
-                 retry_initial_ms = 50\nretry_max_ms = 400\nmake_public_after_commit = false\n",
+                 [publisher]\nrepo = \"alice/dereverb\"\nmake_public_after_commit = false\n\
+                 [hub]\nendpoint = \"{}\"\nallow_insecure = true\ntoken_file = \"{}\"\n\
+                 [retry]\ninitial_ms = 50\nmax_ms = 400\n",
                 chain.url,
                 d.join("hotkey").display(),
                 hub.url,

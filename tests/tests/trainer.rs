@@ -567,7 +567,7 @@ fn bad_models_tokenizers_and_settings_get_clear_errors() {
 
 /// Proves the trainer reads other miners' models the way validators find them: through the
 /// committer (online, against the dev chain with the real subtensor metadata) and the Hub (the
-/// local server, private repo, token from `publisher.token_file`):
+/// local server, private repo, token from `hub.token_file`):
 /// * `--load-uid 1` downloads the model UID 1 committed (uploaded with the official
 ///   `huggingface_hub`, committed with the official `bittensor` SDK) at its revision, and training
 ///   starts from it: the eval loss before the first step equals that model's own;
@@ -663,7 +663,8 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
         format!(
             "[miner]\noffline = false\nnetuid = 1\ncompetition = 2\nchain_endpoint = \"{}\"\n\
              hotkey_ss58 = \"{SEED7_SS58}\"\nhotkey_file = \"{}\"\n\
-             [publisher]\nrepo = \"alice/ours\"\nendpoint = \"{}\"\nallow_insecure = true\ntoken_file = \"{}\"\n",
+             [publisher]\nrepo = \"alice/ours\"\n\
+             [hub]\nendpoint = \"{}\"\nallow_insecure = true\ntoken_file = \"{}\"\n",
             chain.url,
             hotkey.display(),
             hub.url,

@@ -132,14 +132,14 @@ struct Online {
 
 impl Online {
     fn new(shared: &Shared) -> Online {
-        let p = &shared.config.publisher;
-        let initial = Duration::from_millis(p.retry_initial_ms);
+        let retry = &shared.config.retry;
+        let initial = retry.initial();
         Online {
             chain: None,
             backoff: initial,
             retry_at: Instant::now(),
             initial,
-            max: Duration::from_millis(p.retry_max_ms),
+            max: retry.max(),
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock};
 use ort::session::Session;
 use ort::value::{Tensor, TensorElementType, ValueType};
 use sha2::{Digest, Sha256};
-use taominer_core::config::PredictorConfig;
+use taominer_core::config::{Device, PredictorConfig};
 
 use crate::error::{Error, Result};
 use crate::preprocess::Preprocess;
@@ -51,19 +51,13 @@ pub fn init_runtime(library: &Path) -> Result<&'static ort::environment::Environ
     })
 }
 
-/// What the model's output means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    /// A logit: the probability is its sigmoid.
-    Logit,
-    /// Already a probability.
-    Probability,
-}
+/// What the model's output means (`predictor.output`), parsed once by the configuration.
+pub use taominer_core::config::Output;
 
 /// How a model is loaded: device, threads, and what its input must look like.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    pub device: String,
+    pub device: Device,
     pub threads: usize,
     pub output: Output,
     /// Configured (height, width); `None`: take the model's.
@@ -77,13 +71,9 @@ pub struct LoadOptions {
 impl LoadOptions {
     pub fn from_config(c: &PredictorConfig) -> LoadOptions {
         LoadOptions {
-            device: c.device.clone(),
+            device: c.device,
             threads: c.threads,
-            output: if c.output == "probability" {
-                Output::Probability
-            } else {
-                Output::Logit
-            },
+            output: c.output,
             image_size: c.image_size.map(|[h, w]| (h, w)),
             mean: c.mean,
             std: c.std,
@@ -132,7 +122,7 @@ impl Model {
         let version = hex::encode(&Sha256::digest(&bytes)[..8]);
         let mut builder = Session::builder(env)
             .map_err(|e| refuse(path, e.to_string()))?
-            .with_execution_providers(providers(&opts.device).map_err(|m| refuse(path, m))?)
+            .with_execution_providers(providers(opts.device).map_err(|m| refuse(path, m))?)
             .map_err(|e| refuse(path, e.to_string()))?;
         if opts.threads > 0 {
             builder = builder
@@ -220,29 +210,27 @@ impl Model {
 }
 
 /// The execution providers for a device; never a silent CPU fallback for a GPU device.
-fn providers(device: &str) -> std::result::Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
-    if device == "cpu" {
+fn providers(
+    device: Device,
+) -> std::result::Result<Vec<ort::ep::ExecutionProviderDispatch>, String> {
+    let Some(ordinal) = device.cuda_ordinal() else {
         return Ok(Vec::new());
-    }
+    };
     #[cfg(feature = "cuda")]
     {
-        let id = device
-            .strip_prefix("cuda:")
-            .map(|n| {
-                n.parse::<i32>()
-                    .map_err(|_| format!("bad device {device:?}"))
-            })
-            .transpose()?
-            .unwrap_or(0);
+        let id = i32::try_from(ordinal).map_err(|_| format!("bad device {device}"))?;
         Ok(vec![ort::ep::CUDA::default()
             .with_device_id(id)
             .build()
             .error_on_failure()])
     }
     #[cfg(not(feature = "cuda"))]
-    Err(format!(
-        "device {device:?} needs a build with the `cuda` feature (cargo build --features cuda)"
-    ))
+    {
+        let _ = ordinal;
+        Err(format!(
+            "device \"{device}\" needs a build with the `cuda` feature (cargo build --features cuda)"
+        ))
+    }
 }
 
 fn dims(v: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {

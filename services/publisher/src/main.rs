@@ -59,18 +59,18 @@ async fn main() -> anyhow::Result<()> {
 /// The Hub client for online mode. A missing or unreadable token is a configuration error
 /// (exit 78) naming where it was looked for, never what it holds.
 fn connect_hub(config: &Config, state_dir: &std::path::Path) -> anyhow::Result<hub::Hub> {
-    let Some(path) = config.publisher.token_path() else {
+    let Some(path) = config.hub.token_path() else {
         runtime::exit_config(&ConfigError::new(
-            "publisher.token_file",
+            "hub.token_file",
             "(unset)",
-            "online mode needs a Hugging Face token: LoadCredential=hf-token:/path under systemd, or publisher.token_file",
+            "online mode needs a Hugging Face token: LoadCredential=hf-token:/path under systemd, or hub.token_file",
         ));
     };
     let token = hub::Token::load(&path).unwrap_or_else(|e| {
-        runtime::exit_config(&ConfigError::new("publisher.token_file", path.display(), e))
+        runtime::exit_config(&ConfigError::new("hub.token_file", path.display(), e))
     });
     Ok(hub::Hub::new(
-        config.publisher.endpoint(),
+        config.hub.endpoint(),
         token,
         state_dir.join("hf-cache"),
     )?)

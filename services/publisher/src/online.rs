@@ -13,7 +13,6 @@
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use taominer_core::fault::crash_point;
@@ -28,11 +27,8 @@ use crate::retry::{retry, Backoff};
 const PARALLEL_DOWNLOADS: usize = 4;
 
 fn new_backoff(shared: &Shared) -> Backoff {
-    let p = &shared.config.publisher;
-    Backoff::new(
-        Duration::from_millis(p.retry_initial_ms),
-        Duration::from_millis(p.retry_max_ms),
-    )
+    let r = &shared.config.retry;
+    Backoff::new(r.initial(), r.max())
 }
 
 /// The text that identifies a job's commit on the Hub.

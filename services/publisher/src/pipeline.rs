@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use taominer_core::bus::{self, CommitJobState, CommitterProxy, ErrorKind};
@@ -51,8 +51,8 @@ pub async fn run(
     });
     let emitter = SignalEmitter::new(&conn, bus::PUBLISHER_PATH)?.into_owned();
 
-    let initial = Duration::from_millis(shared.config.publisher.retry_initial_ms);
-    let max = Duration::from_millis(shared.config.publisher.retry_max_ms);
+    let initial = shared.config.retry.initial();
+    let max = shared.config.retry.max();
     let mut backoff = initial;
     let mut next_handoff = Instant::now();
     let mut woken = true;

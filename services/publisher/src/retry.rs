@@ -2,7 +2,7 @@
 //!
 //! A publish job must survive a flaky network and a Hub having a bad minute without anyone
 //! watching, so transient errors (network, 408, 429, 5xx) are retried for as long as it takes,
-//! each wait longer than the last up to `publisher.retry_max_ms`, and randomised so that many
+//! each wait longer than the last up to `retry.max_ms`, and randomised so that many
 //! miners knocked off by the same outage do not come back in lockstep. Anything else (a rejected
 //! token, a refused request) is returned at once: waiting cannot fix it.
 

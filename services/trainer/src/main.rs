@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use taominer_core::bus::Part;
-use taominer_core::config::{Config, Sources};
+use taominer_core::config::{Config, Sources, StartFrom};
 use taominer_core::runtime::{self, DaemonArgs};
 
 /// The taominer trainer daemon (D-Bus name org.taominer.Trainer1).
@@ -98,7 +98,7 @@ struct Flags {
     #[arg(long)]
     offline: bool,
 
-    /// cpu, cuda or cuda:N (trainer.device).
+    /// cpu, cuda or cuda:N (trainer.device; checked with the configuration: a bad one exits 78).
     #[arg(long, value_name = "DEVICE")]
     device: Option<String>,
 }
@@ -108,18 +108,18 @@ impl Flags {
     fn overrides(&self) -> Vec<String> {
         let mut set = Vec::new();
         if let Some(d) = &self.load_model_dir {
-            set.push("trainer.start=model-dir".to_string());
+            set.push(format!("trainer.start={}", StartFrom::ModelDir));
             set.push(format!(
                 "trainer.load_model_dir={}",
                 toml_string(&d.to_string_lossy())
             ));
         }
         if let Some(n) = self.load_uid {
-            set.push("trainer.start=uid".to_string());
+            set.push(format!("trainer.start={}", StartFrom::Uid));
             set.push(format!("trainer.load_uid={n}"));
         }
         if self.load_best {
-            set.push("trainer.start=best".to_string());
+            set.push(format!("trainer.start={}", StartFrom::Best));
         }
         if self.offline {
             set.push("miner.offline=true".to_string());
@@ -157,7 +157,7 @@ fn plan_command(daemon: DaemonArgs, flags: &Flags, args: PlanArgs) -> anyhow::Re
         .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
         .filter(|d| d.is_dir());
     let (model, from) = plan::configured_model(t, state_dir.as_deref())?;
-    let cuda = t.device != "cpu";
+    let cuda = t.device.is_cuda();
     let data = state_dir.as_deref().map(plan::data_bytes).unwrap_or(0);
     let setup = plan::Setup::new(t, &model, cuda, data);
     let p = plan::plan(&setup);
@@ -169,7 +169,7 @@ fn plan_command(daemon: DaemonArgs, flags: &Flags, args: PlanArgs) -> anyhow::Re
             source: format!("--capacity {s}"),
         }),
         // The device as the daemon opens it (CUDA needs a build with the feature).
-        None => match train::device_for(&t.device) {
+        None => match train::device_for(t.device) {
             Ok(device) => plan::capacity(&device, 0),
             Err(e) => {
                 tracing::warn!("no capacity to compare with: {e}");
@@ -201,11 +201,15 @@ async fn main() -> anyhow::Result<()> {
     taominer_trainer::alloc::tune_for_training();
     let _lock = daemon.lock_state()?;
     let t = &daemon.config.trainer;
-    let start = match t.start.as_str() {
-        "model-dir" => train::Start::ModelDir(t.load_model_dir.clone().unwrap_or_default()),
-        "uid" => train::Start::Uid(t.load_uid.unwrap_or_default()),
-        "best" => train::Start::Best,
-        _ => train::Start::Scratch,
+    // Config::load checked it; a second look cannot differ, but a bad start is never guessed.
+    let start = t
+        .resolve_start()
+        .unwrap_or_else(|e| runtime::exit_config(&e));
+    // Online, a configured token that cannot be read stops the daemon here (exit 78).
+    let token = if daemon.config.miner.offline {
+        None
+    } else {
+        remote::read_token(&daemon.config.hub).unwrap_or_else(|e| runtime::exit_config(&e))
     };
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -222,7 +226,12 @@ async fn main() -> anyhow::Result<()> {
     let remote = if config.miner.offline {
         None
     } else {
-        Some(remote::Remote::new(conn.clone(), &config, &state_dir)?)
+        Some(remote::Remote::new(
+            conn.clone(),
+            &config,
+            &state_dir,
+            token,
+        )?)
     };
     let handle = tokio::runtime::Handle::current();
     let thread = std::thread::Builder::new()

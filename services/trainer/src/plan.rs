@@ -51,7 +51,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use serde::Serialize;
-use taominer_core::config::TrainerConfig;
+use taominer_core::config::{Device, Start, TrainerConfig};
 
 use crate::error::{Error, Result};
 use crate::model::{LlamaConfig, LAYER_PARTS};
@@ -86,7 +86,7 @@ pub struct Setup {
     /// CUDA: bf16 compute, device memory. Otherwise the CPU: f32 compute, host memory.
     pub cuda: bool,
     /// The device as configured (`cpu`, `cuda:0`).
-    pub device: String,
+    pub device: Device,
     pub checkpointing: bool,
     /// Token streams the process holds (4 bytes a token), counted on the CPU only.
     pub data_bytes: u64,
@@ -109,7 +109,7 @@ impl Setup {
             sequence_length: t.sequence_length,
             accumulation_steps: t.accumulation_steps,
             cuda,
-            device: t.device.clone(),
+            device: t.device,
             checkpointing: checkpointing(t, cuda),
             data_bytes,
             process: if cuda { 0 } else { resident() },
@@ -168,7 +168,7 @@ pub struct Plan {
     pub batch_size: usize,
     pub sequence_length: usize,
     pub accumulation_steps: usize,
-    pub device: String,
+    pub device: Device,
     pub compute_dtype: &'static str,
     pub checkpoint_activations: bool,
     pub bytes: Bytes,
@@ -195,7 +195,7 @@ pub fn plan(setup: &Setup) -> Plan {
         batch_size: setup.batch_size,
         sequence_length: setup.sequence_length,
         accumulation_steps: setup.accumulation_steps,
-        device: setup.device.clone(),
+        device: setup.device,
         compute_dtype: if setup.cuda { "bf16" } else { "f32" },
         checkpoint_activations: setup.checkpointing,
         bytes,
@@ -1280,16 +1280,14 @@ pub fn configured_model(
             ));
         }
     }
-    match t.start.as_str() {
-        "model-dir" => {
-            let dir = t.load_model_dir.clone().unwrap_or_default();
-            Ok((read_config(&dir)?, dir.display().to_string()))
-        }
-        "uid" | "best" => Err(Error::Model(format!(
+    let start = t.resolve_start().map_err(|e| Error::Model(e.to_string()))?;
+    match start {
+        Start::ModelDir(dir) => Ok((read_config(&dir)?, dir.display().to_string())),
+        Start::Uid(_) | Start::Best => Err(Error::Model(format!(
             "trainer.start = {:?} trains another miner's model, known once it is downloaded: plan its directory with --load-model-dir DIR",
-            t.start
+            t.start.as_str()
         ))),
-        _ => {
+        Start::Scratch => {
             let vocab = if t.model.vocab_size != 0 {
                 t.model.vocab_size
             } else {
@@ -1862,7 +1860,7 @@ mod tests {
             sequence_length: 4096,
             accumulation_steps: 1,
             cuda: true,
-            device: "cuda".into(),
+            device: Device::Cuda(None),
             checkpointing,
             data_bytes: 0,
             process: 0,
@@ -1980,7 +1978,7 @@ mod tests {
     fn rows_follow_the_implementation() {
         let mut s = setup(false);
         s.cuda = false;
-        s.device = "cpu".into();
+        s.device = Device::Cpu;
         let p = plan(&s);
         let n = p.parameters;
         assert_eq!(p.bytes.master, 4 * n);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use hf_hub::HFClient;
 use taominer_core::bus::{CommitterProxy, NeuronInfo};
-use taominer_core::config::Config;
+use taominer_core::config::{Config, ConfigError, HubConfig};
 use taominer_core::formats::preflight;
 use taominer_core::hub_names;
 use taominer_core::store;
@@ -39,17 +39,55 @@ pub struct Remote {
     cache: PathBuf,
 }
 
+/// The Hugging Face token for downloads, if one is configured. Public models need none, so no
+/// token is fine; but a token that is configured (`hub.token_file`, or the `hf-token` credential
+/// systemd passed) and cannot be read is a configuration error, not a reason to go on without it
+/// and fail later on a private repository with a misleading "not found". Errors name the file,
+/// never its contents.
+pub fn read_token(hub: &HubConfig) -> std::result::Result<Option<String>, ConfigError> {
+    let Some(path) = hub.token_path() else {
+        return Ok(None);
+    };
+    let configured = hub.token_file.is_some();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        // The credentials directory without an `hf-token` in it: no token was given.
+        Err(e) if !configured && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ConfigError::new(
+                "hub.token_file",
+                path.display(),
+                format!("a readable file holding the Hugging Face token (reading it failed: {e})"),
+            ))
+        }
+    };
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(ConfigError::new(
+            "hub.token_file",
+            path.display(),
+            "a file holding one Hugging Face token (one line, no spaces)",
+        ));
+    }
+    Ok(Some(token.to_string()))
+}
+
 impl Remote {
-    pub fn new(conn: zbus::Connection, config: &Config, state_dir: &Path) -> Result<Remote> {
+    /// A client of the committer (commitments) and of the Hub at `hub.endpoint`, with `token`
+    /// ([`read_token`]) for private repositories.
+    pub fn new(
+        conn: zbus::Connection,
+        config: &Config,
+        state_dir: &Path,
+        token: Option<String>,
+    ) -> Result<Remote> {
         let mut builder = HFClient::builder()
-            .endpoint(config.publisher.endpoint())
+            .endpoint(config.hub.endpoint())
             .cache_dir(state_dir.join("hf-cache"))
             .cache_enabled(false);
         // Public models need no token; a configured one also opens private repos.
-        if let Some(path) = config.publisher.token_path() {
-            if let Ok(token) = std::fs::read_to_string(&path) {
-                builder = builder.token(token.trim().to_string());
-            }
+        if let Some(token) = token {
+            builder = builder.token(token);
         }
         let hub = builder
             .build()
@@ -337,6 +375,34 @@ fn bus_message(e: &zbus::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A configured token file is read, and one that cannot be read (or holds no token) is a
+    /// configuration error naming `hub.token_file` and the path, never the contents.
+    #[test]
+    fn a_configured_token_is_read_or_refused_naming_the_key() {
+        // No tempfile in this crate's dev-dependencies: a directory of our own, removed at the end.
+        let dir = std::env::temp_dir().join(format!("taominer-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hub = |p: &Path| HubConfig {
+            token_file: Some(p.to_path_buf()),
+            ..HubConfig::default()
+        };
+        let good = dir.join("good");
+        std::fs::write(&good, "hf_secret\n").unwrap();
+        assert_eq!(read_token(&hub(&good)), Ok(Some("hf_secret".to_string())));
+        let missing = dir.join("missing");
+        let e = read_token(&hub(&missing)).unwrap_err();
+        assert_eq!(e.key, "hub.token_file");
+        assert!(e.value.contains("missing"), "{e}");
+        let blank = dir.join("blank");
+        std::fs::write(&blank, "\n").unwrap();
+        assert_eq!(read_token(&hub(&blank)).unwrap_err().key, "hub.token_file");
+        let spaced = dir.join("spaced");
+        std::fs::write(&spaced, "hf_a hf_b").unwrap();
+        let e = read_token(&hub(&spaced)).unwrap_err();
+        assert!(!e.to_string().contains("hf_a"), "the token leaked: {e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn commitments_parse_to_repo_revision_competition() {

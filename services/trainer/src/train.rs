@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use taominer_core::bus::TrainerState;
-use taominer_core::config::Config;
+use taominer_core::config::{self, Config};
 
 use crate::checkpoint::{Candidate, CheckpointRecord, Checkpoints, RunState, TrainingState};
 use crate::data::{Dataset, Tok};
@@ -231,36 +231,27 @@ impl Shared {
     }
 }
 
-/// Picks the candle device for `trainer.device`.
-pub fn device_for(name: &str) -> Result<Device> {
-    if name == "cpu" {
+/// Opens the candle device for `trainer.device`.
+pub fn device_for(device: config::Device) -> Result<Device> {
+    let Some(ordinal) = device.cuda_ordinal() else {
         return Ok(Device::Cpu);
-    }
-    let ordinal = name
-        .strip_prefix("cuda:")
-        .map(|n| n.parse::<usize>().unwrap_or(0))
-        .unwrap_or(0);
+    };
     #[cfg(feature = "cuda")]
     {
-        Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("{name}: {e}")))
+        Device::new_cuda(ordinal as usize).map_err(|e| Error::Device(format!("{device}: {e}")))
     }
     #[cfg(not(feature = "cuda"))]
     {
         let _ = ordinal;
         Err(Error::Device(format!(
-            "{name}: this miner-trainer was built without CUDA; build it with `--features cuda` (see README) or set trainer.device = \"cpu\""
+            "{device}: this miner-trainer was built without CUDA; build it with `--features cuda` (see README) or set trainer.device = \"cpu\""
         )))
     }
 }
 
-/// Where the starting weights come from (config `trainer.start`, or the command line).
-#[derive(Debug, Clone)]
-pub enum Start {
-    Scratch,
-    ModelDir(PathBuf),
-    Uid(u16),
-    Best,
-}
+/// Where the starting weights come from (config `trainer.start`, or the command line), resolved
+/// by [`config::TrainerConfig::resolve_start`].
+pub use taominer_core::config::Start;
 
 /// Everything the loop needs, ready to step.
 pub struct Run {
@@ -307,7 +298,7 @@ impl Run {
         shared: &Shared,
     ) -> Result<Run> {
         let t = &cfg.trainer;
-        let device = device_for(&t.device)?;
+        let device = device_for(t.device)?;
         let compute = if device.is_cpu() {
             DType::F32
         } else {

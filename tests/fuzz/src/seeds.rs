@@ -134,8 +134,8 @@ pub fn seeds(repo_root: &Path) -> anyhow::Result<Vec<(&'static str, String, Vec<
         "online-soundsright.toml",
         format!(
             "[miner]\noffline = false\nprofile = \"soundsright\"\nhotkey_ss58 = \"{}\"\n\
-             chain_endpoint = \"ws://127.0.0.1:9944\"\n\n[publisher]\nrepo = \"me/denoiser\"\n\
-             endpoint = \"https://huggingface.co\"\nretry_initial_ms = 100\n\n\
+             chain_endpoint = \"ws://127.0.0.1:9944\"\n\n[publisher]\nrepo = \"me/denoiser\"\n\n\
+             [hub]\nendpoint = \"https://huggingface.co\"\n\n[retry]\ninitial_ms = 100\n\n\
              [publisher.limits.\"2\"]\nmin_parameters = 0\n",
             axon.ss58()
         )

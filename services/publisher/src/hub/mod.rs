@@ -51,7 +51,7 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    /// Reads the token from a file (the systemd credential `hf-token` or `publisher.token_file`).
+    /// Reads the token from a file (the systemd credential `hf-token` or `hub.token_file`).
     /// Errors name the file, never its contents.
     pub fn load(path: &Path) -> Result<Token, String> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -75,7 +75,7 @@ impl Token {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HubError {
     /// 401/403: retrying cannot help; a person must fix the token.
-    #[error("HF token rejected: the Hub answered {0}; check the hf-token credential (or publisher.token_file) and that the token can write to the repository")]
+    #[error("HF token rejected: the Hub answered {0}; check the hf-token credential (or hub.token_file) and that the token can write to the repository")]
     TokenRejected(String),
     /// Network trouble, 408, 429 or 5xx: worth trying again.
     #[error("{0}")]

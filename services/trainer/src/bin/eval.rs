@@ -32,13 +32,13 @@ struct Args {
     logits: bool,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: taominer_core::config::Device,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     taominer_trainer::alloc::tune_for_training();
-    let device = device_for(&args.device)?;
+    let device = device_for(args.device)?;
     let (cfg, params) = read_model_dir(&args.model_dir, &device)
         .with_context(|| format!("cannot load {}", args.model_dir.display()))?;
     let ids = match &args.text {
