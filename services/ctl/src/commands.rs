@@ -237,8 +237,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Top { interval, once } => {
             let conn = connect(&cli.bus).await?;
             let every = std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0));
-            crate::top::run(&conn, every, once).await;
-            Ok(())
+            crate::top::run(&conn, every, once)
+                .await
+                .map_err(|e| CtlError::Failed(format!("drawing the view: {e}")))
         }
         Command::Plot {
             what: PlotWhat::Loss { out },

@@ -27,7 +27,9 @@ type Labels = Vec<(&'static str, String)>;
 fn by_label(key: &'static str, samples: &[(&str, i64)]) -> Family<Labels, Gauge> {
     let family = Family::<Labels, Gauge>::default();
     for (value, n) in samples {
-        family.get_or_create(&vec![(key, value.to_string())]).set(*n);
+        family
+            .get_or_create(&vec![(key, value.to_string())])
+            .set(*n);
     }
     family
 }
@@ -66,7 +68,11 @@ pub fn exposition(s: &Snapshot) -> String {
             "Optimizer steps taken",
             ConstGauge::new(int(t.step)),
         );
-        r.register("trainer_epoch", "Current epoch", ConstGauge::new(int(t.epoch)));
+        r.register(
+            "trainer_epoch",
+            "Current epoch",
+            ConstGauge::new(int(t.epoch)),
+        );
         for (name, help, v) in [
             ("trainer_loss", "Training loss of the last step", t.loss),
             ("trainer_eval_loss", "Last evaluation loss", t.eval_loss),
@@ -178,8 +184,7 @@ pub async fn serve(conn: zbus::Connection, listen: &str) -> std::io::Result<()> 
             };
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (status, content_type, body) = if head.starts_with("GET ") && path == "/metrics"
-            {
+            let (status, content_type, body) = if head.starts_with("GET ") && path == "/metrics" {
                 (
                     "200 OK",
                     CONTENT_TYPE,
