@@ -827,10 +827,11 @@ async fn plot_loss(bus: &BusSpec, out: &std::path::Path) -> Result<()> {
     crate::plot::write_png(out, &points(&train), &points(&eval), &speed)
         .map_err(CtlError::Failed)?;
     println!(
-        "{}: {} training and {} evaluation points",
+        "{}: {} training and {} evaluation points, {} tokens/s points",
         out.display(),
         train.len(),
-        eval.len()
+        eval.len(),
+        speed.len()
     );
     Ok(())
 }
