@@ -272,7 +272,12 @@ pub async fn run(conn: &zbus::Connection, every: Duration, once: bool) -> std::i
     use ratatui::crossterm::{cursor, execute, terminal};
     // The alternate screen keeps the user's scrollback; no raw mode, so Ctrl-C stays a signal.
     let mut out = std::io::stdout();
-    execute!(out, terminal::EnterAlternateScreen, cursor::Hide)?;
+    execute!(
+        out,
+        terminal::EnterAlternateScreen,
+        terminal::Clear(terminal::ClearType::All),
+        cursor::Hide
+    )?;
     let drawn = draw_until_interrupted(conn, every).await;
     execute!(out, terminal::LeaveAlternateScreen, cursor::Show)?;
     drawn
@@ -280,8 +285,9 @@ pub async fn run(conn: &zbus::Connection, every: Duration, once: bool) -> std::i
 
 async fn draw_until_interrupted(conn: &zbus::Connection, every: Duration) -> std::io::Result<()> {
     let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
+    // Not `Terminal::clear`: it asks the terminal where the cursor is, which needs raw mode and
+    // a terminal that answers; the screen was cleared on entering it.
     let mut terminal = ratatui::Terminal::new(backend)?;
-    terminal.clear()?;
     loop {
         let snapshot = Snapshot::read(conn).await;
         let now = now();
