@@ -1,10 +1,11 @@
 //! How far each upload has got, for `Jobs()`' `uploaded_bytes`/`total_bytes` (the byte bar of
 //! `minerctl publish --wait`).
 //!
-//! The upload already counts the bytes it streams into its requests (and the objects the Hub
-//! already holds) on the step's watchdog counter, which nothing else moves during an upload;
-//! a transfer remembers that counter's value when an attempt starts and the bytes the attempt
-//! owes, so reading the progress costs two atomic loads and the upload path is not touched.
+//! The upload already counts the bytes it streams into its requests on the step's watchdog
+//! counter, which nothing else moves during an upload (it now adds the objects the Hub already
+//! holds too); a transfer remembers that counter's value when an attempt starts and the bytes the
+//! attempt owes, so reading the progress costs a lock and an atomic load, and the upload itself
+//! keeps no second count.
 //! Not durable: after a restart a job shows 0/0 until its next attempt starts counting.
 
 use std::collections::HashMap;
