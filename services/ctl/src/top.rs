@@ -15,6 +15,7 @@ use ratatui::text::{Line, Text};
 use ratatui::widgets::{Paragraph, Row, Table, Widget};
 
 use crate::snapshot::Snapshot;
+
 /// `12m 03s`, `2h 05m`, `-` when unknown.
 fn duration(secs: f64) -> String {
     if !(secs.is_finite() && secs >= 0.0) {
