@@ -25,6 +25,12 @@ fn hash_json(dir: &std::path::Path, profile: &str) -> serde_json::Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // stderr is a pipe here: the progress bar is not drawn, nothing but the result is printed.
+    assert!(
+        out.stderr.is_empty(),
+        "no progress off a terminal: {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

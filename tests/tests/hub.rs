@@ -14,7 +14,9 @@
 //!   missing weights before any request reaches the Hub, and a too-long repo id stops the daemon;
 //! * 500s, a connection dropped mid-upload and a kill -9 mid-upload cost retries, never a second
 //!   commit; a wrong token fails the job with "HF token rejected" and never shows the token;
-//! * `make_public_after_commit` flips the repository public after the commitment.
+//! * `make_public_after_commit` flips the repository public after the commitment;
+//! * `Jobs()` reports the upload's bytes while it runs (never more than its total, the LFS
+//!   bytes), and none once the job has moved on.
 //!
 //! The committer runs offline here (its ledger stands in for the chain, which is another issue).
 
@@ -637,6 +639,47 @@ fn killed_mid_upload_resumes_and_commits_once() {
         let job = setup.job(&id);
         assert_eq!(hub.repos()[REPO]["head"], job["commit"], "{point}");
     }
+}
+
+#[test]
+fn jobs_report_the_upload_bytes_while_it_runs_and_none_after() {
+    let hub = HubServer::start(&[]);
+    let setup = Setup::new(&hub, HUB_USERS[0].1, "");
+    let model = setup.model("model", 6);
+    // model.safetensors is the only LFS file (by the Hub's patterns); its bytes are the total.
+    let total = std::fs::metadata(model.join("model.safetensors"))
+        .unwrap()
+        .len();
+    // The Hub refuses the LFS verify a few times: between the retries the upload has sent
+    // every byte and waits, long enough for `minerctl jobs` to see it.
+    hub.faults(serde_json::json!([
+        {"method": "POST", "path_regex": "^/_lfs/.*/verify", "status": 500, "count": 4},
+    ]));
+    let id = ok(&minerctl(&setup.bus, &["publish", model.to_str().unwrap()]));
+    let mut seen = Vec::new();
+    let committed = eventually(Duration::from_secs(60), || {
+        let job = setup.job(&id);
+        let (up, of) = (
+            job["uploaded_bytes"].as_u64().unwrap(),
+            job["total_bytes"].as_u64().unwrap(),
+        );
+        seen.push((job["state"].as_str().unwrap().to_string(), up, of));
+        job["state"] == "committed"
+    });
+    assert!(committed, "{seen:?}");
+    assert!(
+        seen.iter().all(|(_, up, of)| up <= of),
+        "never more than the total: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|(state, _, of)| state == "staged" || *of == 0),
+        "bytes only while uploading: {seen:?}"
+    );
+    assert!(
+        seen.contains(&("staged".to_string(), total, total)),
+        "all {total} bytes seen sent while the verify was retried: {seen:?}"
+    );
 }
 
 #[test]

@@ -206,8 +206,8 @@ fn two_hundred_steps_lower_the_eval_loss_and_the_live_views_show_it() {
     let best = done["best_loss"].as_f64().unwrap();
     assert!(best <= last + 1e-12);
 
-    // The live views read the same run: the loss curve as a PNG (a training point per
-    // evaluation after the first), `top` and the Prometheus exposition.
+    // The live views read the same run: the loss curve and the speed as a PNG (a training
+    // point per evaluation after the first), `top` and the Prometheus exposition.
     let png = fx.path("loss.png");
     let out = minerctl(&bus, &["plot", "loss", "--out", png.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&out.stdout);
@@ -224,6 +224,8 @@ fn two_hundred_steps_lower_the_eval_loss_and_the_live_views_show_it() {
         )),
         "{said} vs run.json {history:?}"
     );
+    // The speed panel: one (step, tokens/s) point per step of this process's run.
+    assert!(said.contains(", 200 tokens/s points"), "{said}");
     assert_eq!(
         run_index(&state)["train_history"].as_array().map(Vec::len),
         Some(evals - 1)

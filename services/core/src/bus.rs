@@ -367,6 +367,11 @@ pub struct PublishJobInfo {
     pub error: String,
     /// Creation time, seconds since the epoch.
     pub created: u64,
+    /// While `staged` and uploading: the bytes of the model's large (LFS) files the Hub holds so
+    /// far in this attempt (sent, or already there), of `total_bytes`. Both 0 when no upload
+    /// runs (not kept across a publisher restart; a retry counts from 0 again).
+    pub uploaded_bytes: u64,
+    pub total_bytes: u64,
 }
 
 /// The model this miner's commitment names now: the newest publish job the committer reports
@@ -504,6 +509,8 @@ pub trait Trainer {
     /// (train, eval) loss histories: (step, loss) pairs, oldest first.
     #[allow(clippy::type_complexity)]
     async fn history(&self) -> zbus::Result<(Vec<(u64, f64)>, Vec<(u64, f64)>)>;
+    /// The training speed: (step, tokens/s) pairs, oldest first, bounded.
+    async fn throughput(&self) -> zbus::Result<Vec<(u64, f64)>>;
     async fn status(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn state(&self) -> zbus::Result<TrainerState>;

@@ -265,8 +265,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Top { interval, once } => {
             let conn = connect(&cli.bus).await?;
             let every = std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0));
-            crate::top::run(&conn, every, once).await;
-            Ok(())
+            crate::top::run(&conn, every, once)
+                .await
+                .map_err(|e| CtlError::Internal(format!("drawing the view: {e}")))
         }
         Command::Plot {
             what: PlotWhat::Loss { out },
@@ -332,7 +333,7 @@ fn hash_dir(dir: &std::path::Path, hotkey: &str, profile: Profile, json: bool) -
                     .sum()
             })
             .unwrap_or(0);
-        crate::progress::Bar::start("hashing", total, done.clone())
+        crate::progress::Bar::start("hashing", total, done.clone(), crate::progress::target())
     });
     let model_hash = hash::model_hash_for_with(profile, dir, &done).map_err(CtlError::from)?;
     drop(bar);
@@ -448,15 +449,30 @@ async fn publish(
     let deadline = started + Duration::from_secs(secs);
     let show = crate::progress::wanted();
     let mut last_state = None;
+    // The upload's bytes while the job is `staged` and the publisher is sending it.
+    let mut upload: Option<indicatif::ProgressBar> = None;
     loop {
         let jobs = publisher
             .jobs()
             .await
             .map_err(|e| call_error(Part::Publisher, e))?;
         if let Some(job) = jobs.iter().find(|j| j.id == id) {
+            if show && job.state == JobState::Staged && job.total_bytes > 0 {
+                let bar = upload.get_or_insert_with(|| {
+                    crate::progress::bytes("uploading", job.total_bytes, crate::progress::target())
+                });
+                if job.uploaded_bytes < bar.position() {
+                    // A retry sends everything again: start the bar (and its rate) over.
+                    bar.reset();
+                }
+                bar.set_length(job.total_bytes);
+                bar.set_position(job.uploaded_bytes);
+            } else if let Some(bar) = upload.take() {
+                bar.finish_and_clear();
+            }
             // Each step as it happens: received → staged → uploaded → hashed → handed-off.
             if show && Some(job.state) != last_state {
-                eprintln!(
+                let line = format!(
                     "  {:>6.1}s  {}{}",
                     started.elapsed().as_secs_f64(),
                     job.state,
@@ -466,6 +482,10 @@ async fn publish(
                         format!(" ({})", job.error)
                     }
                 );
+                match &upload {
+                    Some(bar) => bar.println(line),
+                    None => eprintln!("{line}"),
+                }
                 last_state = Some(job.state);
             }
             if job.state == JobState::Committed {
@@ -812,17 +832,29 @@ async fn plot_loss(bus: &BusSpec, out: &std::path::Path) -> Result<()> {
     let err = |e| call_error(Part::Trainer, e);
     let t = TrainerProxy::new(&conn).await.map_err(err)?;
     let (train, eval) = t.history().await.map_err(err)?;
+    // The loss is what was asked for: a trainer that cannot give its speed (one older than
+    // `Throughput`, or a bus policy that predates it) still gets its loss plotted, and is told.
+    let speed = match t.throughput().await {
+        Ok(speed) => speed,
+        Err(e) if bus::is_service_unknown(&e) => return Err(err(e)),
+        Err(e) => {
+            eprintln!("minerctl: no tokens/s panel: {}", bus::error_message(&e));
+            Vec::new()
+        }
+    };
     let points = |v: &[(u64, f64)]| -> Vec<crate::plot::Point> {
         v.iter()
             .map(|&(step, loss)| crate::plot::Point { step, loss })
             .collect()
     };
-    crate::plot::write_png(out, &points(&train), &points(&eval)).map_err(CtlError::Usage)?;
+    crate::plot::write_png(out, &points(&train), &points(&eval), &speed)
+        .map_err(CtlError::Usage)?;
     println!(
-        "{}: {} training and {} evaluation points",
+        "{}: {} training and {} evaluation points, {} tokens/s points",
         out.display(),
         train.len(),
-        eval.len()
+        eval.len(),
+        speed.len()
     );
     Ok(())
 }

@@ -1,168 +1,159 @@
-//! `minerctl metrics`: the figures of `minerctl top` in Prometheus' text exposition format.
+//! `minerctl metrics`: the figures of `minerctl top` in the OpenMetrics text format, which
+//! Prometheus scrapes (and node_exporter's textfile collector reads: same sample lines).
 //!
 //! Off unless run: printed once for node_exporter's textfile collector, or served on
 //! `--listen ADDR` at `/metrics` for a Prometheus scrape (each scrape reads the daemons anew).
-//! The daemons themselves open no extra port for this.
+//! The daemons themselves open no extra port for this. The format (escaping, NaN, `_total`,
+//! `# EOF`) is `prometheus-client`'s; only the names, labels and the tiny HTTP answer are ours
+//! (one GET a scrape does not justify an HTTP server crate).
 
-use std::fmt::Write as _;
-
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::snapshot::Snapshot;
 
-fn gauge(out: &mut String, name: &str, help: &str, samples: &[(String, f64)]) {
-    let _ = writeln!(out, "# HELP taominer_{name} {help}");
-    let _ = writeln!(out, "# TYPE taominer_{name} gauge");
-    for (labels, v) in samples {
-        // Prometheus' text format spells NaN as NaN.
-        let value = if v.is_nan() {
-            "NaN".to_string()
-        } else {
-            format!("{v}")
-        };
-        let _ = writeln!(out, "taominer_{name}{labels} {value}");
+/// What a scrape is answered with: the library writes the OpenMetrics text format (a counter's
+/// `# TYPE` names the family without `_total`, the samples keep it; `# EOF` closes it).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of one sample, in the order they are written.
+type Labels = Vec<(&'static str, String)>;
+
+/// A family of integer gauges by one label (`daemon`, `state`).
+fn by_label(key: &'static str, samples: &[(&str, i64)]) -> Family<Labels, Gauge> {
+    let family = Family::<Labels, Gauge>::default();
+    for (value, n) in samples {
+        family
+            .get_or_create(&vec![(key, value.to_string())])
+            .set(*n);
     }
+    family
 }
 
-fn counter(out: &mut String, name: &str, help: &str, samples: &[(String, f64)]) {
-    let _ = writeln!(out, "# HELP taominer_{name} {help}");
-    let _ = writeln!(out, "# TYPE taominer_{name} counter");
-    for (labels, v) in samples {
-        let _ = writeln!(out, "taominer_{name}{labels} {v}");
-    }
+/// D-Bus hands us counts as `u64`; the library's integer gauge is `i64` (never reached here).
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// A label value, escaped as the format requires.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The exposition of one snapshot.
+/// The exposition of one snapshot. Names, labels and values are the user-facing contract
+/// (dashboards and alerts query them): `taominer_` + the names below; help texts get their final
+/// full stop from the library.
 pub fn exposition(s: &Snapshot) -> String {
-    let mut out = String::new();
-    let up = |d: &str, is: bool| (format!("{{daemon=\"{d}\"}}"), f64::from(u8::from(is)));
-    gauge(
-        &mut out,
+    let mut r = Registry::with_prefix("taominer");
+    r.register(
         "up",
-        "1 when the daemon answers on D-Bus.",
-        &[
-            up("trainer", s.trainer.is_some()),
-            up("publisher", s.publisher.is_some()),
-            up("committer", s.committer.is_some()),
-            up("predictor", s.predictor.is_some()),
-        ],
+        "1 when the daemon answers on D-Bus",
+        by_label(
+            "daemon",
+            &[
+                ("trainer", i64::from(s.trainer.is_some())),
+                ("publisher", i64::from(s.publisher.is_some())),
+                ("committer", i64::from(s.committer.is_some())),
+                ("predictor", i64::from(s.predictor.is_some())),
+            ],
+        ),
     );
-    let none = String::new;
     if let Some(t) = &s.trainer {
-        let st = format!("{{state=\"{}\"}}", label(t.state.as_str()));
-        gauge(
-            &mut out,
+        r.register(
             "trainer_state",
-            "The training run's state (label).",
-            &[(st, 1.0)],
+            "The training run's state (label)",
+            by_label("state", &[(t.state.as_str(), 1)]),
         );
-        gauge(
-            &mut out,
+        r.register(
             "trainer_step",
-            "Optimizer steps taken.",
-            &[(none(), t.step as f64)],
+            "Optimizer steps taken",
+            ConstGauge::new(int(t.step)),
         );
-        gauge(
-            &mut out,
+        r.register(
             "trainer_epoch",
-            "Current epoch.",
-            &[(none(), t.epoch as f64)],
+            "Current epoch",
+            ConstGauge::new(int(t.epoch)),
         );
-        gauge(
-            &mut out,
-            "trainer_loss",
-            "Training loss of the last step.",
-            &[(none(), t.loss)],
-        );
-        gauge(
-            &mut out,
-            "trainer_eval_loss",
-            "Last evaluation loss.",
-            &[(none(), t.eval_loss)],
-        );
-        gauge(
-            &mut out,
-            "trainer_best_loss",
-            "Best evaluation loss of the run.",
-            &[(none(), t.best_loss)],
-        );
-        gauge(
-            &mut out,
-            "trainer_tokens_per_second",
-            "Training throughput.",
-            &[(none(), t.tokens_per_second)],
-        );
-        gauge(
-            &mut out,
-            "trainer_eta_seconds",
-            "Seconds until the run ends; -1 when it has no end.",
-            &[(none(), t.eta_seconds)],
-        );
-        counter(
-            &mut out,
-            "trainer_candidates_total",
-            "Candidates handed to the publisher.",
-            &[(none(), t.candidates as f64)],
+        for (name, help, v) in [
+            ("trainer_loss", "Training loss of the last step", t.loss),
+            ("trainer_eval_loss", "Last evaluation loss", t.eval_loss),
+            (
+                "trainer_best_loss",
+                "Best evaluation loss of the run",
+                t.best_loss,
+            ),
+            (
+                "trainer_tokens_per_second",
+                "Training throughput",
+                t.tokens_per_second,
+            ),
+            (
+                "trainer_eta_seconds",
+                "Seconds until the run ends; -1 when it has no end",
+                t.eta_seconds,
+            ),
+        ] {
+            r.register(name, help, ConstGauge::new(v));
+        }
+        // A counter's samples carry `_total`: the library appends it to the family's name.
+        r.register(
+            "trainer_candidates",
+            "Candidates handed to the publisher",
+            ConstCounter::new(t.candidates),
         );
     }
     if let Some(p) = &s.publisher {
-        let by_state: Vec<(String, f64)> = p
+        let states: Vec<(&str, i64)> = p
             .jobs
             .iter()
-            .map(|(st, n)| (format!("{{state=\"{}\"}}", label(st.as_str())), *n as f64))
+            .map(|(st, n)| (st.as_str(), int(*n)))
             .collect();
-        gauge(
-            &mut out,
+        r.register(
             "publisher_jobs",
-            "Publish jobs by state.",
-            &by_state,
+            "Publish jobs by state",
+            by_label("state", &states),
         );
-        gauge(
-            &mut out,
+        r.register(
             "publisher_jobs_in_flight",
-            "Publish jobs that still owe work.",
-            &[(none(), p.in_flight as f64)],
+            "Publish jobs that still owe work",
+            ConstGauge::new(int(p.in_flight)),
         );
     }
     if let Some(c) = &s.committer {
-        counter(
-            &mut out,
-            "committer_commitments_total",
-            "Commitments written (online: on chain; offline: the ledger).",
-            &[(none(), c.commitments as f64)],
+        r.register(
+            "committer_commitments",
+            "Commitments written (online: on chain; offline: the ledger)",
+            ConstCounter::new(c.commitments),
         );
-        if let Some(r) = &c.last {
-            gauge(
-                &mut out,
+        if let Some(last) = &c.last {
+            r.register(
                 "committer_last_commitment_block",
-                "Block of the last commitment written.",
-                &[(none(), r.block as f64)],
+                "Block of the last commitment written",
+                ConstGauge::new(int(last.block)),
             );
         }
     }
     if let Some(p) = &s.predictor {
-        counter(
-            &mut out,
-            "predictor_requests_total",
-            "Axon answers: served (200) and rejected (any other status).",
-            &[
-                ("{outcome=\"served\"}".into(), p.served as f64),
-                ("{outcome=\"rejected\"}".into(), p.rejected as f64),
-            ],
+        let requests = Family::<Labels, Counter>::default();
+        for (outcome, n) in [("served", p.served), ("rejected", p.rejected)] {
+            requests
+                .get_or_create(&vec![("outcome", outcome.to_string())])
+                .inc_by(n);
+        }
+        r.register(
+            "predictor_requests",
+            "Axon answers: served (200) and rejected (any other status)",
+            requests,
         );
-        gauge(
-            &mut out,
+        r.register(
             "predictor_queued",
-            "Requests waiting for the model.",
-            &[(none(), p.queued as f64)],
+            "Requests waiting for the model",
+            ConstGauge::new(int(p.queued)),
         );
+    }
+    let mut out = String::new();
+    // Writing into a String cannot fail; an error here would be the library's own bug.
+    if let Err(e) = encode(&mut out, &r) {
+        tracing::error!("encoding the metrics failed: {e}");
     }
     out
 }
@@ -193,13 +184,21 @@ pub async fn serve(conn: zbus::Connection, listen: &str) -> std::io::Result<()> 
             };
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = if head.starts_with("GET ") && path == "/metrics" {
-                ("200 OK", exposition(&Snapshot::read(&conn).await))
+            let (status, content_type, body) = if head.starts_with("GET ") && path == "/metrics" {
+                (
+                    "200 OK",
+                    CONTENT_TYPE,
+                    exposition(&Snapshot::read(&conn).await),
+                )
             } else {
-                ("404 Not Found", "only GET /metrics\n".to_string())
+                (
+                    "404 Not Found",
+                    "text/plain; charset=utf-8",
+                    "only GET /metrics\n".to_string(),
+                )
             };
             let reply = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = stream.write_all(reply.as_bytes()).await;
@@ -210,11 +209,47 @@ pub async fn serve(conn: zbus::Connection, listen: &str) -> std::io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Predictor;
+    use crate::snapshot::{Predictor, Publisher, Trainer};
+    use taominer_core::bus::{JobState, TrainerState, WorkState};
+
+    /// The samples of an exposition as `(name{labels}, value)`, checking each line's shape.
+    fn samples(text: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for line in text.lines() {
+            if let Some(meta) = line.strip_prefix("# ") {
+                let kind = meta.split_whitespace().next().unwrap_or("");
+                assert!(["HELP", "TYPE", "EOF"].contains(&kind), "{line}");
+                continue;
+            }
+            let (name, value) = line.rsplit_once(' ').expect("`name value`");
+            assert!(name.starts_with("taominer_"), "{line}");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            out.push((name.to_string(), value.to_string()));
+        }
+        out
+    }
 
     #[test]
-    fn exposition_follows_the_text_format() {
+    fn the_exposition_keeps_the_metric_names_labels_and_values() {
         let s = Snapshot {
+            trainer: Some(Trainer {
+                state: TrainerState::Training,
+                step: 200,
+                epoch: 1,
+                loss: 3.25,
+                eval_loss: f64::NAN,
+                best_loss: 3.5,
+                tokens_per_second: 1234.5,
+                eta_seconds: -1.0,
+                candidates: 3,
+                last_error: String::new(),
+            }),
+            publisher: Some(Publisher {
+                state: WorkState::Idle,
+                jobs: vec![(JobState::Committed, 2), (JobState::Staged, 1)],
+                in_flight: 1,
+                last: None,
+            }),
             predictor: Some(Predictor {
                 state: taominer_core::bus::PredictorState::Serving,
                 status: String::new(),
@@ -225,22 +260,37 @@ mod tests {
             ..Default::default()
         };
         let text = exposition(&s);
-        assert!(
-            text.contains("taominer_up{daemon=\"trainer\"} 0\n"),
-            "{text}"
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let got = samples(&text);
+        let value = |name: &str| {
+            got.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+        };
+        assert_eq!(value("taominer_up{daemon=\"trainer\"}"), "1");
+        assert_eq!(value("taominer_up{daemon=\"committer\"}"), "0");
+        assert_eq!(value("taominer_trainer_state{state=\"training\"}"), "1");
+        assert_eq!(value("taominer_trainer_step"), "200");
+        assert_eq!(value("taominer_trainer_loss"), "3.25");
+        assert_eq!(value("taominer_trainer_eval_loss"), "NaN");
+        assert_eq!(value("taominer_trainer_best_loss"), "3.5");
+        assert_eq!(value("taominer_trainer_eta_seconds"), "-1.0");
+        assert_eq!(value("taominer_trainer_candidates_total"), "3");
+        assert_eq!(value("taominer_publisher_jobs{state=\"staged\"}"), "1");
+        assert_eq!(value("taominer_publisher_jobs_in_flight"), "1");
+        assert_eq!(
+            value("taominer_predictor_requests_total{outcome=\"served\"}"),
+            "10"
         );
-        assert!(
-            text.contains("taominer_up{daemon=\"predictor\"} 1\n"),
-            "{text}"
+        assert_eq!(
+            value("taominer_predictor_requests_total{outcome=\"rejected\"}"),
+            "2"
         );
-        assert!(text.contains("# TYPE taominer_predictor_requests_total counter\n"));
-        assert!(text.contains("taominer_predictor_requests_total{outcome=\"served\"} 10\n"));
-        // Every sample line is `name{labels} value`.
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let (name, value) = line.rsplit_once(' ').unwrap();
-            assert!(name.starts_with("taominer_"), "{line}");
-            assert!(value.parse::<f64>().is_ok() || value == "NaN", "{line}");
-        }
-        assert_eq!(label("a\"b"), "a\\\"b");
+        assert!(text.contains("# TYPE taominer_predictor_requests counter\n"));
+        assert!(text.contains("# TYPE taominer_trainer_step gauge\n"));
+        assert!(text.contains("# HELP taominer_up 1 when the daemon answers on D-Bus.\n"));
+        // A daemon that is down has only its `up` sample: no stale figures.
+        assert!(!text.contains("taominer_committer_commitments"), "{text}");
     }
 }

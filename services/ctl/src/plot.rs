@@ -1,11 +1,15 @@
-//! `minerctl plot loss`: the trainer's loss curve as a PNG.
+//! `minerctl plot loss`: the trainer's loss curve, and its speed, as a PNG.
 //!
-//! A miner wants to see at a glance whether a run is still improving; a picture in a file works
-//! over SSH, in a chat and in a bug report. Plotting crates bring fonts and a dozen dependencies,
-//! so this draws what a loss curve needs with the `png` encoder alone: axes, a grid with labelled
-//! ticks (a 5×7 pixel font), the training loss and the evaluation loss.
+//! A miner wants to see at a glance whether a run is still improving and whether it slowed down;
+//! a picture in a file works over SSH, in a chat and in a bug report. Drawn by `plotters` (axes,
+//! ticks, labels, legend) into an RGB buffer with its bitmap backend and an embedded DejaVu Sans
+//! (through `ab_glyph`: no system fonts or fontconfig needed, so it works on a bare server), then
+//! written by the `png` encoder (plotters' own encoder would bring the whole `image` crate).
 
 use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
 
 /// One point of the trainer's history.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -14,138 +18,27 @@ pub struct Point {
     pub loss: f64,
 }
 
-const WIDTH: usize = 900;
-const HEIGHT: usize = 520;
-/// Plot area inside the margins (left, top, right, bottom).
-const AREA: (usize, usize, usize, usize) = (80, 40, 870, 470);
-const WHITE: [u8; 3] = [255, 255, 255];
-const GRID: [u8; 3] = [225, 225, 225];
-const INK: [u8; 3] = [40, 40, 40];
-/// Training loss, evaluation loss (matplotlib's first two colours).
-pub const TRAIN: [u8; 3] = [31, 119, 180];
-pub const EVAL: [u8; 3] = [255, 127, 14];
+pub const WIDTH: u32 = 900;
+pub const HEIGHT: u32 = 520;
+/// Rows of the loss panel when the speed panel is drawn below it.
+pub const LOSS_HEIGHT: u32 = 330;
+/// Training loss, evaluation loss (matplotlib's first two colours), tokens/s (its third).
+pub const TRAIN: RGBColor = RGBColor(31, 119, 180);
+pub const EVAL: RGBColor = RGBColor(255, 127, 14);
+pub const SPEED: RGBColor = RGBColor(44, 160, 44);
+const FONT: &str = "sans-serif";
 
-struct Canvas {
-    px: Vec<u8>,
+/// Registers the embedded font once; plotters looks fonts up by family name.
+fn font() -> Result<(), String> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok()
+    });
+    ok.then_some(())
+        .ok_or_else(|| "the embedded font could not be loaded".to_string())
 }
 
-impl Canvas {
-    fn new() -> Canvas {
-        Canvas {
-            px: WHITE.repeat(WIDTH * HEIGHT),
-        }
-    }
-
-    fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
-        if x < 0 || y < 0 || x >= WIDTH as i64 || y >= HEIGHT as i64 {
-            return;
-        }
-        let i = (y as usize * WIDTH + x as usize) * 3;
-        self.px[i..i + 3].copy_from_slice(&c);
-    }
-
-    /// Bresenham, `thick` pixels wide.
-    fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: [u8; 3], thick: i64) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-        loop {
-            for ox in 0..thick {
-                for oy in 0..thick {
-                    self.set(x + ox - thick / 2, y + oy - thick / 2, c);
-                }
-            }
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
-    }
-
-    /// Text in the 5×7 font at `scale`, top-left at (x, y).
-    fn text(&mut self, x: i64, y: i64, s: &str, c: [u8; 3], scale: i64) {
-        for (i, ch) in s.chars().enumerate() {
-            let rows = glyph(ch);
-            for (r, bits) in rows.iter().enumerate() {
-                for col in 0..5 {
-                    if bits & (0x10 >> col) != 0 {
-                        for a in 0..scale {
-                            for b in 0..scale {
-                                self.set(
-                                    x + (i as i64 * 6 + col) * scale + a,
-                                    y + r as i64 * scale + b,
-                                    c,
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn text_width(s: &str, scale: i64) -> i64 {
-        s.chars().count() as i64 * 6 * scale
-    }
-}
-
-/// 5×7 glyphs, one byte a row, high bit on the left; unknown characters are blank.
-fn glyph(c: char) -> [u8; 7] {
-    match c.to_ascii_uppercase() {
-        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
-        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
-        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
-        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
-        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
-        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
-        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
-        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
-        '.' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C],
-        '-' => [0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00],
-        'K' => [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11],
-        'M' => [0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11],
-        'A' => [0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
-        'B' => [0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E],
-        'E' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F],
-        'I' => [0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        'L' => [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F],
-        'N' => [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
-        'O' => [0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
-        'P' => [0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10],
-        'R' => [0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11],
-        'S' => [0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E],
-        'T' => [0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
-        'V' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04],
-        _ => [0; 7],
-    }
-}
-
-/// 1, 2 or 5 × 10^k: a tick spacing giving about `n` ticks over `span`.
-fn nice_step(span: f64, n: f64) -> f64 {
-    let raw = (span / n).max(f64::MIN_POSITIVE);
-    let mag = 10f64.powf(raw.log10().floor());
-    let f = raw / mag;
-    mag * if f < 1.5 {
-        1.0
-    } else if f < 3.5 {
-        2.0
-    } else if f < 7.5 {
-        5.0
-    } else {
-        10.0
-    }
-}
-
+/// `25K`, `1.5M`: step numbers as the axis shows them.
 fn step_label(v: f64) -> String {
     if v >= 1e6 {
         format!("{}M", trim(v / 1e6))
@@ -156,6 +49,7 @@ fn step_label(v: f64) -> String {
     }
 }
 
+/// At most three decimals, trailing zeros cut.
 fn trim(v: f64) -> String {
     let s = format!("{v:.3}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
@@ -166,101 +60,156 @@ fn trim(v: f64) -> String {
     }
 }
 
-/// Draws the curves into an RGB image; `None` when there is nothing to draw.
-pub fn render(train: &[Point], eval: &[Point]) -> Option<Vec<u8>> {
-    let all: Vec<&Point> = train
-        .iter()
-        .chain(eval)
-        .filter(|p| p.loss.is_finite())
-        .collect();
-    if all.is_empty() {
-        return None;
+/// `8.1k`: a speed on its axis.
+fn speed_label(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{}M", trim(v / 1e6))
+    } else if v >= 1e3 {
+        format!("{}k", trim(v / 1e3))
+    } else {
+        trim(v)
     }
-    let (mut x0, mut x1) = (u64::MAX, 0u64);
-    let (mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY);
-    for p in &all {
-        x0 = x0.min(p.step);
-        x1 = x1.max(p.step);
-        y0 = y0.min(p.loss);
-        y1 = y1.max(p.loss);
-    }
-    if x1 == x0 {
-        x1 = x0 + 1;
-    }
-    let pad = ((y1 - y0) * 0.05).max(1e-3);
-    let (y0, y1) = (y0 - pad, y1 + pad);
-    let (left, top, right, bottom) = AREA;
-    let (left, top, right, bottom) = (left as i64, top as i64, right as i64, bottom as i64);
-    let sx = |s: u64| left + ((s - x0) as f64 / (x1 - x0) as f64 * (right - left) as f64) as i64;
-    let sy = |l: f64| bottom - ((l - y0) / (y1 - y0) * (bottom - top) as f64) as i64;
+}
 
-    let mut c = Canvas::new();
-    let ys = nice_step(y1 - y0, 6.0);
-    let mut v = (y0 / ys).ceil() * ys;
-    while v <= y1 {
-        let y = sy(v);
-        c.line((left, y), (right, y), GRID, 1);
-        let label = trim(v);
-        c.text(
-            left - 8 - Canvas::text_width(&label, 2),
-            y - 7,
-            &label,
-            INK,
-            2,
-        );
-        v += ys;
+/// A plotters failure, said in words.
+fn drawing<E: std::fmt::Debug>(e: E) -> String {
+    format!("drawing the plot: {e:?}")
+}
+
+/// Draws the curves into an RGB image `WIDTH`×`HEIGHT`: the loss above, the speed below (when
+/// there is one). `Ok(None)` when no loss has been recorded yet.
+pub fn render(
+    train: &[Point],
+    eval: &[Point],
+    speed: &[(u64, f64)],
+) -> Result<Option<Vec<u8>>, String> {
+    let finite = |p: &&Point| p.loss.is_finite();
+    let train: Vec<(u64, f64)> = train
+        .iter()
+        .filter(finite)
+        .map(|p| (p.step, p.loss))
+        .collect();
+    let eval: Vec<(u64, f64)> = eval
+        .iter()
+        .filter(finite)
+        .map(|p| (p.step, p.loss))
+        .collect();
+    let speed: Vec<(u64, f64)> = speed
+        .iter()
+        .copied()
+        .filter(|(_, v)| v.is_finite() && *v >= 0.0)
+        .collect();
+    if train.is_empty() && eval.is_empty() {
+        return Ok(None);
     }
-    let xs = nice_step((x1 - x0) as f64, 8.0).max(1.0);
-    let mut v = ((x0 as f64) / xs).ceil() * xs;
-    while v <= x1 as f64 {
-        let x = sx(v as u64);
-        c.line((x, top), (x, bottom), GRID, 1);
-        let label = step_label(v);
-        c.text(
-            x - Canvas::text_width(&label, 2) / 2,
-            bottom + 10,
-            &label,
-            INK,
-            2,
-        );
-        v += xs;
-    }
-    c.line((left, top), (left, bottom), INK, 2);
-    c.line((left, bottom), (right, bottom), INK, 2);
-    for (points, colour) in [(train, TRAIN), (eval, EVAL)] {
-        let pts: Vec<(i64, i64)> = points
-            .iter()
-            .filter(|p| p.loss.is_finite())
-            .map(|p| (sx(p.step), sy(p.loss)))
-            .collect();
-        for w in pts.windows(2) {
-            c.line(w[0], w[1], colour, 2);
+    font()?;
+    // Both panels share the step axis, so a slow stretch lines up with its losses.
+    let steps = train.iter().chain(&eval).chain(&speed).map(|p| p.0);
+    let (x0, x1) = steps.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
+    let x1 = x1.max(x0 + 1);
+    let losses = train.iter().chain(&eval).map(|p| p.1);
+    let (y0, y1) = losses.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let pad = ((y1 - y0) * 0.05).max(1e-3);
+
+    let mut px = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut px, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(drawing)?;
+        let (upper, lower) = if speed.is_empty() {
+            (root.clone(), None)
+        } else {
+            let (u, l) = root.split_vertically(LOSS_HEIGHT);
+            (u, Some(l))
+        };
+        let mut chart = ChartBuilder::on(&upper)
+            .caption("loss", (FONT, 20))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+            .map_err(drawing)?;
+        chart
+            .configure_mesh()
+            .light_line_style(WHITE)
+            .x_desc("step")
+            .y_desc("loss")
+            .label_style((FONT, 13))
+            .x_label_formatter(&|v| step_label(*v as f64))
+            .draw()
+            .map_err(drawing)?;
+        chart
+            .draw_series(LineSeries::new(
+                train.iter().copied(),
+                TRAIN.stroke_width(2),
+            ))
+            .map_err(drawing)?
+            .label("train")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], TRAIN.stroke_width(3)));
+        chart
+            .draw_series(LineSeries::new(eval.iter().copied(), EVAL.stroke_width(2)))
+            .map_err(drawing)?
+            .label("eval")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], EVAL.stroke_width(3)));
+        // Each point is a measurement, not an interpolation: mark it (and a curve of one point
+        // is still seen).
+        chart
+            .draw_series(train.iter().map(|&p| Circle::new(p, 2, TRAIN.filled())))
+            .map_err(drawing)?;
+        chart
+            .draw_series(eval.iter().map(|&p| Circle::new(p, 3, EVAL.filled())))
+            .map_err(drawing)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()
+            .map_err(drawing)?;
+
+        if let Some(lower) = lower {
+            let top = speed.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
+            let mut chart = ChartBuilder::on(&lower)
+                .caption("tokens/s", (FONT, 16))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(64)
+                .build_cartesian_2d(x0..x1, 0.0..top)
+                .map_err(drawing)?;
+            chart
+                .configure_mesh()
+                .light_line_style(WHITE)
+                .x_desc("step")
+                .label_style((FONT, 13))
+                .x_label_formatter(&|v| step_label(*v as f64))
+                .y_label_formatter(&|v| speed_label(*v))
+                .y_labels(5)
+                .draw()
+                .map_err(drawing)?;
+            chart
+                .draw_series(LineSeries::new(
+                    speed.iter().copied(),
+                    SPEED.stroke_width(2),
+                ))
+                .map_err(drawing)?;
         }
-        for p in &pts {
-            c.line(*p, *p, colour, 5);
-        }
+        root.present().map_err(drawing)?;
     }
-    // Legend and axis names.
-    c.text(left, 10, "LOSS", INK, 2);
-    c.line((right - 250, 17), (right - 220, 17), TRAIN, 3);
-    c.text(right - 212, 10, "TRAIN", INK, 2);
-    c.line((right - 130, 17), (right - 100, 17), EVAL, 3);
-    c.text(right - 92, 10, "EVAL", INK, 2);
-    c.text(
-        right - Canvas::text_width("STEP", 2),
-        bottom + 30,
-        "STEP",
-        INK,
-        2,
-    );
-    Some(c.px)
+    Ok(Some(px))
 }
 
 /// Writes the curves to `out` as a PNG.
-pub fn write_png(out: &Path, train: &[Point], eval: &[Point]) -> Result<(), String> {
-    let pixels = render(train, eval).ok_or("no loss recorded yet: nothing to plot")?;
+pub fn write_png(
+    out: &Path,
+    train: &[Point],
+    eval: &[Point],
+    speed: &[(u64, f64)],
+) -> Result<(), String> {
+    let pixels = render(train, eval, speed)?.ok_or("no loss recorded yet: nothing to plot")?;
     let file = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), WIDTH as u32, HEIGHT as u32);
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), WIDTH, HEIGHT);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     let mut w = enc
@@ -275,14 +224,34 @@ pub fn write_png(out: &Path, train: &[Point], eval: &[Point]) -> Result<(), Stri
 mod tests {
     use super::*;
 
-    fn pixel(px: &[u8], x: usize, y: usize) -> [u8; 3] {
-        let i = (y * WIDTH + x) * 3;
-        [px[i], px[i + 1], px[i + 2]]
+    /// The PNG written to disk, decoded: (width, height, RGB pixels).
+    fn decoded(path: &Path) -> (u32, u32, Vec<u8>) {
+        let decoder = png::Decoder::new(std::io::BufReader::new(
+            std::fs::File::open(path).expect("the PNG"),
+        ));
+        let mut reader = decoder.read_info().expect("a PNG header");
+        let mut buf = vec![0; reader.output_buffer_size().expect("a size")];
+        let info = reader.next_frame(&mut buf).expect("the image data");
+        assert_eq!(info.color_type, png::ColorType::Rgb);
+        buf.truncate(info.buffer_size());
+        (info.width, info.height, buf)
+    }
+
+    /// Rows (y) holding at least one pixel of colour `c`.
+    fn rows_with(px: &[u8], c: RGBColor) -> Vec<u32> {
+        (0..HEIGHT)
+            .filter(|&y| {
+                (0..WIDTH).any(|x| {
+                    let i = ((y * WIDTH + x) * 3) as usize;
+                    px[i..i + 3] == [c.0, c.1, c.2]
+                })
+            })
+            .collect()
     }
 
     #[test]
-    fn curves_are_drawn_where_their_points_are() {
-        let train: Vec<Point> = (0..=10)
+    fn the_png_has_both_losses_above_and_the_speed_below() {
+        let train: Vec<Point> = (1..=10)
             .map(|i| Point {
                 step: i * 100,
                 loss: 5.0 - i as f64 * 0.3,
@@ -295,32 +264,82 @@ mod tests {
                 loss: 2.2,
             },
         ];
-        let px = render(&train, &eval).unwrap();
-        assert_eq!(px.len(), WIDTH * HEIGHT * 3);
-        let count = |c: [u8; 3]| {
-            (0..WIDTH * HEIGHT)
-                .filter(|i| px[i * 3..i * 3 + 3] == c)
-                .count()
+        let speed: Vec<(u64, f64)> = (1..=1000).map(|s| (s, 8000.0 + s as f64)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("loss.png");
+        write_png(&out, &train, &eval, &speed).unwrap();
+        let (w, h, px) = decoded(&out);
+        assert_eq!((w, h), (WIDTH, HEIGHT));
+        let (t, e, s) = (
+            rows_with(&px, TRAIN),
+            rows_with(&px, EVAL),
+            rows_with(&px, SPEED),
+        );
+        // A falling curve spans many rows; the legend's samples add a few more.
+        assert!(t.len() > 100 && e.len() > 100, "{} {}", t.len(), e.len());
+        assert!(
+            t.iter().chain(&e).all(|&y| y < LOSS_HEIGHT),
+            "losses in the top panel"
+        );
+        assert!(
+            !s.is_empty() && s.iter().all(|&y| y >= LOSS_HEIGHT),
+            "speed below"
+        );
+        // The eval curve starts higher (5.2 > 5.0): its topmost row is above the train curve's,
+        // ignoring the legend box in the upper right.
+        let top_of = |c: RGBColor| {
+            (0..LOSS_HEIGHT).find(|&y| {
+                (0..WIDTH / 2).any(|x| {
+                    let i = ((y * WIDTH + x) * 3) as usize;
+                    px[i..i + 3] == [c.0, c.1, c.2]
+                })
+            })
         };
-        assert!(count(TRAIN) > 500, "train curve drawn");
-        assert!(count(EVAL) > 500, "eval curve drawn");
-        // The first training point sits at the left edge, the highest loss near the top.
-        let (left, _, _, bottom) = AREA;
-        let top_train = (AREA.1..bottom)
-            .find(|&y| pixel(&px, left + 1, y) == TRAIN)
-            .unwrap();
-        let top_eval = (AREA.1..bottom)
-            .find(|&y| pixel(&px, left + 1, y) == EVAL)
-            .unwrap();
-        assert!(top_eval < top_train, "eval starts higher (5.2 > 5.0)");
-        assert!(render(&[], &[]).is_none());
+        assert!(top_of(EVAL) < top_of(TRAIN), "eval starts higher");
+        // Text was drawn (axis labels, captions, legend): dark pixels left of the plot area.
+        let dark = (0..HEIGHT * 60)
+            .filter(|&i| {
+                let (x, y) = (i % 60, i / 60);
+                let j = ((y * WIDTH + x) * 3) as usize;
+                px[j] < 100 && px[j + 1] < 100 && px[j + 2] < 100
+            })
+            .count();
+        assert!(dark > 200, "tick labels drawn: {dark} dark pixels");
     }
 
     #[test]
-    fn ticks_are_round_numbers() {
-        assert_eq!(nice_step(10.0, 5.0), 2.0);
-        assert_eq!(nice_step(0.37, 6.0), 0.05);
+    fn without_a_speed_the_loss_takes_the_whole_image_and_without_a_loss_nothing_is_drawn() {
+        let train = [Point {
+            step: 10,
+            loss: 3.0,
+        }];
+        let eval = [
+            Point { step: 0, loss: 4.0 },
+            Point {
+                step: 10,
+                loss: 2.0,
+            },
+        ];
+        let px = render(&train, &eval, &[]).unwrap().unwrap();
+        assert_eq!(px.len(), (WIDTH * HEIGHT * 3) as usize);
+        // The lowest loss sits near the bottom of the image, below where the speed panel starts.
+        assert!(rows_with(&px, EVAL).iter().any(|&y| y > LOSS_HEIGHT));
+        // One training point is a curve of one point: still drawn, as its marker.
+        assert!(!rows_with(&px, TRAIN).is_empty());
+        assert!(rows_with(&px, SPEED).is_empty());
+        assert_eq!(render(&[], &[], &[(1, 10.0)]), Ok(None));
+        let nan = [Point {
+            step: 1,
+            loss: f64::NAN,
+        }];
+        assert_eq!(render(&nan, &[], &[]), Ok(None));
+    }
+
+    #[test]
+    fn ticks_read_as_people_write_numbers() {
         assert_eq!(step_label(25_000.0), "25K");
+        assert_eq!(step_label(1_500_000.0), "1.5M");
+        assert_eq!(speed_label(8_100.0), "8.1k");
         assert_eq!(trim(2.500), "2.5");
     }
 }

@@ -53,7 +53,16 @@ impl PublisherService {
 
     /// Every job, oldest first.
     async fn jobs(&self) -> Vec<PublishJobInfo> {
-        self.shared.jobs().all().map(PublishJob::info).collect()
+        let shared = &self.shared;
+        shared
+            .jobs()
+            .all()
+            .map(|job| {
+                let mut info = job.info();
+                (info.uploaded_bytes, info.total_bytes) = shared.transfers.progress(&job.id);
+                info
+            })
+            .collect()
     }
 
     async fn status(&self) -> String {

@@ -104,6 +104,9 @@ impl PublishJob {
                 .or_else(|| self.last_error.as_ref().map(|e| format!("retrying: {e}")))
                 .unwrap_or_default(),
             created: self.created,
+            // Filled by `Jobs()` from the upload in progress ([`crate::transfer`]).
+            uploaded_bytes: 0,
+            total_bytes: 0,
         }
     }
 }
@@ -117,6 +120,8 @@ pub struct Shared {
     pub jobs: Mutex<JobStore<PublishJob>>,
     /// Wakes the worker when there is new work.
     pub wake: tokio::sync::Notify,
+    /// The uploads in progress, for `Jobs()`' byte counts.
+    pub transfers: crate::transfer::Transfers,
 }
 
 impl Shared {
@@ -132,6 +137,7 @@ impl Shared {
             state_dir,
             jobs: Mutex::new(jobs),
             wake: tokio::sync::Notify::new(),
+            transfers: Default::default(),
         })
     }
 

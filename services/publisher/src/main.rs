@@ -10,6 +10,7 @@ mod online;
 mod pipeline;
 mod retry;
 mod staging;
+mod transfer;
 
 use std::sync::Arc;
 

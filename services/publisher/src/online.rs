@@ -67,6 +67,10 @@ pub async fn upload(
         job.competition
     );
     let description = "Published by taominer.".to_string();
+    let _tracked = crate::transfer::Tracked {
+        transfers: &shared.transfers,
+        job: &job.id,
+    };
     let commit = retry("upload", &mut backoff, alive, &note, || async {
         // After a crash or a lost answer the commit may already exist: never make a second.
         if let Some(c) = hub.find_commit(repo, &marker).await? {
@@ -79,6 +83,13 @@ pub async fn upload(
             .iter()
             .filter(|f| modes.lfs.contains(&f.rel))
             .collect();
+        // `upload_lfs` counts on `alive` the bytes it sends and those the Hub already has, once
+        // per object (two paths with the same bytes are one object).
+        let objects: std::collections::BTreeMap<&str, u64> =
+            lfs.iter().map(|f| (f.oid.as_str(), f.size)).collect();
+        shared
+            .transfers
+            .begin(&job.id, alive, objects.values().sum());
         hub.upload_lfs(repo, &lfs, alive).await?;
         crash_point("publisher.lfs-uploaded");
         let deletes = upload::stale(&existing, &files);

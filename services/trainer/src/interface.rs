@@ -64,6 +64,12 @@ impl TrainerService {
         (p.train_history, p.eval_history)
     }
 
+    /// The training speed: (step, tokens/s), oldest first, at most
+    /// [`crate::throughput::CAPACITY`] points evenly spread over the run (this process's).
+    async fn throughput(&self) -> Vec<(u64, f64)> {
+        self.shared.progress().throughput.points().to_vec()
+    }
+
     /// `idle` (nothing configured to train), `starting`, `training`, `pausing`, `paused`,
     /// `finished` or `failed`.
     #[zbus(property)]

@@ -16,4 +16,5 @@ pub mod optim;
 pub mod plan;
 pub mod remote;
 pub mod rng;
+pub mod throughput;
 pub mod train;

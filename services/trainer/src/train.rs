@@ -46,6 +46,8 @@ pub struct Progress {
     /// before) recorded with it: `minerctl plot loss`.
     pub eval_history: Vec<(u64, f64)>,
     pub train_history: Vec<(u64, f64)>,
+    /// (step, tokens/s), bounded: the speed panel of `minerctl plot`.
+    pub throughput: crate::throughput::Throughput,
 }
 
 impl Default for Progress {
@@ -64,6 +66,7 @@ impl Default for Progress {
             candidates: 0,
             eval_history: Vec::new(),
             train_history: Vec::new(),
+            throughput: Default::default(),
         }
     }
 }
@@ -583,6 +586,7 @@ impl Run {
                 p.loss = loss;
                 p.tokens_per_second = rate;
                 p.eta_seconds = eta;
+                p.throughput.record(step, rate);
             });
             tracing::debug!(STEP = step, "step {step} loss {loss:.4} lr {lr:.2e}");
 

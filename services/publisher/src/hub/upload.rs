@@ -150,7 +150,8 @@ impl Hub {
         Ok(modes)
     }
 
-    /// Uploads the LFS objects the Hub does not have yet. `progress` counts bytes sent.
+    /// Uploads the LFS objects the Hub does not have yet. `progress` counts bytes sent, and the
+    /// size of each object the Hub already has.
     pub async fn upload_lfs(
         &self,
         repo: &str,
@@ -204,7 +205,11 @@ impl Hub {
             // No actions: the Hub already has this object.
             match object.actions {
                 Some(actions) => work.push((file, actions)),
-                None => tracing::debug!(path = %file.rel, "LFS object already on the Hub"),
+                // Counted as done, so the upload's byte count reaches its total.
+                None => {
+                    tracing::debug!(path = %file.rel, "LFS object already on the Hub");
+                    progress.fetch_add(file.size, Ordering::Relaxed);
+                }
             }
         }
         // Shards go up side by side, as the Python client does: one stream to object storage
