@@ -23,7 +23,7 @@ use zbus::object_server::SignalEmitter;
 use crate::checkpoint::{Candidate, RunIndex};
 use crate::error::Result;
 use crate::interface::TrainerService;
-use crate::train::{CandidateEvent, Shared};
+use crate::progress::{CandidateEvent, Shared};
 
 /// How long the loop may go without a heartbeat before the watchdog is left to fire. Long: a
 /// checkpoint of a big model or a slow first step shows no beat for a while.

@@ -1,12 +1,13 @@
 //! The trainer's D-Bus object, `org.taominer.Trainer1`: start and pause the run, and read its
-//! progress. The loop itself lives in `train.rs`; this only reads [`Shared`] and flips its switch.
+//! progress. The loop itself lives in `train.rs`; this only reads [`Shared`] (`progress.rs`) and
+//! flips its switch.
 
 use std::sync::Arc;
 
 use taominer_core::bus::{BusError, TrainerState};
 use zbus::object_server::SignalEmitter;
 
-use crate::train::{Control, Shared};
+use crate::progress::{Control, Shared};
 
 pub struct TrainerService {
     pub shared: Arc<Shared>,

@@ -14,6 +14,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod plan;
+pub mod progress;
 pub mod remote;
 pub mod rng;
 pub mod throughput;

@@ -3,7 +3,7 @@
 //! prints a run's memory plan. Wiring only: the loop is in `train.rs`, the D-Bus object in
 //! `interface.rs`, the hand-off in `handoff.rs`, the plan in `plan.rs`.
 
-use taominer_trainer::{handoff, interface, plan, remote, train};
+use taominer_trainer::{handoff, interface, plan, progress, remote, train};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -213,7 +213,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let shared = Arc::new(train::Shared::new(t.autostart, tx));
+    let shared = Arc::new(progress::Shared::new(t.autostart, tx));
     let service = interface::TrainerService {
         shared: shared.clone(),
     };
@@ -241,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
     let worker = handoff::run(shared.clone(), conn, daemon.state_dir.clone(), rx);
     let outcome = runtime::until_shutdown(worker).await;
     // Stop after the current step; the loop writes a checkpoint of where it got to.
-    shared.set_control(train::Control::Stop);
+    shared.set_control(progress::Control::Stop);
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     if let Some(Err(e)) = outcome {
         return Err(e.into());
