@@ -399,6 +399,32 @@ impl LiveModel {
     }
 }
 
+/// The trainer's figures in one reply (`Trainer1.Status()`): one call gives a client a
+/// consistent reading instead of eleven property reads taken at different steps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Type)]
+pub struct TrainerStatus {
+    pub state: TrainerState,
+    /// The one-line summary `minerctl status` and `STATUS=` show, e.g.
+    /// `step 1200 loss 3.410 8.1k tok/s best 3.380 eta 1h05m`.
+    pub line: String,
+    pub step: u64,
+    pub epoch: u64,
+    /// The last step's training loss (NaN before the first step).
+    pub loss: f64,
+    /// The last evaluation's loss (NaN before the first).
+    pub eval_loss: f64,
+    /// The best eval loss of the run (NaN before the first evaluation).
+    pub best_loss: f64,
+    pub tokens_per_second: f64,
+    /// Seconds until the run ends; -1 when it has no end.
+    pub eta_seconds: f64,
+    pub parameters: u64,
+    /// Candidates recorded in this run.
+    pub candidates: u64,
+    /// Why the run failed (or, `idle`, what to configure); empty otherwise.
+    pub last_error: String,
+}
+
 /// One commitment as recorded by the committer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct CommitmentRecord {
@@ -511,30 +537,10 @@ pub trait Trainer {
     async fn history(&self) -> zbus::Result<(Vec<(u64, f64)>, Vec<(u64, f64)>)>;
     /// The training speed: (step, tokens/s) pairs, oldest first, bounded.
     async fn throughput(&self) -> zbus::Result<Vec<(u64, f64)>>;
-    async fn status(&self) -> zbus::Result<String>;
+    /// Every figure at once (see [`TrainerStatus`]).
+    async fn status(&self) -> zbus::Result<TrainerStatus>;
     #[zbus(property)]
     fn state(&self) -> zbus::Result<TrainerState>;
-    #[zbus(property)]
-    fn step(&self) -> zbus::Result<u64>;
-    #[zbus(property)]
-    fn loss(&self) -> zbus::Result<f64>;
-    #[zbus(property)]
-    fn best_loss(&self) -> zbus::Result<f64>;
-    #[zbus(property)]
-    fn tokens_per_second(&self) -> zbus::Result<f64>;
-    #[zbus(property)]
-    fn epoch(&self) -> zbus::Result<u64>;
-    #[zbus(property)]
-    fn eval_loss(&self) -> zbus::Result<f64>;
-    /// Seconds left; -1 when the run has no end.
-    #[zbus(property)]
-    fn eta(&self) -> zbus::Result<f64>;
-    #[zbus(property)]
-    fn parameters(&self) -> zbus::Result<u64>;
-    #[zbus(property)]
-    fn candidates(&self) -> zbus::Result<u64>;
-    #[zbus(property)]
-    fn last_error(&self) -> zbus::Result<String>;
     #[zbus(signal)]
     fn candidate_ready(&self, path: &str, avg_loss: f64, competition: &str) -> zbus::Result<()>;
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use taominer_core::bus::{
     self, BusSpec, CommitterProxy, ErrorKind, JobState, Part, PredictorProxy, PublisherProxy,
-    TrainerProxy, TrainerState,
+    TrainerProxy,
 };
 use taominer_core::config::{Config, Profile, Sources};
 use taominer_core::formats::{competition, hash, preflight, ss58};
@@ -368,8 +368,8 @@ async fn status(bus: &BusSpec, json: bool) -> Result<()> {
         let res: zbus::Result<(String, String)> = async {
             Ok(match part {
                 Part::Trainer => {
-                    let p = TrainerProxy::new(&conn).await?;
-                    (p.status().await?, p.state().await?.to_string())
+                    let s = TrainerProxy::new(&conn).await?.status().await?;
+                    (s.line, s.state.to_string())
                 }
                 Part::Predictor => {
                     let p = PredictorProxy::new(&conn).await?;
@@ -733,21 +733,6 @@ async fn commitments(bus: &BusSpec, json: bool) -> Result<()> {
     Ok(())
 }
 
-#[derive(serde::Serialize)]
-struct TrainStatus {
-    state: TrainerState,
-    step: u64,
-    epoch: u64,
-    loss: f64,
-    eval_loss: f64,
-    best_loss: f64,
-    tokens_per_second: f64,
-    eta_seconds: f64,
-    parameters: u64,
-    candidates: u64,
-    last_error: String,
-}
-
 async fn train(bus: &BusSpec, action: TrainAction) -> Result<()> {
     let conn = connect(bus).await?;
     let err = |e| call_error(Part::Trainer, e);
@@ -766,19 +751,7 @@ async fn train(bus: &BusSpec, action: TrainAction) -> Result<()> {
             println!("pausing after the current step");
         }
         TrainAction::Status { json } => {
-            let s = TrainStatus {
-                state: trainer.state().await.map_err(err)?,
-                step: trainer.step().await.map_err(err)?,
-                epoch: trainer.epoch().await.map_err(err)?,
-                loss: trainer.loss().await.map_err(err)?,
-                eval_loss: trainer.eval_loss().await.map_err(err)?,
-                best_loss: trainer.best_loss().await.map_err(err)?,
-                tokens_per_second: trainer.tokens_per_second().await.map_err(err)?,
-                eta_seconds: trainer.eta().await.map_err(err)?,
-                parameters: trainer.parameters().await.map_err(err)?,
-                candidates: trainer.candidates().await.map_err(err)?,
-                last_error: trainer.last_error().await.map_err(err)?,
-            };
+            let s = trainer.status().await.map_err(err)?;
             if json {
                 // JSON has no NaN: a loss not measured yet is null.
                 let mut v = serde_json::to_value(&s).unwrap_or_default();

@@ -243,6 +243,7 @@ mod tests {
                 eta_seconds: -1.0,
                 candidates: 3,
                 last_error: String::new(),
+                ..Default::default()
             }),
             publisher: Some(Publisher {
                 state: WorkState::Idle,

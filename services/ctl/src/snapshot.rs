@@ -5,23 +5,11 @@
 
 use taominer_core::bus::{
     self, CommitterProxy, JobState, Part, PredictorProxy, PredictorState, PublisherProxy,
-    TrainerProxy, TrainerState, WorkState,
+    TrainerProxy, WorkState,
 };
 
-/// The trainer's figures.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Trainer {
-    pub state: TrainerState,
-    pub step: u64,
-    pub epoch: u64,
-    pub loss: f64,
-    pub eval_loss: f64,
-    pub best_loss: f64,
-    pub tokens_per_second: f64,
-    pub eta_seconds: f64,
-    pub candidates: u64,
-    pub last_error: String,
-}
+/// The trainer's figures: its `Status()` reply as it is.
+pub type Trainer = bus::TrainerStatus;
 
 /// The publisher's jobs, counted by state.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -83,22 +71,7 @@ fn up<T>(part: Part, r: zbus::Result<T>) -> Option<T> {
 }
 
 async fn trainer(conn: &zbus::Connection) -> zbus::Result<Trainer> {
-    let t = TrainerProxy::builder(conn)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await?;
-    Ok(Trainer {
-        state: t.state().await?,
-        step: t.step().await?,
-        epoch: t.epoch().await?,
-        loss: t.loss().await?,
-        eval_loss: t.eval_loss().await?,
-        best_loss: t.best_loss().await?,
-        tokens_per_second: t.tokens_per_second().await?,
-        eta_seconds: t.eta().await?,
-        candidates: t.candidates().await?,
-        last_error: t.last_error().await?,
-    })
+    TrainerProxy::new(conn).await?.status().await
 }
 
 async fn publisher(conn: &zbus::Connection) -> zbus::Result<Publisher> {

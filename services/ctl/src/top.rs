@@ -380,6 +380,7 @@ mod tests {
                 eta_seconds: 723.0,
                 candidates: 2,
                 last_error: String::new(),
+                ..Default::default()
             }),
             committer: Some(Committer {
                 state: taominer_core::bus::WorkState::Idle,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use taominer_core::bus::{BusError, TrainerState};
+use taominer_core::bus::{BusError, TrainerState, TrainerStatus};
 use zbus::object_server::SignalEmitter;
 
 use crate::progress::{Control, Shared};
@@ -53,9 +53,10 @@ impl TrainerService {
         Ok(())
     }
 
-    /// One line: `step 1200 loss 3.410 8.1k tok/s best 3.380 eta 1h05m`, or the state.
-    async fn status(&self) -> String {
-        self.shared.progress().line()
+    /// Every figure at once, with the one-line summary (`minerctl status`, `minerctl train
+    /// status`, `minerctl top`).
+    async fn status(&self) -> TrainerStatus {
+        self.shared.progress().status()
     }
 
     /// The loss history: (step, mean training loss since the previous evaluation) and
@@ -76,62 +77,6 @@ impl TrainerService {
     #[zbus(property)]
     async fn state(&self) -> TrainerState {
         self.shared.progress().state
-    }
-
-    #[zbus(property)]
-    async fn step(&self) -> u64 {
-        self.shared.progress().step
-    }
-
-    #[zbus(property)]
-    async fn epoch(&self) -> u64 {
-        self.shared.progress().epoch
-    }
-
-    /// The last step's training loss (NaN before the first step).
-    #[zbus(property)]
-    async fn loss(&self) -> f64 {
-        self.shared.progress().loss
-    }
-
-    /// The last evaluation's loss (NaN before the first).
-    #[zbus(property)]
-    async fn eval_loss(&self) -> f64 {
-        self.shared.progress().eval_loss
-    }
-
-    /// The best eval loss of the run (NaN before the first evaluation).
-    #[zbus(property)]
-    async fn best_loss(&self) -> f64 {
-        self.shared.progress().best_loss
-    }
-
-    #[zbus(property)]
-    async fn tokens_per_second(&self) -> f64 {
-        self.shared.progress().tokens_per_second
-    }
-
-    /// Seconds until the run ends; -1 when it has no end.
-    #[zbus(property)]
-    async fn eta(&self) -> f64 {
-        self.shared.progress().eta_seconds
-    }
-
-    #[zbus(property)]
-    async fn parameters(&self) -> u64 {
-        self.shared.progress().parameters
-    }
-
-    /// Candidates recorded in this run.
-    #[zbus(property)]
-    async fn candidates(&self) -> u64 {
-        self.shared.progress().candidates
-    }
-
-    /// Why the run failed; empty otherwise.
-    #[zbus(property)]
-    async fn last_error(&self) -> String {
-        self.shared.progress().last_error
     }
 
     /// A checkpoint's model directory beat the threshold (and the last candidate); the

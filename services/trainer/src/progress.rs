@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use taominer_core::bus::TrainerState;
+use taominer_core::bus::{TrainerState, TrainerStatus};
 
 use crate::checkpoint::Candidate;
 use crate::throughput::Throughput;
@@ -57,6 +57,24 @@ impl Default for Progress {
 }
 
 impl Progress {
+    /// The D-Bus reply: every figure and the one-line summary.
+    pub fn status(&self) -> TrainerStatus {
+        TrainerStatus {
+            state: self.state,
+            line: self.line(),
+            step: self.step,
+            epoch: self.epoch,
+            loss: self.loss,
+            eval_loss: self.eval_loss,
+            best_loss: self.best_loss,
+            tokens_per_second: self.tokens_per_second,
+            eta_seconds: self.eta_seconds,
+            parameters: self.parameters,
+            candidates: self.candidates,
+            last_error: self.last_error.clone(),
+        }
+    }
+
     /// The one-line `STATUS=` / `Status()` text, e.g. `step 1200 loss 3.41 8.1k tok/s`.
     pub fn line(&self) -> String {
         match self.state {
