@@ -414,7 +414,13 @@ fn the_bus_gives_each_daemon_user_only_its_own_rights() {
         Some("taominer-committer"),
         Some(STRANGER),
     ] {
-        let out = call(&bus, user, publisher, "Publish", &[&creds_arg, "string:"]);
+        let out = call(
+            &bus,
+            user,
+            publisher,
+            "Publish",
+            &[&creds_arg, "string:", "string:"],
+        );
         assert_denied(&out, &format!("Publish from {user:?}"));
     }
     let jobs = call(&bus, None, publisher, "Jobs", &[]);
@@ -483,7 +489,7 @@ fn the_bus_gives_each_daemon_user_only_its_own_rights() {
         Some("taominer-trainer"),
         publisher,
         "Publish",
-        &[&format!("string:{}", model.display()), "string:"],
+        &[&format!("string:{}", model.display()), "string:", "string:"],
     );
     assert!(
         out.status.success(),

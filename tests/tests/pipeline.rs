@@ -173,3 +173,66 @@ fn working_loops_pet_the_watchdog_and_report_status() {
         );
     }
 }
+
+/// Proves `Publish` is idempotent on its key: the same key again answers with the first job
+/// (even once the directory is gone: a staged candidate may be pruned), never a second job; the
+/// same key for another directory is refused as bad input; no key queues a job per call.
+#[test]
+fn publish_with_a_key_makes_one_job() {
+    let bus = Bus::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut publisher = Spawn::new("publisher", &bus, &state.path().join("publisher")).start();
+    publisher.assert_ready();
+    let model = state.path().join("model");
+    make_model(&model, 1);
+    let other = state.path().join("other");
+    make_model(&other, 2);
+    let publish = |dir: &std::path::Path, key: &[&str]| {
+        let mut args = vec!["publish", dir.to_str().unwrap()];
+        args.extend_from_slice(key);
+        minerctl(&bus, &args)
+    };
+    let id_of = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let job_count = || {
+        json(&minerctl(&bus, &["jobs", "--json"]))
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    let first = id_of(publish(&model, &["--key", "run-1/step-00000010"]));
+    let again = id_of(publish(&model, &["--key", "run-1/step-00000010"]));
+    assert_eq!(again, first, "the same key answers with the same job");
+    assert_eq!(job_count(), 1);
+
+    // Once staged the source may be pruned; the repeat is still answered, not refused.
+    let staged = eventually(Duration::from_secs(30), || {
+        json(&minerctl(&bus, &["jobs", "--json"]))[0]["state"] != "received"
+    });
+    assert!(staged, "the job was never staged");
+    let moved = state.path().join("model.moved");
+    std::fs::rename(&model, &moved).unwrap();
+    let after = id_of(publish(&model, &["--key", "run-1/step-00000010"]));
+    assert_eq!(after, first);
+    std::fs::rename(&moved, &model).unwrap();
+
+    let out = publish(&other, &["--key", "run-1/step-00000010"]);
+    assert!(!out.status.success(), "a reused key for another directory");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already names job"), "{err}");
+    assert_eq!(job_count(), 1);
+
+    // Without a key every call is a new job, as before.
+    let a = id_of(publish(&other, &[]));
+    let b = id_of(publish(&other, &[]));
+    assert_ne!(a, b);
+    assert_eq!(job_count(), 3);
+    publisher.terminate();
+}

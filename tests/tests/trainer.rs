@@ -757,6 +757,13 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
             HUB_USERS[0].1,
         ],
     );
+    // A Hub having a bad minute: the listing and a shard's download fail first; the trainer's
+    // client (the publisher's) retries them.
+    hub.clear_log();
+    hub.faults(serde_json::json!([
+        {"method": "GET", "path_regex": "^/api/datasets/alice/corpus/revision/", "status": 503, "count": 2},
+        {"method": "GET", "path_regex": "^/datasets/alice/corpus/resolve/", "status": 502, "count": 1},
+    ]));
     let st = fx.path("dataset");
     let log = fx.path("dataset.log");
     let mut d = online(
@@ -797,6 +804,17 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
         count_before(" eval documents"),
     );
     assert_eq!(train_docs + eval_docs, 400, "{line}");
+    let failed: Vec<_> = hub
+        .log()
+        .into_iter()
+        .filter(|e| e["status"].as_u64().is_some_and(|s| s >= 500))
+        .collect();
+    assert_eq!(
+        failed.len(),
+        3,
+        "the injected failures were met: {failed:?}"
+    );
+    assert!(text.contains("retrying"), "retries are logged: {text}");
     d.terminate();
 
     // gate_on_best: from scratch, same seed and data as theirs; threshold high so only the gate decides.
@@ -850,4 +868,180 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
     assert!(text.contains("held back"), "{text}");
     d.terminate();
     committer.terminate();
+}
+
+/// sha256 (hex) of every file under a candidate's model directory, by relative path: what the
+/// publisher records as a staged job's `digests`.
+fn dir_digests(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+                continue;
+            }
+            let digest = taominer_core::formats::hash::file_digests(&[&path]).unwrap()[0];
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.insert(rel, hex::encode(digest));
+        }
+    }
+    out
+}
+
+/// Proves no candidate is lost when staging queues behind a slow upload: with a Hub that answers
+/// every commit with 503 until the test lets it go, the first job sits in its upload and the
+/// later ones wait `received` (at least three of them), while the trainer, keeping one
+/// checkpoint, prunes as it goes. Every queued candidate's directory must still be there
+/// (pruning waits for its job to be staged), and once the Hub answers, every job reaches staged
+/// with exactly the candidate's files. Hand-offs are keyed: one job per candidate.
+#[test]
+fn candidates_queued_behind_a_slow_hub_are_pruned_only_once_staged() {
+    let fx = Fixture::new();
+    let hub = HubServer::start(&[]);
+    hub.faults(serde_json::json!([
+        {"method": "POST", "path_regex": "/commit/", "status": 503, "count": 1_000_000},
+    ]));
+    let token = fx.path("hf-token");
+    std::fs::write(&token, HUB_USERS[0].1).unwrap();
+    let config = fx.path("publisher.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[miner]
+offline = false
+hotkey_ss58 = "{ALICE}"
+
+[publisher]
+repo = "alice/queued"
+
+[hub]
+endpoint = "{}"
+allow_insecure = true
+token_file = "{}"
+
+[retry]
+initial_ms = 50
+max_ms = 200
+
+[publisher.limits."2"]
+min_parameters = 0
+"#,
+            hub.url,
+            token.display()
+        ),
+    )
+    .unwrap();
+    let bus = Bus::start();
+    let pub_state = fx.path("publisher");
+    let pub_log = fx.path("publisher.log");
+    let mut publisher = Spawn::new("publisher", &bus, &pub_state)
+        .arg("--config")
+        .arg(config.to_str().unwrap())
+        .log_to(&pub_log)
+        .start();
+    publisher.assert_ready();
+    let logs = || std::fs::read_to_string(&pub_log).unwrap_or_default();
+
+    let state = fx.path("state");
+    let sets = [
+        "trainer.max_steps=50",
+        "trainer.eval_every=5",
+        "trainer.checkpoint_every=5",
+        "trainer.keep_checkpoints=1",
+        "trainer.avg_loss_upload_threshold=100.0",
+    ];
+    let mut d = fx.trainer(&bus, &state, &sets).start();
+    d.assert_ready();
+    wait_state(&bus, "finished", Duration::from_secs(180));
+    let candidates = run_index(&state)["candidates"].as_array().cloned().unwrap();
+    assert!(
+        candidates.len() >= 4,
+        "one uploading and three queued need four candidates: {candidates:?}"
+    );
+
+    // Every candidate handed off once, under its key.
+    let handoffs = || -> Value {
+        serde_json::from_slice(&std::fs::read(state.join("handoffs.json")).unwrap_or_default())
+            .unwrap_or(Value::Null)
+    };
+    assert!(eventually(Duration::from_secs(30), || handoffs()["jobs"]
+        .as_object()
+        .is_some_and(|j| j.len() == candidates.len())));
+    let job_of: std::collections::BTreeMap<String, String> = handoffs()["jobs"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(p, id)| (p.clone(), id.as_str().unwrap().to_string()))
+        .collect();
+    let jobs = json(&minerctl(&bus, &["jobs", "--json"]));
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(
+        jobs.len(),
+        candidates.len(),
+        "one job per candidate: {jobs:?}"
+    );
+    let state_of = |id: &str| -> String {
+        let jobs = json(&minerctl(&bus, &["jobs", "--json"]));
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"] == id)
+            .map(|j| j["state"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+
+    // The Hub still refuses: the first job is stuck uploading, the rest wait unstaged, and
+    // each of those still has its directory.
+    let mut queued = 0;
+    let mut expected = Vec::new();
+    for c in &candidates {
+        let path = c["path"].as_str().unwrap();
+        let id = &job_of[path];
+        let st = state_of(id);
+        if st == "received" {
+            queued += 1;
+            assert!(
+                Path::new(path).join("config.json").exists(),
+                "candidate at step {} was pruned before its job was staged",
+                c["step"]
+            );
+        }
+        if Path::new(path).exists() {
+            expected.push((id.clone(), dir_digests(Path::new(path))));
+        }
+    }
+    assert!(queued >= 3, "three candidates should be queued: {jobs:?}");
+
+    // The Hub answers again: every job gets staged with the candidate's own files.
+    hub.faults(serde_json::json!([]));
+    let all_staged = eventually(Duration::from_secs(120), || {
+        job_of
+            .values()
+            .all(|id| !matches!(state_of(id).as_str(), "received" | "staged" | "uploaded"))
+    });
+    assert!(all_staged, "{}", logs());
+    for id in job_of.values() {
+        assert_eq!(state_of(id), "hashed", "job {id}: {}", logs());
+    }
+    for (id, files) in &expected {
+        let job: Value = serde_json::from_slice(
+            &std::fs::read(pub_state.join("jobs").join(format!("{id}.json"))).unwrap(),
+        )
+        .unwrap();
+        let digests: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(job["digests"].clone()).unwrap();
+        assert_eq!(&digests, files, "job {id} staged other files");
+    }
+    assert!(
+        expected.len() >= queued,
+        "every queued candidate's content was checked"
+    );
+    d.terminate();
+    publisher.terminate();
 }

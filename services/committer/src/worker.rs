@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use taominer_core::backoff::Backoff;
 use taominer_core::bus::{CommitmentRecord, COMMITTER_PATH};
 use taominer_core::fault::crash_point;
 use taominer_core::runtime::{notify_status, Watchdog};
@@ -124,22 +125,17 @@ const LIMITS: &[&str] = &[
 /// The online worker's connection and retry state.
 struct Online {
     chain: Option<Arc<Chain>>,
-    backoff: Duration,
+    backoff: Backoff,
     retry_at: Instant,
-    initial: Duration,
-    max: Duration,
 }
 
 impl Online {
     fn new(shared: &Shared) -> Online {
         let retry = &shared.config.retry;
-        let initial = retry.initial();
         Online {
             chain: None,
-            backoff: initial,
+            backoff: Backoff::new(retry.initial(), retry.max()),
             retry_at: Instant::now(),
-            initial,
-            max: retry.max(),
         }
     }
 
@@ -158,7 +154,7 @@ impl Online {
                 let c = Arc::new(c);
                 *shared.chain.write().await = Some(c.clone());
                 self.chain = Some(c.clone());
-                self.backoff = self.initial;
+                self.backoff.reset();
                 Some(c)
             }
             Ok(Err(e)) => {
@@ -178,14 +174,14 @@ impl Online {
 
     /// Drops the connection and schedules the next attempt.
     async fn lost(&mut self, shared: &Shared, why: &str) {
+        let delay = self.backoff.next_delay();
         tracing::warn!(
             "chain connection lost or refused, retrying in {} ms: {why}",
-            self.backoff.as_millis()
+            delay.as_millis()
         );
         self.chain = None;
         *shared.chain.write().await = None;
-        self.retry_at = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(self.max);
+        self.retry_at = Instant::now() + delay;
     }
 
     async fn commit_queued(&mut self, shared: &Shared, emitter: &SignalEmitter<'static>) {

@@ -471,8 +471,10 @@ pub struct CommitState {
 )]
 pub trait Publisher {
     /// Accepts a model directory for publishing; returns the job id once the job is durable.
-    /// `competition` empty means the configured default.
-    async fn publish(&self, path: &str, competition: &str) -> zbus::Result<String>;
+    /// `competition` empty means the configured default. A non-empty `key` (the trainer's
+    /// checkpoint key) makes the call idempotent for its caller: the same key again returns the
+    /// same job and never queues a second; empty means no idempotence.
+    async fn publish(&self, path: &str, competition: &str, key: &str) -> zbus::Result<String>;
     /// Every job, oldest first.
     async fn jobs(&self) -> zbus::Result<Vec<PublishJobInfo>>;
     /// One line for `minerctl status`.

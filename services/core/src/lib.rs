@@ -3,6 +3,7 @@
 //! The library that every taominer daemon and `minerctl` share, so that no daemon carries its own
 //! copy of a contract:
 //!
+//! * [`backoff`]: the one capped exponential backoff (optionally jittered) every retry waits with.
 //! * [`config`]: the one TOML file, layered with environment and flags, validated into typed
 //!   sections; bad input exits 78 naming the key.
 //! * [`runtime`]: what makes a process a well-behaved systemd daemon (journald logging, `sd_notify`
@@ -15,6 +16,7 @@
 //! * [`hub_names`]: the check on file names a Hub lists, before any is joined to a directory.
 //! * [`wallet`]: the hotkey keyfile, sr25519 signing and verification.
 
+pub mod backoff;
 pub mod bus;
 pub mod config;
 pub mod error;

@@ -74,6 +74,11 @@ enum Command {
         /// Competition id; the configured default when omitted.
         #[arg(long)]
         competition: Option<String>,
+        /// Idempotence key: publishing again with the same key prints the job the first call
+        /// made instead of queueing another (for scripts that retry). Without it every call
+        /// queues a new job, as a person typing the command expects.
+        #[arg(long, conflicts_with = "dry_run")]
+        key: Option<String>,
         /// Wait until the job is committed (or failed), up to this many seconds.
         #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "300")]
         wait: Option<u64>,
@@ -250,9 +255,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Publish {
             dir,
             competition,
+            key,
             wait,
             ..
-        } => publish(&cli.bus, &dir, competition, wait).await,
+        } => publish(&cli.bus, &dir, competition, key, wait).await,
         Command::Jobs { json } => jobs(&cli.bus, json).await,
         Command::Commitments { json } => commitments(&cli.bus, json).await,
         Command::Commitment { hotkey, uid, json } => {
@@ -425,6 +431,7 @@ async fn publish(
     bus: &BusSpec,
     dir: &std::path::Path,
     competition: Option<String>,
+    key: Option<String>,
     wait: Option<u64>,
 ) -> Result<()> {
     // The publisher does not share our working directory: send an absolute path.
@@ -438,7 +445,11 @@ async fn publish(
         .to_str()
         .ok_or_else(|| CtlError::Usage(format!("{}: path is not UTF-8", abs.display())))?;
     let id = publisher
-        .publish(path, competition.as_deref().unwrap_or(""))
+        .publish(
+            path,
+            competition.as_deref().unwrap_or(""),
+            key.as_deref().unwrap_or(""),
+        )
         .await
         .map_err(|e| call_error(Part::Publisher, e))?;
     println!("{id}");

@@ -7,15 +7,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use taominer_core::backoff::Backoff;
 use taominer_core::bus::CommitterProxy;
 
 use crate::gate::Gate;
 
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Asking the committer again: from 1 s, doubling, up to a minute (a local peer: exact, no
+/// jitter).
+fn committer_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
+}
 
 /// Refreshes the gate's validator set every `every`, until dropped.
 pub async fn refresh_metagraph(conn: zbus::Connection, gate: Arc<Gate>, every: Duration) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = committer_backoff();
     let mut failing = false;
     loop {
         let outcome = match CommitterProxy::new(&conn).await {
@@ -28,7 +33,7 @@ pub async fn refresh_metagraph(conn: zbus::Connection, gate: Arc<Gate>, every: D
                     tracing::info!("metagraph from the committer again");
                 }
                 failing = false;
-                backoff = Duration::from_secs(1);
+                backoff.reset();
                 tracing::debug!("metagraph: {} neurons", neurons.len());
                 gate.update(&neurons);
                 tokio::time::sleep(every).await;
@@ -46,8 +51,7 @@ pub async fn refresh_metagraph(conn: zbus::Connection, gate: Arc<Gate>, every: D
                     );
                 }
                 failing = true;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff.sleep().await;
             }
         }
     }
@@ -55,7 +59,7 @@ pub async fn refresh_metagraph(conn: zbus::Connection, gate: Arc<Gate>, every: D
 
 /// Asks the committer to announce `ip:port` on chain, retrying until it has.
 pub async fn announce(conn: zbus::Connection, ip: String, port: u16) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = committer_backoff();
     loop {
         let outcome = match CommitterProxy::new(&conn).await {
             Ok(p) => p.serve_axon(&ip, port).await,
@@ -71,8 +75,7 @@ pub async fn announce(conn: zbus::Connection, ip: String, port: u16) {
                     "cannot announce the axon yet: {}",
                     taominer_core::bus::error_message(&e)
                 );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff.sleep().await;
             }
         }
     }

@@ -28,11 +28,14 @@ pub struct PublisherService {
 impl PublisherService {
     /// Accepts a model directory; returns the job id once the job is on disk. The directory is
     /// read with the publisher's rights, so it must be one its caller may read (checked now, and
-    /// again file by file when it is staged).
+    /// again file by file when it is staged). A non-empty `key` makes the call idempotent for its
+    /// caller: the same key again returns the job it made, whatever that job's state (the
+    /// directory is not read again: it may be gone once staged), and never queues a second one.
     async fn publish(
         &self,
         path: &str,
         competition: &str,
+        key: &str,
         #[zbus(header)] header: zbus::message::Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<String, BusError> {
@@ -40,12 +43,14 @@ impl PublisherService {
             .await
             .map_err(BusError::from)?;
         let uid = caller.uid;
-        let job = self
-            .accept(path, competition, caller)
+        let (id, new) = self
+            .submit(path, competition, key, caller)
             .map_err(BusError::from)?;
-        let id = job.id.clone();
-        self.shared.update(job).map_err(BusError::from)?;
-        tracing::info!(JOB_ID = %id, SOURCE = path, CALLER_UID = uid, "publish job accepted");
+        if !new {
+            tracing::info!(JOB_ID = %id, KEY = key, CALLER_UID = uid, "publish repeated with the same key: the existing job answers");
+            return Ok(id);
+        }
+        tracing::info!(JOB_ID = %id, SOURCE = path, KEY = key, CALLER_UID = uid, "publish job accepted");
         crash_point("publisher.job-persisted");
         self.shared.wake.notify_one();
         Ok(id)
@@ -127,7 +132,80 @@ impl PublisherService {
     ) -> zbus::Result<()>;
 }
 
+/// The longest idempotence key `Publish` takes (the trainer's are ~30 bytes).
+const MAX_KEY_BYTES: usize = 200;
+
 impl PublisherService {
+    /// `Publish` without the bus: the job this request names, written to disk if it is new.
+    /// Returns its id and whether it is new. With a key, the look-up and the write happen under
+    /// one lock, so two racing calls with the same key make one job.
+    pub fn submit(
+        &self,
+        path: &str,
+        competition: &str,
+        key: &str,
+        caller: Caller,
+    ) -> Result<(String, bool), Error> {
+        if key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
+            return Err(Error::Invalid(format!(
+                "key {key:?}: at most {MAX_KEY_BYTES} bytes without control characters"
+            )));
+        }
+        let competition = self.competition(competition);
+        let uid = caller.uid;
+        // A repeat is answered before the directory is read: once staged it may be gone.
+        if let Some(id) = self.repeated(path, &competition, key, uid)? {
+            return Ok((id, false));
+        }
+        let mut job = self.accept(path, &competition, caller)?;
+        job.key = (!key.is_empty()).then(|| key.to_string());
+        let mut jobs = self.shared.jobs();
+        if !key.is_empty() {
+            if let Some(existing) = Shared::find_key(&jobs, uid, key) {
+                return Ok((existing.id.clone(), false));
+            }
+        }
+        let id = job.id.clone();
+        jobs.put(job)?;
+        Ok((id, true))
+    }
+
+    /// The competition a request names (empty: the configured default).
+    fn competition(&self, competition: &str) -> String {
+        if competition.is_empty() {
+            self.shared.config.miner.competition().unwrap_or_default()
+        } else {
+            competition.to_string()
+        }
+    }
+
+    /// The job `uid` already made with `key`, if any. The same key for another directory or
+    /// competition is a caller's mistake, refused rather than answered with the wrong job.
+    fn repeated(
+        &self,
+        path: &str,
+        competition: &str,
+        key: &str,
+        uid: u32,
+    ) -> Result<Option<String>, Error> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        let jobs = self.shared.jobs();
+        let Some(job) = Shared::find_key(&jobs, uid, key) else {
+            return Ok(None);
+        };
+        if job.source != Path::new(path) || job.competition != competition {
+            return Err(Error::Invalid(format!(
+                "key {key:?} already names job {} ({} for competition {}); a different model needs another key",
+                job.id,
+                job.source.display(),
+                job.competition
+            )));
+        }
+        Ok(Some(job.id.clone()))
+    }
+
     /// Validates a publish request and builds its job; nothing is written.
     fn accept(&self, path: &str, competition: &str, caller: Caller) -> Result<PublishJob, Error> {
         let config = &self.shared.config;
@@ -144,11 +222,7 @@ impl PublisherService {
                 "{path:?} is not an absolute path (the publisher does not share your working directory)"
             )));
         }
-        let competition = if competition.is_empty() {
-            miner.competition().unwrap_or_default()
-        } else {
-            competition.to_string()
-        };
+        let competition = competition.to_string();
         competition::check(miner.profile, &competition, &miner.allowed_competitions())?;
         let summary = staging::inspect(source, miner.profile, Some(&caller))?;
         tracing::debug!(
@@ -182,6 +256,7 @@ impl PublisherService {
             public: None,
             declared: false,
             caller: Some(caller),
+            key: None,
         })
     }
 }

@@ -74,6 +74,11 @@ pub struct PublishJob {
     /// the configured model and jobs recorded before callers were.
     #[serde(default)]
     pub caller: Option<crate::access::Caller>,
+    /// The caller's idempotence key (`Publish`'s `key`; the trainer's checkpoint key): a second
+    /// `Publish` from the same uid with the same key is answered with this job. `None` when the
+    /// caller gave none, for the configured model, and for jobs recorded before keys were.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 impl Job for PublishJob {
@@ -190,12 +195,24 @@ impl Shared {
             public: None,
             declared: true,
             caller: None,
+            key: None,
         };
         let id = job.id.clone();
         tracing::info!(JOB_ID = %id, REPO = %job.repo, COMMIT = %model.revision,
             "declared the configured model for {competition}: checking it on the Hub before it is committed");
         jobs.put(job)?;
         Ok(Some(id))
+    }
+
+    /// The job a caller (by uid) already made with this idempotence key, if any.
+    pub fn find_key<'a>(
+        jobs: &'a JobStore<PublishJob>,
+        uid: u32,
+        key: &str,
+    ) -> Option<&'a PublishJob> {
+        jobs.all().find(|j| {
+            j.key.as_deref() == Some(key) && j.caller.as_ref().is_some_and(|c| c.uid == uid)
+        })
     }
 
     /// Locks the job store. A poisoned lock means a panic mid-update; the store on disk is still
@@ -298,5 +315,54 @@ impl Shared {
         } else {
             WorkState::Idle
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Caller;
+
+    fn job(id: &str, uid: Option<u32>, key: Option<&str>) -> PublishJob {
+        PublishJob {
+            id: id.into(),
+            state: JobState::Received,
+            source: PathBuf::from("/m"),
+            competition: "2".into(),
+            repo: "a/b".into(),
+            hotkey: String::new(),
+            created: 0,
+            snapshot: None,
+            block: None,
+            error: None,
+            last_error: None,
+            digests: BTreeMap::new(),
+            hub_commit: None,
+            public: None,
+            declared: false,
+            caller: uid.map(|uid| Caller { uid, gids: vec![] }),
+            key: key.map(String::from),
+        }
+    }
+
+    /// Proves: an idempotence key names a job only for the caller (uid) that made it: another
+    /// user's `Publish` with the same key is not answered with someone else's job, and jobs
+    /// without a key or without a recorded caller never match.
+    #[test]
+    fn keys_are_scoped_to_the_caller() {
+        let d = tempfile::tempdir().unwrap();
+        let mut jobs: JobStore<PublishJob> = JobStore::open(d.path()).unwrap();
+        jobs.put(job("j1", Some(1000), Some("run-a/step-1")))
+            .unwrap();
+        jobs.put(job("j2", Some(1001), Some("run-a/step-1")))
+            .unwrap();
+        jobs.put(job("j3", Some(1000), None)).unwrap();
+        jobs.put(job("j4", None, Some("run-b/step-1"))).unwrap();
+        let found = |uid, key| Shared::find_key(&jobs, uid, key).map(|j| j.id.clone());
+        assert_eq!(found(1000, "run-a/step-1").as_deref(), Some("j1"));
+        assert_eq!(found(1001, "run-a/step-1").as_deref(), Some("j2"));
+        assert_eq!(found(1002, "run-a/step-1"), None);
+        assert_eq!(found(1000, "run-b/step-1"), None);
+        assert_eq!(found(1000, ""), None);
     }
 }

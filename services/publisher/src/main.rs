@@ -3,16 +3,18 @@
 
 mod access;
 mod error;
-mod hub;
 mod interface;
 mod jobs;
 mod online;
 mod pipeline;
-mod retry;
 mod staging;
 mod transfer;
 
 use std::sync::Arc;
+
+// The Hub client lives in the library (the trainer uses it too); `crate::hub` and
+// `crate::retry` name it here as before.
+use taominer_publisher::{hub, retry};
 
 use anyhow::Context;
 use clap::Parser;
@@ -72,7 +74,7 @@ fn connect_hub(config: &Config, state_dir: &std::path::Path) -> anyhow::Result<h
     });
     Ok(hub::Hub::new(
         config.hub.endpoint(),
-        token,
+        Some(token),
         state_dir.join("hf-cache"),
     )?)
 }

@@ -15,20 +15,21 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use taominer_core::backoff::Backoff;
 use taominer_core::fault::crash_point;
 use taominer_core::formats::{hash, model_id, preflight};
 
 use crate::error::{Error, Result};
 use crate::hub::{upload, Hub, HubError};
 use crate::jobs::{PublishJob, Shared, Snapshot};
-use crate::retry::{retry, Backoff};
+use crate::retry::retry;
 
 /// Files downloaded at once for the check.
 const PARALLEL_DOWNLOADS: usize = 4;
 
 fn new_backoff(shared: &Shared) -> Backoff {
     let r = &shared.config.retry;
-    Backoff::new(r.initial(), r.max())
+    Backoff::new(r.initial(), r.max()).with_jitter()
 }
 
 /// The text that identifies a job's commit on the Hub.

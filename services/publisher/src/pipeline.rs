@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
+use taominer_core::backoff::Backoff;
 use taominer_core::bus::{self, CommitJobState, CommitterProxy, ErrorKind};
 use taominer_core::fault::crash_point;
 use taominer_core::formats::{hash, model_id, preflight};
@@ -51,9 +52,8 @@ pub async fn run(
     });
     let emitter = SignalEmitter::new(&conn, bus::PUBLISHER_PATH)?.into_owned();
 
-    let initial = shared.config.retry.initial();
-    let max = shared.config.retry.max();
-    let mut backoff = initial;
+    // Exact, not jittered: the committer is a local peer on the same bus, nobody competes for it.
+    let mut backoff = Backoff::new(shared.config.retry.initial(), shared.config.retry.max());
     let mut next_handoff = Instant::now();
     let mut woken = true;
     loop {
@@ -62,17 +62,14 @@ pub async fn run(
         if woken || Instant::now() >= next_handoff {
             match hand_off_all(&shared, &committer, &emitter).await {
                 HandOff::Idle => {
-                    backoff = initial;
-                    next_handoff = Instant::now() + max;
+                    backoff.reset();
+                    next_handoff = Instant::now() + backoff.max();
                 }
                 HandOff::Progress => {
-                    backoff = initial;
-                    next_handoff = Instant::now() + initial;
+                    backoff.reset();
+                    next_handoff = Instant::now() + backoff.initial();
                 }
-                HandOff::Waiting => {
-                    next_handoff = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(max);
-                }
+                HandOff::Waiting => next_handoff = Instant::now() + backoff.next_delay(),
             }
             make_public_all(&shared, &mut watchdog).await;
         }

@@ -1,4 +1,4 @@
-//! Retrying transient failures: capped exponential backoff with jitter.
+//! Retrying transient failures of the Hub, waiting with core's jittered [`Backoff`].
 //!
 //! A publish job must survive a flaky network and a Hub having a bad minute without anyone
 //! watching, so transient errors (network, 408, 429, 5xx) are retried for as long as it takes,
@@ -10,49 +10,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use taominer_core::backoff::Backoff;
+
 use crate::hub::HubError;
-
-/// Delays between attempts: `initial · 2ⁿ`, capped at `max`, each scaled by a random factor in
-/// [0.5, 1.0).
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    step: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9_7f4a_7c15);
-        Backoff {
-            initial,
-            max,
-            step: initial,
-            rng: seed | 1,
-        }
-    }
-
-    /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        // xorshift64: plenty for jitter, and no dependency.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let factor = 0.5 + (self.rng >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
-        let delay = self.step.mul_f64(factor);
-        self.step = (self.step * 2).min(self.max);
-        delay
-    }
-
-    /// Back to the first delay after a success.
-    pub fn reset(&mut self) {
-        self.step = self.initial;
-    }
-}
 
 /// Runs `op` until it succeeds or fails with a non-transient error. Each transient failure is
 /// reported to `on_retry` (which records it as the job's last error) before the wait. While
@@ -96,17 +56,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn delays_grow_to_the_cap_with_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let d: Vec<u128> = (0..8).map(|_| b.next_delay().as_millis()).collect();
-        assert!((50..100).contains(&d[0]), "{d:?}");
-        assert!((100..200).contains(&d[1]), "{d:?}");
-        assert!(d[6] >= 500 && d[6] < 1000, "{d:?}");
-        b.reset();
-        assert!(b.next_delay() < Duration::from_millis(100));
-    }
 
     #[tokio::test]
     async fn transient_errors_are_retried_and_others_are_not() {

@@ -262,11 +262,31 @@ pub struct Candidate {
     pub step: u64,
     pub loss: f64,
     pub competition: String,
+    /// The publisher's idempotence key: `<run id>/<checkpoint>`, unique across runs that reuse
+    /// step names. Empty for candidates recorded before keys were ([`Candidate::publish_key`]).
+    #[serde(default)]
+    pub key: String,
+}
+
+impl Candidate {
+    /// The key `Publish` is called with: the recorded one, or for an older candidate its path
+    /// (what hand-offs were matched by before keys).
+    pub fn publish_key(&self) -> String {
+        if self.key.is_empty() {
+            self.path.to_string_lossy().into_owned()
+        } else {
+            self.key.clone()
+        }
+    }
 }
 
 /// `run.json`: the checkpoints that exist, the best one, the candidates and the eval history.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunIndex {
+    /// Names this run (random, made when the index is first opened): with a checkpoint's name it
+    /// makes the candidate's publish key, which another run's `step-00000100` must not share.
+    #[serde(default)]
+    pub run_id: String,
     pub checkpoints: Vec<CheckpointRecord>,
     pub best: Option<CheckpointRecord>,
     pub candidates: Vec<Candidate>,
@@ -309,7 +329,11 @@ impl Checkpoints {
         // Group-readable: the publisher (another user, group taominer) stages candidates by path.
         store::ensure_group_dir(&dir)?;
         let index_path = state_dir.join("run.json");
-        let index: RunIndex = store::read_json(&index_path)?.unwrap_or_default();
+        let mut index: RunIndex = store::read_json(&index_path)?.unwrap_or_default();
+        if index.run_id.is_empty() {
+            index.run_id = format!("run-{}", store::new_job_id());
+            store::write_json(&index_path, &index)?;
+        }
         let known: Vec<&str> = index.checkpoints.iter().map(|c| c.name.as_str()).collect();
         let entries = fs::read_dir(&dir).map_err(Error::io("cannot list", &dir))?;
         for entry in entries.flatten() {
@@ -420,20 +444,18 @@ impl Checkpoints {
     }
 
     /// Deletes old checkpoints beyond `keep`, never the best one, nor a candidate's that the
-    /// publisher may still need: one not yet handed off (`handoffs.json`), or one of the last
-    /// two (the publisher copies a candidate within moments of accepting it; the next candidate
-    /// comes an evaluation later at the soonest).
+    /// publisher may still read: one whose job has not been seen past `received`
+    /// (`handoffs.json`'s `released`; `Publish` does not copy, and staging queues behind
+    /// uploads, so a job can wait for its copy for as long as uploads take).
     pub fn prune(&mut self, keep: usize) -> Result<()> {
         let state_dir = self.dir.parent().unwrap_or(&self.dir).to_path_buf();
         let handed = crate::handoff::HandOffs::load(&state_dir)?;
-        let n = self.index.candidates.len();
         let mut protected: Vec<String> = self
             .index
             .candidates
             .iter()
-            .enumerate()
-            .filter(|(i, c)| i + 2 >= n || !handed.settled(c))
-            .map(|(_, c)| c.checkpoint.clone())
+            .filter(|c| !handed.released(c))
+            .map(|c| c.checkpoint.clone())
             .collect();
         if let Some(best) = &self.index.best {
             protected.push(best.name.clone());
@@ -458,5 +480,72 @@ impl Checkpoints {
             fs::remove_dir_all(&path).map_err(Error::io("cannot remove", &path))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves: pruning keeps every candidate whose publish job has not been seen staged, however
+    /// many candidates came after it (the old rule kept only the last two), and deletes a
+    /// candidate's checkpoint once its job is released.
+    #[test]
+    fn a_candidate_is_pruned_only_once_its_job_is_staged() {
+        let state = std::env::temp_dir().join(format!("prune-staged-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&state);
+        let mut store = Checkpoints::open(&state).unwrap();
+        assert!(store.index.run_id.starts_with("run-"), "a run id is made");
+        let run_id = store.index.run_id.clone();
+        for step in 1..=6u64 {
+            let name = format!("step-{step:08}");
+            fs::create_dir_all(store.path_of(&name).join("model")).unwrap();
+            store.index.checkpoints.push(CheckpointRecord {
+                name: name.clone(),
+                step,
+                eval_loss: None,
+            });
+            if step <= 4 {
+                store.index.candidates.push(Candidate {
+                    checkpoint: name.clone(),
+                    path: store.path_of(&name).join("model"),
+                    step,
+                    loss: 5.0 - step as f64 / 10.0,
+                    competition: "2".into(),
+                    key: format!("{run_id}/{name}"),
+                });
+            }
+        }
+        store.save_index().unwrap();
+        // All four handed off; only the first job staged so far.
+        let mut handed = crate::handoff::HandOffs::default();
+        for c in &store.index.candidates {
+            handed
+                .jobs
+                .insert(c.path.clone(), format!("job-{}", c.step));
+        }
+        handed
+            .released
+            .insert(store.index.candidates[0].path.clone());
+        store::write_json(&state.join("handoffs.json"), &handed).unwrap();
+
+        store.prune(1).unwrap();
+        let left = |store: &Checkpoints| -> Vec<u64> {
+            store.index.checkpoints.iter().map(|c| c.step).collect()
+        };
+        assert_eq!(left(&store), [2, 3, 4, 6], "1 released, 5 no candidate");
+        assert!(!store.path_of("step-00000001").exists());
+        assert!(store.path_of("step-00000002").join("model").exists());
+
+        for c in &store.index.candidates[1..3] {
+            handed.released.insert(c.path.clone());
+        }
+        store::write_json(&state.join("handoffs.json"), &handed).unwrap();
+        store.prune(1).unwrap();
+        assert_eq!(left(&store), [4, 6], "the unstaged candidate stays");
+
+        // The run id survives a reopen: keys stay stable across restarts.
+        assert_eq!(Checkpoints::open(&state).unwrap().index.run_id, run_id);
+        fs::remove_dir_all(&state).unwrap();
     }
 }

@@ -4,18 +4,24 @@
 //! Candidates are recorded in `run.json` by the loop before they are announced. Handing one to
 //! the publisher is retried until the publisher answers with a job id, which goes into
 //! `handoffs.json` (this side is its only writer). A restart hands off whatever `run.json` lists
-//! and `handoffs.json` does not. If we died after the publisher accepted but before we wrote the
-//! id down, the publisher's `Jobs()` already lists a job for that directory: we adopt it rather
-//! than publish twice.
+//! and `handoffs.json` does not. Every `Publish` carries the candidate's key (`<run id>/<checkpoint>`):
+//! if we died after the publisher accepted but before we wrote the id down, the same key returns
+//! the job it made rather than a second one.
+//!
+//! `Publish` does not copy the directory: the publisher stages it later, behind any upload in
+//! progress. So this side also watches each handed-off job until the publisher is past
+//! `received` with it, and records that in `handoffs.json` (`released`); only then may the loop
+//! prune the candidate's checkpoint ([`crate::checkpoint::Checkpoints::prune`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use taominer_core::bus::{self, PublisherProxy};
+use taominer_core::backoff::Backoff;
+use taominer_core::bus::{self, JobState, PublishJobInfo, PublisherProxy};
 use taominer_core::runtime::{self, Watchdog};
 use taominer_core::store;
 use zbus::object_server::SignalEmitter;
@@ -32,6 +38,14 @@ const STALL_LIMIT: Duration = Duration::from_secs(600);
 /// How often `STATUS=` is refreshed while the state stays the same.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
+/// Re-offering candidates to a publisher that does not answer: from 1 s, doubling, up to a
+/// minute (a local peer: exact, no jitter).
+const HANDOFF_RETRY_FIRST: Duration = Duration::from_secs(1);
+const HANDOFF_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// How often the publisher's jobs are read while a handed-off candidate waits to be staged.
+const STAGED_POLL: Duration = Duration::from_secs(2);
+
 /// `handoffs.json`: candidate model directory → what the publisher said.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HandOffs {
@@ -39,6 +53,13 @@ pub struct HandOffs {
     pub jobs: BTreeMap<PathBuf, String>,
     /// Refused for good (the publisher rejected the input): the reason.
     pub refused: BTreeMap<PathBuf, String>,
+    /// Accepted candidates whose job the publisher has been seen past `received` with (staged,
+    /// or ended): it no longer reads the directory, so the checkpoint may be pruned.
+    #[serde(default)]
+    pub released: BTreeSet<PathBuf>,
+    /// Job ids already reported missing from `Jobs()` (said once, not every poll).
+    #[serde(skip)]
+    missing: BTreeSet<String>,
 }
 
 impl HandOffs {
@@ -53,6 +74,49 @@ impl HandOffs {
     pub fn settled(&self, c: &Candidate) -> bool {
         self.jobs.contains_key(&c.path) || self.refused.contains_key(&c.path)
     }
+
+    /// Whether the publisher will never read the candidate's directory again: it refused it, or
+    /// its job is past `received`.
+    pub fn released(&self, c: &Candidate) -> bool {
+        self.refused.contains_key(&c.path) || self.released.contains(&c.path)
+    }
+
+    /// Whether an accepted job still waits to be staged.
+    fn awaiting_staging(&self) -> bool {
+        self.jobs.keys().any(|p| !self.released.contains(p))
+    }
+
+    /// Records every accepted job that `jobs` (the publisher's `Jobs()`) shows past `received`.
+    /// Returns whether anything changed. A job the publisher does not list stays unreleased:
+    /// its directory is kept rather than guessed unneeded.
+    fn note_released(&mut self, jobs: &[PublishJobInfo]) -> bool {
+        let mut changed = false;
+        for (path, id) in &self.jobs {
+            if self.released.contains(path) {
+                continue;
+            }
+            match jobs.iter().find(|j| &j.id == id) {
+                Some(j) if past_received(j.state) => {
+                    tracing::info!(JOB_ID = %id, STATE = %j.state, "the publisher is done reading the candidate; its checkpoint may be pruned");
+                    self.released.insert(path.clone());
+                    changed = true;
+                }
+                Some(_) => {}
+                None => {
+                    if self.missing.insert(id.clone()) {
+                        tracing::warn!(JOB_ID = %id, "the publisher lists no such job; keeping {}", path.display());
+                    }
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// Whether a publish job no longer needs its source directory: staged (or later), or ended
+/// (`rejected`, `failed`: nothing reads it again). Only `received` still does.
+fn past_received(state: JobState) -> bool {
+    state != JobState::Received
 }
 
 /// Runs until shutdown (the caller drops it).
@@ -78,8 +142,9 @@ pub async fn run(
     let mut watchdog = Watchdog::from_env();
     let mut seen_beat = shared.heartbeat.load(Ordering::Relaxed);
     let mut last_beat = Instant::now();
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(HANDOFF_RETRY_FIRST, HANDOFF_RETRY_MAX);
     let mut next_try = Instant::now();
+    let mut next_poll = Instant::now();
     let mut last_state = None;
     let mut last_status = Instant::now();
     loop {
@@ -106,12 +171,27 @@ pub async fn run(
 
         if !pending.is_empty() && Instant::now() >= next_try {
             match hand_off(&publisher, &mut pending, &mut handoffs, &state_dir).await {
-                Ok(()) => backoff = Duration::from_secs(1),
+                Ok(()) => backoff.reset(),
                 Err(e) => {
-                    tracing::warn!("publisher not reachable ({e}); retrying in {backoff:?}");
-                    next_try = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    let delay = backoff.next_delay();
+                    tracing::warn!("publisher not reachable ({e}); retrying in {delay:?}");
+                    next_try = Instant::now() + delay;
                 }
+            }
+        }
+
+        if handoffs.awaiting_staging() && Instant::now() >= next_poll {
+            next_poll = Instant::now() + STAGED_POLL;
+            match publisher.jobs().await {
+                Ok(jobs) => {
+                    if handoffs.note_released(&jobs) {
+                        if let Err(e) = handoffs.save(&state_dir) {
+                            tracing::error!("cannot record the staged candidates: {e}");
+                        }
+                    }
+                }
+                // Unreachable publishers are reported by the hand-off above; kept meanwhile.
+                Err(e) => tracing::debug!("cannot read the publisher's jobs: {e}"),
             }
         }
 
@@ -134,28 +214,19 @@ pub async fn run(
     }
 }
 
-/// Hands each pending candidate to the publisher. A transport error stops the round (the
-/// caller retries later); a refusal is recorded and not retried.
+/// Hands each pending candidate to the publisher, keyed so that a repeat returns the job the
+/// first call made. A transport error stops the round (the caller retries later); a refusal is
+/// recorded and not retried.
 async fn hand_off(
     publisher: &PublisherProxy<'_>,
     pending: &mut Vec<Candidate>,
     handoffs: &mut HandOffs,
     state_dir: &Path,
 ) -> std::result::Result<(), zbus::Error> {
-    let jobs = publisher.jobs().await?;
     while let Some(c) = pending.first().cloned() {
-        let source = c.path.canonicalize().unwrap_or(c.path.clone());
-        let existing = jobs
-            .iter()
-            .find(|j| Path::new(&j.source) == source || Path::new(&j.source) == c.path);
-        let outcome = match existing {
-            Some(job) => Ok(job.id.clone()),
-            None => {
-                publisher
-                    .publish(&c.path.to_string_lossy(), &c.competition)
-                    .await
-            }
-        };
+        let outcome = publisher
+            .publish(&c.path.to_string_lossy(), &c.competition, &c.publish_key())
+            .await;
         match outcome {
             Ok(id) => {
                 tracing::info!(JOB_ID = %id, STEP = c.step, "candidate handed to the publisher");
@@ -174,4 +245,46 @@ async fn hand_off(
         pending.remove(0);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, state: JobState) -> PublishJobInfo {
+        PublishJobInfo {
+            id: id.into(),
+            state,
+            source: String::new(),
+            competition: String::new(),
+            repo: String::new(),
+            commit: String::new(),
+            model_hash: String::new(),
+            secure_hash: String::new(),
+            commitment: String::new(),
+            block: 0,
+            error: String::new(),
+            created: 0,
+            uploaded_bytes: 0,
+            total_bytes: 0,
+        }
+    }
+
+    /// Proves: a handed-off candidate is released only once the publisher shows its job past
+    /// `received`, and a job the publisher does not list keeps its directory.
+    #[test]
+    fn candidates_are_released_once_their_job_is_staged() {
+        let mut h = HandOffs::default();
+        h.jobs.insert("/c/a".into(), "ja".into());
+        h.jobs.insert("/c/b".into(), "jb".into());
+        h.jobs.insert("/c/gone".into(), "jx".into());
+        assert!(!h.note_released(&[job("ja", JobState::Received), job("jb", JobState::Received)]));
+        assert!(h.released.is_empty());
+        assert!(h.note_released(&[job("ja", JobState::Staged), job("jb", JobState::Received)]));
+        assert_eq!(h.released.iter().collect::<Vec<_>>(), [Path::new("/c/a")]);
+        assert!(h.note_released(&[job("ja", JobState::Committed), job("jb", JobState::Failed)]));
+        assert!(h.released.contains(Path::new("/c/b")));
+        assert!(!h.released.contains(Path::new("/c/gone")));
+        assert!(h.awaiting_staging(), "the unlisted job still waits");
+    }
 }

@@ -6,20 +6,34 @@
 //! rule (`pretrain.graph.best_uid`): of the five UIDs with the highest incentive, the first whose
 //! commitment names our competition.
 //!
+//! The Hub is read with the publisher's client ([`taominer_publisher::hub`]), so both daemons
+//! send the same requests, classify the same errors and retry by the same rule; here a transient
+//! error is tried [`MAX_ATTEMPTS`] times before the start fails with it (the publisher, with no
+//! one waiting, retries for as long as it takes).
+//!
 //! The Hub's file listing is someone else's input: every name is checked
-//! ([`taominer_core::hub_names`]) before hf-hub joins it to our directory, and a download is
-//! marked complete only once its files are fsynced.
+//! ([`taominer_core::hub_names`], in the client) before it is joined to our directory, and a
+//! download is marked complete only once its files are fsynced.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
-use hf_hub::HFClient;
+use taominer_core::backoff::Backoff;
 use taominer_core::bus::{CommitterProxy, NeuronInfo};
 use taominer_core::config::{Config, ConfigError, HubConfig};
-use taominer_core::formats::preflight;
+use taominer_core::formats::{model_id, preflight};
 use taominer_core::hub_names;
 use taominer_core::store;
 
+use taominer_publisher::hub::{Hub, HubError, RepoKind, Token};
+use taominer_publisher::retry::retry;
+
 use crate::error::{Error, Result};
+
+/// Attempts at one Hub request before a transient failure (network, 429, 5xx) is given up on.
+const MAX_ATTEMPTS: u32 = 5;
 
 /// A committed model, resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +48,7 @@ pub struct Committed {
 /// Reads commitments through the committer and downloads models from the Hub.
 pub struct Remote {
     conn: zbus::Connection,
-    hub: HFClient,
+    hub: Hub,
     config: Config,
     cache: PathBuf,
 }
@@ -81,23 +95,48 @@ impl Remote {
         state_dir: &Path,
         token: Option<String>,
     ) -> Result<Remote> {
-        let mut builder = HFClient::builder()
-            .endpoint(config.hub.endpoint())
-            .cache_dir(state_dir.join("hf-cache"))
-            .cache_enabled(false);
         // Public models need no token; a configured one also opens private repos.
-        if let Some(token) = token {
-            builder = builder.token(token);
-        }
-        let hub = builder
-            .build()
-            .map_err(|e| Error::Remote(format!("cannot set up the Hub client: {e}")))?;
+        let hub = Hub::new(
+            config.hub.endpoint(),
+            token.map(Token::from_checked),
+            state_dir.join("hf-cache"),
+        )
+        .map_err(|e| Error::Remote(format!("cannot set up the Hub client: {e}")))?;
         Ok(Remote {
             conn,
             hub,
             config: config.clone(),
             cache: state_dir.join("remote"),
         })
+    }
+
+    /// Runs one Hub request with the publisher's retry rule, giving a transient failure up after
+    /// [`MAX_ATTEMPTS`] attempts; `what` names it in the error.
+    async fn attempt<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, HubError>>,
+    {
+        let r = &self.config.retry;
+        let mut backoff = Backoff::new(r.initial(), r.max()).with_jitter();
+        // Nobody watches this counter: the loop thread waits here before its first step.
+        let alive = AtomicU64::new(0);
+        let mut tries = 0;
+        retry(what, &mut backoff, &alive, &|_| {}, || {
+            tries += 1;
+            let last = tries >= MAX_ATTEMPTS;
+            let fut = op();
+            async move {
+                match fut.await {
+                    Err(HubError::Transient(m)) if last => Err(HubError::Refused(format!(
+                        "{m} (gave up after {MAX_ATTEMPTS} attempts)"
+                    ))),
+                    other => other,
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::Remote(format!("{what}: {e}")))
     }
 
     async fn committer(&self) -> Result<CommitterProxy<'_>> {
@@ -150,15 +189,20 @@ impl Remote {
             .map_err(|e| {
                 Error::Remote(format!("commitment of UID {}: {}", n.uid, bus_message(&e)))
             })?;
-        Ok(
-            parse_commitment(&text).map(|(repo, revision, competition)| Committed {
+        // Core's reader: the rules commitments are written with (one parser for the tree).
+        match model_id::parse_commitment(self.config.miner.profile, &text) {
+            Ok(m) => Ok(Some(Committed {
                 uid: n.uid,
                 hotkey: n.hotkey.clone(),
-                repo,
-                revision,
-                competition,
-            }),
-        )
+                repo: m.repo(),
+                revision: m.commit,
+                competition: m.competition,
+            })),
+            Err(e) => {
+                tracing::debug!(UID = n.uid, "no model to load from its commitment: {e}");
+                Ok(None)
+            }
+        }
     }
 
     /// Downloads the files `from_pretrained` reads at the committed revision into
@@ -170,41 +214,33 @@ impl Remote {
         if dir.join(".complete").exists() {
             return Ok(dir);
         }
-        let fail = |what: &str, e: hf_hub::HFError| {
-            Error::Remote(format!("{} at {}: {what}: {e}", c.repo, c.revision))
-        };
-        let (ns, name) = c.repo.split_once('/').unwrap_or(("", c.repo.as_str()));
-        let repo = self.hub.model(ns, name);
-        let info = repo
-            .info()
-            .revision(c.revision.clone())
-            .send()
-            .await
-            .map_err(|e| fail("model info", e))?;
-        let files: Vec<String> = info
-            .siblings
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| s.rfilename)
-            .collect();
-        // Another miner's repository names these files; hf-hub joins each to our directory.
-        hub_names::check_all(files.iter().map(String::as_str))
-            .map_err(|e| Error::Remote(format!("{} at {}: {e}", c.repo, c.revision)))?;
+        let at = format!("{} at {}", c.repo, c.revision);
+        let listing = self
+            .attempt(&format!("{at}: model info"), || {
+                self.hub.repo_at(RepoKind::Model, &c.repo, &c.revision)
+            })
+            .await?
+            .ok_or_else(|| Error::Remote(format!("{at}: no such revision on the Hub")))?;
+        // Another miner's repository names these files; the client checked each name.
+        let files: Vec<String> = listing.files.into_iter().map(|s| s.rfilename).collect();
         let tmp = self.cache.join(format!(".tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(Error::io("cannot create", &tmp))?;
+        let alive = Arc::new(AtomicU64::new(0));
         let get = |file: String| {
-            let repo = repo.clone();
-            let tmp = tmp.clone();
+            let (tmp, alive, at) = (tmp.clone(), alive.clone(), at.clone());
             async move {
-                repo.download_file()
-                    .filename(file.clone())
-                    .revision(c.revision.clone())
-                    .local_dir(tmp)
-                    .force_download(true)
-                    .send()
-                    .await
-                    .map_err(|e| fail(&format!("download {file}"), e))
+                self.attempt(&format!("{at}: download {file}"), || {
+                    self.hub.download_from(
+                        RepoKind::Model,
+                        &c.repo,
+                        &c.revision,
+                        &file,
+                        &tmp,
+                        &alive,
+                    )
+                })
+                .await
             }
         };
         let mut shards = Vec::new();
@@ -259,27 +295,21 @@ impl Remote {
         max_files: usize,
         seed: u64,
     ) -> Result<Vec<PathBuf>> {
-        let fail = |what: &str, e: hf_hub::HFError| {
-            Error::Remote(format!("dataset {repo_id} at {revision}: {what}: {e}"))
-        };
-        let (ns, name) = repo_id.split_once('/').unwrap_or(("", repo_id));
-        let repo = self.hub.dataset(ns, name);
-        let info = repo
-            .info()
-            .revision(revision.to_string())
-            .send()
-            .await
-            .map_err(|e| fail("dataset info", e))?;
-        let commit = info.sha.clone().unwrap_or_else(|| revision.to_string());
-        let mut shards: Vec<String> = info
-            .siblings
-            .unwrap_or_default()
+        let at = format!("dataset {repo_id} at {revision}");
+        let listing = self
+            .attempt(&format!("{at}: dataset info"), || {
+                self.hub.repo_at(RepoKind::Dataset, repo_id, revision)
+            })
+            .await?
+            .ok_or_else(|| Error::Remote(format!("{at}: no such revision on the Hub")))?;
+        let commit = listing.commit;
+        // The client checked every name the Hub listed.
+        let mut shards: Vec<String> = listing
+            .files
             .into_iter()
             .map(|s| s.rfilename)
             .filter(|f| f.ends_with(".parquet"))
             .collect();
-        hub_names::check_all(shards.iter().map(String::as_str))
-            .map_err(|e| Error::Remote(format!("dataset {repo_id} at {revision}: {e}")))?;
         shards.sort();
         if shards.is_empty() {
             return Err(Error::Remote(format!(
@@ -302,15 +332,13 @@ impl Remote {
             return Ok(shards.iter().map(|s| dir.join(s)).collect());
         }
         std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
+        let alive = Arc::new(AtomicU64::new(0));
         for s in &shards {
-            repo.download_file()
-                .filename(s.clone())
-                .revision(commit.clone())
-                .local_dir(dir.clone())
-                .force_download(true)
-                .send()
-                .await
-                .map_err(|e| fail(&format!("download {s}"), e))?;
+            self.attempt(&format!("{at}: download {s}"), || {
+                self.hub
+                    .download_from(RepoKind::Dataset, repo_id, &commit, s, &dir, &alive)
+            })
+            .await?;
         }
         // The marker lists whole files only: each shard reaches the disk before it does.
         fsync_tree(&dir)?;
@@ -345,24 +373,6 @@ fn fsync_tree(dir: &Path) -> Result<()> {
         }
     }
     Ok(store::fsync_dir(dir)?)
-}
-
-/// `(repo, revision, competition)` from an LLM profile's commitment
-/// (`ns:name:commit:hash:competition`); `None` for anything else (no commitment, a 4-field legacy
-/// one without a competition, or a commitment that is not a model id).
-pub fn parse_commitment(s: &str) -> Option<(String, String, String)> {
-    let t: Vec<&str> = s.trim().split(':').collect();
-    let [ns, name, commit, _hash, competition] = t.as_slice() else {
-        return None;
-    };
-    let hex40 = commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit());
-    (!ns.is_empty() && !name.is_empty() && hex40).then(|| {
-        (
-            format!("{ns}/{name}"),
-            commit.to_string(),
-            competition.to_string(),
-        )
-    })
 }
 
 fn bus_message(e: &zbus::Error) -> String {
@@ -402,22 +412,6 @@ mod tests {
         let e = read_token(&hub(&spaced)).unwrap_err();
         assert!(!e.to_string().contains("hf_a"), "the token leaked: {e}");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn commitments_parse_to_repo_revision_competition() {
-        let rev = "0123456789abcdef0123456789abcdef01234567";
-        assert_eq!(
-            parse_commitment(&format!("alice:tiny:{rev}:aGFzaA==:2")),
-            Some(("alice/tiny".into(), rev.into(), "2".into()))
-        );
-        assert_eq!(
-            parse_commitment(&format!("a:b:{rev}:h:c00")).map(|c| c.2),
-            Some("c00".into())
-        );
-        assert_eq!(parse_commitment(""), None);
-        assert_eq!(parse_commitment("a:b:None:h:2"), None);
-        assert_eq!(parse_commitment(&format!("a:b:{rev}:h")), None);
     }
 
     /// Proves: `fsync_tree` reaches every file of a nested download (hf-hub writes

@@ -519,6 +519,7 @@ impl Run {
                 step: self.state.step,
                 loss,
                 competition: self.competition.clone(),
+                key: format!("{}/{name}", self.store.index.run_id),
             };
             self.store.index.candidates.push(candidate.clone());
             // Recorded before it is announced: a restart never announces it again.

@@ -267,10 +267,15 @@ pub fn commitment(data: &[u8]) -> bool {
             assert_eq!(again, id, "model id {s:?} does not round-trip");
         }
     }
-    if let Some((repo, revision, _)) = taominer_trainer::remote::parse_commitment(s) {
-        assert_eq!(revision.len(), 40);
-        assert!(repo.contains('/'));
-        accepted = true;
+    for p in PROFILES {
+        // What the trainer reads from chain: it names a repo and a revision, and it is a
+        // commitment we would write ourselves.
+        if let Ok(m) = model_id::parse_commitment(p, s) {
+            assert_eq!(m.commit.len(), 40);
+            assert!(m.repo().contains('/'));
+            assert!(model_id::check_commitment(p, s.trim()).is_ok());
+            accepted = true;
+        }
     }
     accepted
 }

@@ -211,6 +211,61 @@ pub fn check_commitment(profile: Profile, s: &str) -> Result<()> {
     Ok(())
 }
 
+/// A model named by another miner's commitment, read back from chain: what to download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedModel {
+    pub namespace: String,
+    pub name: String,
+    /// The Hub revision: a 40-digit lowercase hex commit id.
+    pub commit: String,
+    /// The competition as the profile writes it (`"2"`, `"c00"`).
+    pub competition: String,
+}
+
+impl CommittedModel {
+    /// `namespace/name`.
+    pub fn repo(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Reads a commitment that names a model (the LLM profiles) with the rules it is written with
+/// ([`commitment`], [`check_commitment`]): the same field count, repo id rules, a 40-digit
+/// lowercase hex revision (what the Hub answers and what we write; another case names no
+/// revision a validator downloads), and a competition of the profile's shape. Anything else (no
+/// commitment, the legacy 4-field form that names no competition, a revision of `None`, a
+/// SoundsRight hash that names no model) is an error saying which rule it broke.
+pub fn parse_commitment(profile: Profile, s: &str) -> Result<CommittedModel> {
+    let s = s.trim();
+    let bad = |why: String| Error::Format(format!("commitment {s:?}: {why}"));
+    let [ns, name, commit, _hash, competition] = s.split(':').collect::<Vec<_>>()[..] else {
+        return Err(bad(
+            "expected 5 ':'-separated fields ns:name:commit:hash:competition".into(),
+        ));
+    };
+    let competition = match profile {
+        Profile::Pretraining | Profile::Finetuning => {
+            ModelId::from_compressed_str(s)?.competition_id.to_string()
+        }
+        Profile::Coldint => competition.to_string(),
+        Profile::Soundsright | Profile::Bitmind => {
+            return Err(bad(format!(
+                "profile {profile} does not commit a model id that can be read back"
+            )))
+        }
+    };
+    check_commitment(profile, s)?;
+    check_repo_id(profile, &format!("{ns}/{name}"))?;
+    check_commit(commit).map_err(|e| bad(e.to_string()))?;
+    competition::check_syntax(profile, &competition)?;
+    Ok(CommittedModel {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        commit: commit.to_string(),
+        competition,
+    })
+}
+
 fn check_commit(commit: &str) -> Result<()> {
     if commit.len() == GIT_COMMIT_LENGTH
         && commit
@@ -313,6 +368,50 @@ mod tests {
         .unwrap();
         let want = hex::encode(Sha256::digest(format!("me:model:{COMMIT}:{HOTKEY}:None")));
         assert_eq!(s, want);
+    }
+
+    #[test]
+    fn what_is_written_is_read_back() {
+        let s = commitment(Profile::Pretraining, &input("me/model", "2")).unwrap();
+        let m = parse_commitment(Profile::Pretraining, &s).unwrap();
+        assert_eq!(m.repo(), "me/model");
+        assert_eq!(m.commit, COMMIT);
+        assert_eq!(m.competition, "2");
+        let s = commitment(Profile::Coldint, &input("a/b", "c00")).unwrap();
+        let m = parse_commitment(Profile::Coldint, &s).unwrap();
+        assert_eq!((m.repo().as_str(), m.competition.as_str()), ("a/b", "c00"));
+    }
+
+    /// The case the trainer's own parser used to accept: a revision in upper case (or mixed).
+    /// We never write one and the Hub never answers one, so it names no model to download.
+    #[test]
+    fn an_uppercase_revision_is_refused_when_read() {
+        let upper = COMMIT.to_ascii_uppercase();
+        let s = format!("alice:tiny:{upper}:aGFzaA==:2");
+        let err = parse_commitment(Profile::Pretraining, &s).unwrap_err();
+        assert!(err.to_string().contains("lowercase hex"), "{err}");
+        assert!(parse_commitment(
+            Profile::Pretraining,
+            &format!("alice:tiny:{COMMIT}:aGFzaA==:2")
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn commitments_that_name_no_model_are_errors() {
+        for (profile, s) in [
+            (Profile::Pretraining, String::new()),
+            (Profile::Pretraining, "alice:tiny:None:h:2".into()),
+            (Profile::Pretraining, format!("alice:tiny:{COMMIT}:h")),
+            (Profile::Pretraining, format!("alice:tiny:{COMMIT}:h:c00")),
+            (Profile::Pretraining, format!("alice:tiny:{COMMIT}:h:123")),
+            (Profile::Pretraining, format!("a:b:{COMMIT}:h:2")),
+            (Profile::Coldint, format!("a:b:{}:h:c00", &COMMIT[1..])),
+            (Profile::Coldint, format!("a b:c:{COMMIT}:h:c00")),
+            (Profile::Soundsright, "ab".repeat(32)),
+        ] {
+            assert!(parse_commitment(profile, &s).is_err(), "{profile} {s:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The Hugging Face Hub, as the publisher uses it.
+//! The Hugging Face Hub, as the publisher and the trainer use it.
 //!
-//! Two clients share one token:
+//! The publisher creates, uploads to and verifies its repository; the trainer reads other
+//! miners' committed models and dataset shards (without a token when it has none: public
+//! repositories need none). Two clients share one token:
 //! * `hf-hub` (the Hugging Face crate) for what it does well: creating the repository, listing
 //!   commits, downloading files at a revision, and repository settings.
 //! * a small `reqwest` client for the upload itself ([`upload`]) and for `model_info` with file
@@ -68,6 +70,12 @@ impl Token {
             ));
         }
         Ok(Token(token.to_string()))
+    }
+
+    /// A token already read and checked by its caller (the trainer's `read_token`, which
+    /// reports a bad file as a configuration error naming `hub.token_file`).
+    pub fn from_checked(token: String) -> Token {
+        Token(token)
     }
 }
 
@@ -219,32 +227,62 @@ pub struct Sibling {
 
 #[derive(Deserialize)]
 struct ModelInfo {
+    /// The commit the revision resolves to.
+    #[serde(default)]
+    sha: Option<String>,
     #[serde(default)]
     siblings: Vec<Sibling>,
+}
+
+/// What kind of repository a call is about (the Hub's URLs differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    Model,
+    Dataset,
+}
+
+impl RepoKind {
+    fn api_segment(self) -> &'static str {
+        match self {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+        }
+    }
+}
+
+/// A repository at a revision: the commit it resolves to and its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoFiles {
+    /// The resolved commit (the Hub's `sha`); the revision asked for when the Hub gives none.
+    pub commit: String,
+    pub files: Vec<Sibling>,
 }
 
 /// A connection to one Hub endpoint with one token. Cloning is cheap (shared connection pools).
 #[derive(Clone)]
 pub struct Hub {
     endpoint: String,
-    token: Token,
+    /// `None`: anonymous (the trainer without a token reads public repositories only).
+    token: Option<Token>,
     http: reqwest::Client,
     hf: HFClient,
 }
 
 impl Hub {
-    /// `cache_dir` is where hf-hub may keep its cache (the publisher's state directory: the
-    /// service has no home directory).
-    pub fn new(endpoint: &str, token: Token, cache_dir: PathBuf) -> Result<Hub, HubError> {
+    /// `cache_dir` is where hf-hub may keep its cache (the daemon's state directory: the
+    /// services have no home directory). Without a token every request is anonymous.
+    pub fn new(endpoint: &str, token: Option<Token>, cache_dir: PathBuf) -> Result<Hub, HubError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("taominer/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             .build()
             .map_err(|e| HubError::Refused(format!("cannot build the HTTP client: {e}")))?;
-        let hf = HFClient::builder()
-            .endpoint(endpoint)
-            .token(token.0.clone())
+        let mut hf = HFClient::builder().endpoint(endpoint);
+        if let Some(t) = &token {
+            hf = hf.token(t.0.clone());
+        }
+        let hf = hf
             .client(http.clone())
             .cache_dir(cache_dir)
             .cache_enabled(false)
@@ -266,7 +304,11 @@ impl Hub {
     }
 
     fn api(&self, repo: &str, rest: &str) -> String {
-        format!("{}/api/models/{repo}{rest}", self.endpoint)
+        self.api_of(RepoKind::Model, repo, rest)
+    }
+
+    fn api_of(&self, kind: RepoKind, repo: &str, rest: &str) -> String {
+        format!("{}/api/{}/{repo}{rest}", self.endpoint, kind.api_segment())
     }
 
     /// Whether `url` is on the configured endpoint's origin (scheme, host and port), the only
@@ -287,16 +329,16 @@ impl Hub {
         what: &str,
     ) -> Result<reqwest::Response, HubError> {
         let mut req = req.build().map_err(|e| HubError::from_reqwest(e, what))?;
-        if self.same_origin(req.url()) {
-            let mut value =
-                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.token.0))
-                    .map_err(|_| {
-                        HubError::Refused("the HF token is not a valid header value".into())
-                    })?;
+        let token = self.token.as_ref().filter(|_| self.same_origin(req.url()));
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.0))
+                .map_err(|_| {
+                    HubError::Refused("the HF token is not a valid header value".into())
+                })?;
             value.set_sensitive(true);
             req.headers_mut()
                 .insert(reqwest::header::AUTHORIZATION, value);
-        } else {
+        } else if self.token.is_some() {
             tracing::debug!("{what}: another origin than the endpoint; sent without the token");
         }
         self.http
@@ -359,8 +401,26 @@ impl Hub {
         repo: &str,
         revision: &str,
     ) -> Result<Option<Vec<Sibling>>, HubError> {
-        let what = "model info";
-        let url = self.api(repo, &format!("/revision/{revision}"));
+        Ok(self
+            .repo_at(RepoKind::Model, repo, revision)
+            .await?
+            .map(|r| r.files))
+    }
+
+    /// A model or dataset repository at `revision`: the commit it resolves to and every file
+    /// with its size (names checked before anyone joins them to a directory); `None` if the
+    /// revision does not exist.
+    pub async fn repo_at(
+        &self,
+        kind: RepoKind,
+        repo: &str,
+        revision: &str,
+    ) -> Result<Option<RepoFiles>, HubError> {
+        let what = match kind {
+            RepoKind::Model => "model info",
+            RepoKind::Dataset => "dataset info",
+        };
+        let url = self.api_of(kind, repo, &format!("/revision/{revision}"));
         let resp = self
             .send_raw(self.http.get(url).query(&[("blobs", "true")]), what)
             .await?;
@@ -371,7 +431,10 @@ impl Hub {
         let info: ModelInfo = json_capped(resp, what).await?;
         taominer_core::hub_names::check_all(info.siblings.iter().map(|s| s.rfilename.as_str()))
             .map_err(|e| HubError::Refused(format!("{what}: {e}")))?;
-        Ok(Some(info.siblings))
+        Ok(Some(RepoFiles {
+            commit: info.sha.unwrap_or_else(|| revision.to_string()),
+            files: info.siblings,
+        }))
     }
 
     /// Downloads one file at `revision` into `dest/<path>` (hf-hub's resolve download);
@@ -384,19 +447,52 @@ impl Hub {
         dest: &Path,
         alive: &Arc<AtomicU64>,
     ) -> Result<PathBuf, HubError> {
+        self.download_from(RepoKind::Model, repo, revision, path, dest, alive)
+            .await
+    }
+
+    /// [`Hub::download`] from a model or a dataset repository.
+    pub async fn download_from(
+        &self,
+        kind: RepoKind,
+        repo: &str,
+        revision: &str,
+        path: &str,
+        dest: &Path,
+        alive: &Arc<AtomicU64>,
+    ) -> Result<PathBuf, HubError> {
         // hf-hub joins the name to `dest`: an absolute or `..` name would land outside it.
         taominer_core::hub_names::check(path)
             .map_err(|e| HubError::Refused(format!("download: {e}")))?;
-        self.repo(repo)
-            .download_file()
-            .filename(path)
-            .revision(revision)
-            .local_dir(dest.to_path_buf())
-            .force_download(true)
-            .progress(Progress::new(Alive(alive.clone())))
-            .send()
-            .await
-            .map_err(|e| HubError::from_hf(e, &format!("download {path}")))
+        let (ns, name) = repo.split_once('/').unwrap_or(("", repo));
+        let progress = Progress::new(Alive(alive.clone()));
+        let sent = match kind {
+            RepoKind::Model => {
+                self.hf
+                    .model(ns, name)
+                    .download_file()
+                    .filename(path)
+                    .revision(revision)
+                    .local_dir(dest.to_path_buf())
+                    .force_download(true)
+                    .progress(progress)
+                    .send()
+                    .await
+            }
+            RepoKind::Dataset => {
+                self.hf
+                    .dataset(ns, name)
+                    .download_file()
+                    .filename(path)
+                    .revision(revision)
+                    .local_dir(dest.to_path_buf())
+                    .force_download(true)
+                    .progress(progress)
+                    .send()
+                    .await
+            }
+        };
+        sent.map_err(|e| HubError::from_hf(e, &format!("download {path}")))
     }
 
     /// Makes the repository private or public.
@@ -500,7 +596,7 @@ mod tests {
     fn the_token_goes_to_the_endpoints_origin_only() {
         let d = tempfile::tempdir().unwrap();
         let token = Token("t".into());
-        let hub = Hub::new("https://huggingface.co/", token, d.path().join("c")).unwrap();
+        let hub = Hub::new("https://huggingface.co/", Some(token), d.path().join("c")).unwrap();
         let url = |u: &str| reqwest::Url::parse(u).unwrap();
         assert!(hub.same_origin(&url("https://huggingface.co/api/models/a/b")));
         assert!(hub.same_origin(&url(
