@@ -217,7 +217,8 @@ impl Remote {
             hub_names::check_all(shards.iter().map(String::as_str))
                 .map_err(|e| Error::Remote(format!("{} at {}: {e}", c.repo, c.revision)))?;
         }
-        let wanted = preflight::validator_files(self.config.miner.profile, &files, &shards);
+        let wanted =
+            preflight::validator_files(self.config.miner.profile.rules().layout(), &files, &shards);
         if !wanted.iter().any(|f| f == "config.json") {
             return Err(Error::Remote(format!(
                 "{} at {} has no config.json: not a transformers model",
