@@ -11,13 +11,12 @@ use taominer_core::wallet::SS58_PREFIX;
 
 use crate::chain::Axon;
 use taominer_core::fault::crash_point;
-use taominer_core::formats::model_id::check_commitment;
 use taominer_core::formats::ss58;
 use taominer_core::store::unix_now;
 use zbus::object_server::SignalEmitter;
 
 use crate::jobs::{CommitJob, CommitJobState, Shared, MAX_QUEUED};
-use taominer_core::config::{Config, Profile};
+use taominer_core::config::Config;
 
 pub struct CommitterService {
     pub shared: Arc<Shared>,
@@ -59,7 +58,12 @@ impl CommitterService {
                 block: written.block,
             });
         }
-        check_commitment(shared.config.miner.profile, commitment)
+        shared
+            .config
+            .miner
+            .profile
+            .rules()
+            .check_commitment(commitment)
             .map_err(|e| BusError::InvalidInput(e.to_string()))?;
         check_names_our_repo(&shared.config, commitment)?;
         let queued = jobs
@@ -242,24 +246,13 @@ fn axon_text(a: &Axon) -> String {
     }
 }
 
-/// The Hub repository a commitment names, `namespace/name`, for the profiles that write it in
-/// clear (`taominer_core::formats::model_id`: pretraining, finetuning and coldint start with
-/// `ns:name:`). SoundsRight's is a sha256 that hides it, and bitmind commits nothing: `None`.
-fn named_repo(profile: Profile, commitment: &str) -> Option<String> {
-    match profile {
-        Profile::Pretraining | Profile::Finetuning | Profile::Coldint => {
-            let mut fields = commitment.split(':');
-            Some(format!("{}/{}", fields.next()?, fields.next()?))
-        }
-        Profile::Soundsright | Profile::Bitmind => None,
-    }
-}
-
 /// Refuses a commitment that names another repository than the one this miner publishes to
 /// (`publisher.repo`; offline, the offline publisher's): even a caller that may call `Commit`
-/// cannot point the hotkey at someone else's model.
+/// cannot point the hotkey at someone else's model. Which repository a commitment names is the
+/// subnet's rule (`Subnet::named_repo`); a commitment that hides it (SoundsRight's sha256) is not
+/// checked here.
 fn check_names_our_repo(config: &Config, commitment: &str) -> Result<(), BusError> {
-    let Some(named) = named_repo(config.miner.profile, commitment) else {
+    let Some(named) = config.miner.profile.rules().named_repo(commitment) else {
         return Ok(());
     };
     let ours = config.publisher.repo(&config.miner);
@@ -292,6 +285,7 @@ fn check_job_id(id: &str) -> Result<(), BusError> {
 mod tests {
     use super::*;
     use crate::jobs::KEEP_DONE;
+    use taominer_core::config::Profile;
 
     fn service(dir: &std::path::Path, config: Config) -> CommitterService {
         CommitterService {
@@ -347,7 +341,10 @@ mod tests {
             CommitJobState::Queued
         );
         // SoundsRight commits a sha256: the repository cannot be read from it.
-        assert_eq!(named_repo(Profile::Soundsright, &"a".repeat(64)), None);
+        assert_eq!(
+            Profile::Soundsright.rules().named_repo(&"a".repeat(64)),
+            None
+        );
     }
 
     /// At most MAX_QUEUED jobs wait; one more is refused with a retryable `Failed` (the

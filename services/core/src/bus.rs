@@ -139,7 +139,7 @@ macro_rules! wire_enum {
 wire_enum! {
     /// Where the trainer's run stands (`State` property).
     pub enum TrainerState {
-        /// Nothing to train: the configuration names no run (`LastError` says why).
+        /// Nothing to train: the configuration names no run (the status's last error says why).
         #[default]
         Idle = "idle",
         /// Preparing: device, tokenizer, data, model, resume.
@@ -150,7 +150,7 @@ wire_enum! {
         Paused = "paused",
         /// `max_steps` or `num_epochs` reached; a restart with a higher limit goes on.
         Finished = "finished",
-        /// Stopped by an error (`LastError`); a restart resumes from the last checkpoint.
+        /// Stopped by an error (the status's last error); a restart resumes from the last checkpoint.
         Failed = "failed",
     }
 }

@@ -11,7 +11,10 @@
 //! * [`bus`]: the D-Bus names, object paths, proxies, error names and reply types of
 //!   docs/architecture.md §3.
 //! * [`store`]: atomic files and the durable job store each daemon keeps its hand-offs in.
-//! * [`formats`]: model identities, commitment strings and the hashes validators recompute.
+//! * [`subnet`]: one module per subnet (its competitions, limits, commitment and hash), behind the
+//!   one `Subnet` trait that [`subnet::Profile::rules`] returns.
+//! * [`formats`]: the machinery the subnets share: model identities, the hashes validators
+//!   recompute, safetensors headers, the pre-flight engine.
 //! * [`fault`]: named crash points used by the fault-injection tests.
 //! * [`hub_names`]: the check on file names a Hub lists, before any is joined to a directory.
 //! * [`wallet`]: the hotkey keyfile, sr25519 signing and verification.
@@ -25,6 +28,7 @@ pub mod formats;
 pub mod hub_names;
 pub mod runtime;
 pub mod store;
+pub mod subnet;
 pub mod wallet;
 
 pub use error::{Error, Result};

@@ -63,11 +63,11 @@ proptest! {
             repo: &repo, commit: &commit, model_hash: &model_hash, hotkey_ss58: &hotkey,
             competition: &competition,
         };
-        let made = model_id::commitment(profile, &input);
+        let made = profile.rules().commitment(&input);
         if repo.len() <= model_id::MAX_REPO_ID_LENGTH && repo.len() > 3 {
             let s = made.expect("a valid commitment");
             prop_assert!(s.len() <= model_id::MAX_COMMITMENT_BYTES);
-            prop_assert!(model_id::check_commitment(profile, &s).is_ok());
+            prop_assert!(profile.rules().check_commitment(&s).is_ok());
             let id = ModelId::from_compressed_str(&s).expect("parses");
             prop_assert_eq!(format!("{}/{}", id.namespace, id.name), repo);
             prop_assert_eq!(id.commit.as_deref(), Some(commit.as_str()));
@@ -94,7 +94,7 @@ proptest! {
             competition: &competition,
         };
         let fits = repo.len() + 1 + 40 + 1 + 44 + 1 + competition.len() <= model_id::MAX_COMMITMENT_BYTES;
-        match model_id::commitment(Profile::Coldint, &input) {
+        match Profile::Coldint.rules().commitment(&input) {
             Ok(s) => {
                 prop_assert!(fits);
                 let fields: Vec<&str> = s.split(':').collect();
@@ -102,7 +102,7 @@ proptest! {
                 prop_assert_eq!(format!("{}/{}", fields[0], fields[1]), repo);
                 prop_assert_eq!(fields[2], commit.as_str());
                 prop_assert_eq!(fields[4], competition.as_str());
-                prop_assert!(model_id::check_commitment(Profile::Coldint, &s).is_ok());
+                prop_assert!(Profile::Coldint.rules().check_commitment(&s).is_ok());
             }
             Err(_) => prop_assert!(!fits),
         }
@@ -111,9 +111,9 @@ proptest! {
     /// Commitment checks and the model-id parser refuse arbitrary strings without panicking.
     #[test]
     fn commitment_parsers_never_panic(s in any::<String>()) {
-        for p in [Profile::Pretraining, Profile::Finetuning, Profile::Coldint, Profile::Soundsright, Profile::Bitmind] {
-            let _ = model_id::check_commitment(p, &s);
-            let _ = model_id::check_repo_id(p, &s);
+        for p in Profile::ALL {
+            let _ = p.rules().check_commitment(&s);
+            let _ = p.rules().check_repo_id(&s);
         }
         let _ = ModelId::from_compressed_str(&s);
     }

@@ -11,7 +11,7 @@ use taominer_core::bus::{
     TrainerProxy,
 };
 use taominer_core::config::{Config, Profile, Sources};
-use taominer_core::formats::{competition, hash, preflight, ss58};
+use taominer_core::formats::{hash, ss58};
 use taominer_core::wallet::{self, Hotkey};
 
 /// Control and inspect the taominer daemons.
@@ -341,9 +341,12 @@ fn hash_dir(dir: &std::path::Path, hotkey: &str, profile: Profile, json: bool) -
             .unwrap_or(0);
         crate::progress::Bar::start("hashing", total, done.clone(), crate::progress::target())
     });
-    let model_hash = hash::model_hash_for_with(profile, dir, &done).map_err(CtlError::from)?;
+    let model_hash = profile
+        .rules()
+        .model_hash(dir, &done)
+        .map_err(CtlError::from)?;
     drop(bar);
-    let secure = hash::secure_hash_for(profile, &model_hash, hotkey);
+    let secure = profile.rules().secure_hash(&model_hash, hotkey);
     if json {
         let v = serde_json::json!({ "model_hash": model_hash, "secure_hash": secure });
         println!("{v}");
@@ -580,14 +583,20 @@ fn dry_run(
     let competition = competition
         .or_else(|| miner.competition())
         .ok_or_else(|| CtlError::Usage("no competition: pass --competition".into()))?;
-    competition::check(miner.profile, &competition, &miner.allowed_competitions())
+    miner
+        .profile
+        .rules()
+        .check_competition(&competition, &miner.allowed_competitions())
         .map_err(|e| CtlError::Refused(e.to_string()))?;
     let repo = config
         .publisher
         .repo(miner)
         .ok_or_else(|| CtlError::Config("publisher.repo is not set".into()))?;
     let limits = config.publisher.limits_for(miner.profile, &competition);
-    let report = preflight::check(dir, miner.profile, &repo, &competition, limits.as_ref())
+    let report = miner
+        .profile
+        .rules()
+        .preflight(dir, &repo, &competition, limits.as_ref())
         .map_err(|e| CtlError::Refused(e.to_string()))?;
     print!("{report}");
     println!("files to upload:");
@@ -595,10 +604,14 @@ fn dry_run(
         let len = std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0);
         println!("  {len:>14}  {}", e.rel);
     }
-    let model_hash = hash::model_hash_for(miner.profile, dir).map_err(CtlError::from)?;
+    let model_hash = miner
+        .profile
+        .rules()
+        .model_hash(dir, &std::sync::atomic::AtomicU64::new(0))
+        .map_err(CtlError::from)?;
     println!("local model hash  {model_hash}");
     if let Some(h) = miner.hotkey() {
-        if let Some(secure) = hash::secure_hash_for(miner.profile, &model_hash, h) {
+        if let Some(secure) = miner.profile.rules().secure_hash(&model_hash, h) {
             println!("local secure hash {secure} (hotkey {h})");
         }
     }

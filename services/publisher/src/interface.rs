@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use taominer_core::bus::{BusError, LiveModel, PublishJobInfo, WorkState};
 use taominer_core::fault::crash_point;
-use taominer_core::formats::{competition, model_id};
 use taominer_core::store::{new_job_id, unix_now};
 use zbus::object_server::SignalEmitter;
 
@@ -83,7 +82,12 @@ impl PublisherService {
                 "offline mode has no Hugging Face repository to make public ({repo})"
             )));
         };
-        model_id::check_repo_id(self.shared.config.miner.profile, repo)
+        self.shared
+            .config
+            .miner
+            .profile
+            .rules()
+            .check_repo_id(repo)
             .map_err(|e| BusError::InvalidInput(e.to_string()))?;
         let config = &self.shared.config;
         let configured = config.publisher.repo(&config.miner);
@@ -223,7 +227,10 @@ impl PublisherService {
             )));
         }
         let competition = competition.to_string();
-        competition::check(miner.profile, &competition, &miner.allowed_competitions())?;
+        miner
+            .profile
+            .rules()
+            .check_competition(&competition, &miner.allowed_competitions())?;
         let summary = staging::inspect(source, miner.profile, Some(&caller))?;
         tracing::debug!(
             files = summary.files,

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use taominer_core::backoff::Backoff;
 use taominer_core::fault::crash_point;
-use taominer_core::formats::{hash, model_id, preflight};
+use taominer_core::formats::preflight::{self, Layout};
+use taominer_core::formats::{hash, model_id};
+use taominer_core::subnet::ModelHash;
 
 use crate::error::{Error, Result};
 use crate::hub::{upload, Hub, HubError};
@@ -157,7 +159,7 @@ pub async fn verify(
         .await?;
         shards = shard_names(&path)?;
     }
-    let wanted = preflight::validator_files(profile, &names, &shards);
+    let wanted = preflight::validator_files(profile.rules().layout(), &names, &shards);
     // Shards come down side by side, as `snapshot_download` fetches them.
     let mut downloads = Vec::with_capacity(wanted.len());
     for name in &wanted {
@@ -214,7 +216,7 @@ fn hash_download(
             "the download of {commit} holds {got_sorted:?}, expected {want:?}"
         )));
     }
-    if profile == taominer_core::config::Profile::Soundsright {
+    if profile.rules().layout() == Layout::Container {
         // What validators check before they build the container (a declared model was never
         // staged here, and an uploaded one could have been changed on the Hub since).
         let problems = preflight::container_problems(dest)?;
@@ -246,21 +248,21 @@ fn hash_download(
             )));
         }
     }
-    let model_hash = match profile {
-        taominer_core::config::Profile::Soundsright => hash::content_hash(dest)?,
-        _ => hash::model_hash_of_digests(&digests),
+    let model_hash = match profile.rules().model_hash_kind() {
+        ModelHash::Content => hash::content_hash(dest)?,
+        ModelHash::Taoverse => hash::model_hash_of_digests(&digests),
     };
-    let secure_hash = hash::secure_hash_for(profile, &model_hash, &job.hotkey).unwrap_or_default();
-    let commitment = model_id::commitment(
-        profile,
-        &model_id::CommitmentInput {
-            repo: &job.repo,
-            commit,
-            model_hash: &model_hash,
-            hotkey_ss58: &job.hotkey,
-            competition: &job.competition,
-        },
-    )?;
+    let secure_hash = profile
+        .rules()
+        .secure_hash(&model_hash, &job.hotkey)
+        .unwrap_or_default();
+    let commitment = profile.rules().commitment(&model_id::CommitmentInput {
+        repo: &job.repo,
+        commit,
+        model_hash: &model_hash,
+        hotkey_ss58: &job.hotkey,
+        competition: &job.competition,
+    })?;
     Ok(Snapshot {
         commit: commit.to_string(),
         model_hash,

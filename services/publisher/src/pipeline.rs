@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use taominer_core::backoff::Backoff;
 use taominer_core::bus::{self, CommitJobState, CommitterProxy, ErrorKind};
 use taominer_core::fault::crash_point;
-use taominer_core::formats::{hash, model_id, preflight};
+use taominer_core::formats::{hash, model_id};
 use taominer_core::runtime::Watchdog;
 use zbus::object_server::SignalEmitter;
 
@@ -282,7 +282,10 @@ fn stage_blocking(shared: &Shared, job: &PublishJob, progress: &AtomicU64) -> Re
         .config
         .publisher
         .limits_for(profile, &job.competition);
-    match preflight::check(&dest, profile, &job.repo, &job.competition, limits.as_ref()) {
+    match profile
+        .rules()
+        .preflight(&dest, &job.repo, &job.competition, limits.as_ref())
+    {
         Ok(report) => {
             tracing::info!(JOB_ID = %job.id, "pre-flight passed: {} files, {} bytes, {} parameters",
                 report.files, report.bytes, report.parameters.map_or("-".into(), |p| p.to_string()))
@@ -293,20 +296,20 @@ fn stage_blocking(shared: &Shared, job: &PublishJob, progress: &AtomicU64) -> Re
     if !shared.config.miner.offline {
         return Ok(Staged::Online(upload::digests(&dest)?));
     }
-    let model_hash = hash::model_hash_for(profile, &dest)?;
+    let model_hash = profile.rules().model_hash(&dest, &AtomicU64::new(0))?;
     progress.fetch_add(1, Ordering::Relaxed);
     let commit = hash::git_tree_id(&dest)?;
-    let secure_hash = hash::secure_hash_for(profile, &model_hash, &job.hotkey).unwrap_or_default();
-    let commitment = model_id::commitment(
-        profile,
-        &model_id::CommitmentInput {
-            repo: &job.repo,
-            commit: &commit,
-            model_hash: &model_hash,
-            hotkey_ss58: &job.hotkey,
-            competition: &job.competition,
-        },
-    )?;
+    let secure_hash = profile
+        .rules()
+        .secure_hash(&model_hash, &job.hotkey)
+        .unwrap_or_default();
+    let commitment = profile.rules().commitment(&model_id::CommitmentInput {
+        repo: &job.repo,
+        commit: &commit,
+        model_hash: &model_hash,
+        hotkey_ss58: &job.hotkey,
+        competition: &job.competition,
+    })?;
     let (files, bytes) = {
         let entries = hash::walk(&dest, &|_| false)?;
         let bytes = entries

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use taominer_core::backoff::Backoff;
 use taominer_core::bus::{CommitterProxy, NeuronInfo};
 use taominer_core::config::{Config, ConfigError, HubConfig};
-use taominer_core::formats::{model_id, preflight};
+use taominer_core::formats::preflight;
 use taominer_core::hub_names;
 use taominer_core::store;
 
@@ -190,7 +190,7 @@ impl Remote {
                 Error::Remote(format!("commitment of UID {}: {}", n.uid, bus_message(&e)))
             })?;
         // Core's reader: the rules commitments are written with (one parser for the tree).
-        match model_id::parse_commitment(self.config.miner.profile, &text) {
+        match self.config.miner.profile.rules().read_commitment(&text) {
             Ok(m) => Ok(Some(Committed {
                 uid: n.uid,
                 hotkey: n.hotkey.clone(),
@@ -253,7 +253,8 @@ impl Remote {
             hub_names::check_all(shards.iter().map(String::as_str))
                 .map_err(|e| Error::Remote(format!("{} at {}: {e}", c.repo, c.revision)))?;
         }
-        let wanted = preflight::validator_files(self.config.miner.profile, &files, &shards);
+        let wanted =
+            preflight::validator_files(self.config.miner.profile.rules().layout(), &files, &shards);
         if !wanted.iter().any(|f| f == "config.json") {
             return Err(Error::Remote(format!(
                 "{} at {} has no config.json: not a transformers model",

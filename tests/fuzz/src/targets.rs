@@ -39,14 +39,6 @@ pub fn by_name(name: &str) -> Option<Target> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
 }
 
-const PROFILES: [Profile; 5] = [
-    Profile::Pretraining,
-    Profile::Finetuning,
-    Profile::Coldint,
-    Profile::Soundsright,
-    Profile::Bitmind,
-];
-
 /// A scratch directory for this thread (libFuzzer and the driver run one input at a time; the
 /// tests run targets on several threads at once, which must not share files).
 fn scratch() -> PathBuf {
@@ -252,12 +244,13 @@ pub fn commitment(data: &[u8]) -> bool {
         return false;
     };
     let mut accepted = false;
-    for p in PROFILES {
-        accepted |= model_id::check_commitment(p, s).is_ok();
-        let _ = competition::check_syntax(p, s);
-        let _ = model_id::check_repo_id(p, s);
+    for p in Profile::ALL {
+        let rules = p.rules();
+        accepted |= rules.check_commitment(s).is_ok();
+        let _ = rules.check_competition_syntax(s);
+        let _ = rules.check_repo_id(s);
     }
-    let _ = competition::soundsright_number(s);
+    let _ = taominer_core::subnet::soundsright_number(s);
     let _ = competition::TokenizerRule::parse(s);
     if let Ok(id) = model_id::ModelId::from_compressed_str(s) {
         // The 5-field form is what we write: parse ∘ format is the identity on parsed ids.
@@ -267,13 +260,13 @@ pub fn commitment(data: &[u8]) -> bool {
             assert_eq!(again, id, "model id {s:?} does not round-trip");
         }
     }
-    for p in PROFILES {
+    for p in Profile::ALL {
         // What the trainer reads from chain: it names a repo and a revision, and it is a
         // commitment we would write ourselves.
-        if let Ok(m) = model_id::parse_commitment(p, s) {
+        if let Ok(m) = p.rules().read_commitment(s) {
             assert_eq!(m.commit.len(), 40);
             assert!(m.repo().contains('/'));
-            assert!(model_id::check_commitment(p, s.trim()).is_ok());
+            assert!(p.rules().check_commitment(s.trim()).is_ok());
             accepted = true;
         }
     }

@@ -1,101 +1,19 @@
 //! `[miner]`: what every daemon needs to know about the miner as a whole (offline or not, which
-//! subnet, the competition, the chain endpoint, the hotkey), and [`Profile`], the subnet whose
-//! formats it speaks. Its own file because every other section is read in its light.
+//! subnet, the competition, the chain endpoint, the hotkey); [`Profile`], the subnet whose formats
+//! it speaks, is [`crate::subnet`]'s. Its own file because every other section is read in its
+//! light.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::string_or_int;
-use crate::formats::competition;
+/// The profile is the subnet's (`crate::subnet`); re-exported so `config::Profile` keeps working.
+pub use crate::subnet::Profile;
 
 /// The hotkey used in offline mode when none is configured: the well-known development account
 /// `//Alice`. Offline mode never signs anything; the address only enters the secure hash.
 pub const DEV_HOTKEY_SS58: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
-
-/// Which subnet's formats the miner speaks (docs/architecture.md §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Profile {
-    /// SN9 pretraining (taoverse commitments).
-    Pretraining,
-    /// SN37 finetuning (taoverse commitments).
-    Finetuning,
-    /// SN29 coldint (5-field commitments, string competitions).
-    Coldint,
-    /// SN105 SoundsRight (sha256 of the ids as the commitment).
-    Soundsright,
-    /// SN34 BitMind classic axon (no commitment).
-    Bitmind,
-}
-
-impl Profile {
-    /// Every profile, in the order shown to users.
-    pub const ALL: [Profile; 5] = [
-        Profile::Pretraining,
-        Profile::Finetuning,
-        Profile::Coldint,
-        Profile::Soundsright,
-        Profile::Bitmind,
-    ];
-
-    /// The name used in configuration and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Profile::Pretraining => "pretraining",
-            Profile::Finetuning => "finetuning",
-            Profile::Coldint => "coldint",
-            Profile::Soundsright => "soundsright",
-            Profile::Bitmind => "bitmind",
-        }
-    }
-
-    /// Whether models of this profile are transformers directories that need a `config.json`.
-    pub fn is_llm(self) -> bool {
-        matches!(
-            self,
-            Profile::Pretraining | Profile::Finetuning | Profile::Coldint
-        )
-    }
-
-    /// Whether this profile publishes models and commits their identity to the chain.
-    pub fn commits(self) -> bool {
-        !matches!(self, Profile::Bitmind)
-    }
-
-    /// The netuid this profile's subnet has on mainnet.
-    pub fn default_netuid(self) -> u16 {
-        match self {
-            Profile::Pretraining => 9,
-            Profile::Finetuning => 37,
-            Profile::Coldint => 29,
-            Profile::Soundsright => 105,
-            Profile::Bitmind => 34,
-        }
-    }
-}
-
-impl fmt::Display for Profile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Profile {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Profile::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown profile {s:?}; allowed: {}",
-                    Profile::ALL.map(Profile::as_str).join(", ")
-                )
-            })
-    }
-}
 
 /// `[miner]`: what every daemon needs to know about the miner as a whole.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,7 +67,10 @@ impl MinerConfig {
     pub fn allowed_competitions(&self) -> Vec<String> {
         match &self.competitions {
             Some(list) => list.clone(),
-            None => competition::builtin(self.profile)
+            None => self
+                .profile
+                .rules()
+                .competitions()
                 .iter()
                 .map(|c| c.id.to_string())
                 .collect(),
@@ -158,9 +79,12 @@ impl MinerConfig {
 
     /// The default competition in effect.
     pub fn competition(&self) -> Option<String> {
-        self.competition
-            .clone()
-            .or_else(|| competition::default_for(self.profile).map(str::to_string))
+        self.competition.clone().or_else(|| {
+            self.profile
+                .rules()
+                .default_competition()
+                .map(str::to_string)
+        })
     }
 
     /// Where the hotkey keyfile is read from: `hotkey_file`, else the systemd credential.

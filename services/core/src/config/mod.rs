@@ -24,7 +24,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::formats::{competition, ss58};
+use crate::formats::ss58;
 
 mod committer;
 mod device;
@@ -159,18 +159,20 @@ impl Config {
                 ));
             }
             for c in list {
-                competition::check_syntax(m.profile, c).map_err(|e| {
+                m.profile.rules().check_competition_syntax(c).map_err(|e| {
                     ConfigError::new("miner.competitions", format!("{c:?}"), e.to_string())
                 })?;
             }
         }
         if m.profile.commits() {
             match m.competition() {
-                Some(c) => {
-                    competition::check(m.profile, &c, &m.allowed_competitions()).map_err(|e| {
+                Some(c) => m
+                    .profile
+                    .rules()
+                    .check_competition(&c, &m.allowed_competitions())
+                    .map_err(|e| {
                         ConfigError::new("miner.competition", format!("{c:?}"), e.to_string())
-                    })?
-                }
+                    })?,
                 None => {
                     return Err(ConfigError::new(
                         "miner.competition",

@@ -51,17 +51,15 @@ impl PublisherConfig {
 
     /// Whether to make the repository public after the commitment is written.
     pub fn make_public_after_commit(&self, profile: Profile) -> bool {
-        self.make_public_after_commit.unwrap_or(matches!(
-            profile,
-            Profile::Finetuning | Profile::Coldint | Profile::Soundsright
-        ))
+        self.make_public_after_commit
+            .unwrap_or(profile.rules().make_public_after_commit())
     }
 
     /// The limits validators of `competition` apply: the built-in ones with the configured
     /// fields replaced. `None` when neither exists (SoundsRight, retired competitions).
     pub fn limits_for(&self, profile: Profile, competition: &str) -> Option<competition::Limits> {
         let over = self.limits.get(competition);
-        let mut limits = match (competition::builtin_limits(profile, competition), over) {
+        let mut limits = match (profile.rules().builtin_limits(competition), over) {
             (Some(l), _) => l,
             (None, Some(o)) => competition::Limits {
                 max_bytes: o.max_bytes?,
@@ -96,7 +94,7 @@ impl PublisherConfig {
     pub(super) fn validate(&self, miner: &MinerConfig) -> Result<(), ConfigError> {
         let m = miner;
         if let Some(repo) = &self.repo {
-            crate::formats::model_id::check_repo_id(m.profile, repo).map_err(|e| {
+            m.profile.rules().check_repo_id(repo).map_err(|e| {
                 ConfigError::new("publisher.repo", format!("{repo:?}"), e.to_string())
             })?;
         } else if !m.offline && m.profile.commits() {
@@ -109,7 +107,7 @@ impl PublisherConfig {
         for (id, over) in &self.limits {
             let key = |field: &str| format!("publisher.limits.{id:?}.{field}");
             if m.profile.is_llm()
-                && competition::builtin_limits(m.profile, id).is_none()
+                && m.profile.rules().builtin_limits(id).is_none()
                 && (over.max_bytes.is_none()
                     || over.max_parameters.is_none()
                     || over.architectures.is_none())

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, MinerConfig, Profile};
-use crate::formats::competition;
 
 /// `[soundsright]`: the SN105 miner's model and its side services (profile `soundsright`).
 ///
@@ -70,9 +69,13 @@ impl SoundsrightConfig {
                     "only with miner.profile = \"soundsright\"",
                 ));
             }
-            competition::check(miner.profile, comp, &miner.allowed_competitions()).map_err(
-                |e| ConfigError::new("soundsright.models", format!("{comp:?}"), e.to_string()),
-            )?;
+            miner
+                .profile
+                .rules()
+                .check_competition(comp, &miner.allowed_competitions())
+                .map_err(|e| {
+                    ConfigError::new("soundsright.models", format!("{comp:?}"), e.to_string())
+                })?;
             if let Some(c) = &miner.competition {
                 if c != comp {
                     return Err(ConfigError::new(
@@ -83,7 +86,7 @@ impl SoundsrightConfig {
                 }
             }
             let repo = format!("{}/{}", model.namespace, model.name);
-            crate::formats::model_id::check_repo_id(miner.profile, &repo).map_err(|e| {
+            miner.profile.rules().check_repo_id(&repo).map_err(|e| {
                 ConfigError::new(&key("namespace"), format!("{repo:?}"), e.to_string())
             })?;
             if !is_commit_id(&model.revision) {

@@ -202,36 +202,6 @@ pub fn secure_hash(model_hash: &str, hotkey_ss58: &str) -> String {
     hash_of_two_strings(model_hash, hotkey_ss58)
 }
 
-/// The model hash a profile's validators compute: the SoundsRight content hash for
-/// `soundsright`, the taoverse directory hash for every other profile.
-pub fn model_hash_for(profile: crate::config::Profile, dir: &Path) -> Result<String> {
-    model_hash_for_with(profile, dir, &AtomicU64::new(0))
-}
-
-/// [`model_hash_for`], counting the bytes hashed into `progress`.
-pub fn model_hash_for_with(
-    profile: crate::config::Profile,
-    dir: &Path,
-    progress: &AtomicU64,
-) -> Result<String> {
-    match profile {
-        crate::config::Profile::Soundsright => content_hash_with(dir, progress),
-        _ => model_hash_with(dir, progress),
-    }
-}
-
-/// The hotkey-bound hash a profile commits, if it has one (SoundsRight hashes the ids instead).
-pub fn secure_hash_for(
-    profile: crate::config::Profile,
-    model_hash: &str,
-    hotkey_ss58: &str,
-) -> Option<String> {
-    match profile {
-        crate::config::Profile::Soundsright | crate::config::Profile::Bitmind => None,
-        _ => Some(secure_hash(model_hash, hotkey_ss58)),
-    }
-}
-
 /// SoundsRight `get_directory_content_hash`.
 ///
 /// Upstream sorts file names but leaves subdirectories in the filesystem's listing order, so for

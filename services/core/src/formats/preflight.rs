@@ -11,10 +11,21 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::config::Profile;
 use crate::formats::competition::{Limits, TokenizerRule};
-use crate::formats::{hash, model_id, safetensors};
+use crate::formats::{hash, safetensors};
 use crate::{Error, Result};
+
+/// What a subnet publishes, which decides the structural checks (each subnet names its own in
+/// `crate::subnet`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// A transformers directory: `config.json` and safetensors weights (SN9, SN37, SN29).
+    Transformers,
+    /// A container repository validators build from its `Dockerfile` (SN105).
+    Container,
+    /// Nothing is checked about the files (a subnet that publishes no models).
+    Unchecked,
+}
 
 /// Files `AutoTokenizer.from_pretrained` looks for; any of them makes a tokenizer.
 pub const TOKENIZER_FILES: &[&str] = &[
@@ -89,20 +100,18 @@ impl fmt::Display for Report {
     }
 }
 
-/// Runs every check for publishing `dir` to `repo` in `competition`. `limits` are the
-/// competition's (from [`crate::config::PublisherConfig::limits_for`]); without them only the
-/// structural checks run.
+/// Runs every check of `layout` for publishing `dir` to `repo` in `competition`. `limits` are
+/// the competition's (from [`crate::config::PublisherConfig::limits_for`]); without them only
+/// the structural checks run. `failures` are problems the caller found already (the subnet's
+/// rules on the repository id: `Subnet::preflight`), reported first with the rest.
 pub fn check(
     dir: &Path,
-    profile: Profile,
+    layout: Layout,
     repo: &str,
     competition: &str,
     limits: Option<&Limits>,
+    mut failures: Vec<String>,
 ) -> Result<Report> {
-    let mut failures: Vec<String> = Vec::new();
-    if let Err(e) = model_id::check_repo_id(profile, repo) {
-        failures.push(e.to_string());
-    }
     let entries = hash::walk(dir, &|_| false)?;
     let mut bytes = 0u64;
     let mut names = Vec::with_capacity(entries.len());
@@ -129,7 +138,7 @@ pub fn check(
         limits: limits.cloned(),
     };
 
-    if profile.is_llm() {
+    if layout == Layout::Transformers {
         match architecture(dir) {
             Ok(a) => report.architecture = Some(a),
             Err(e) => failures.push(e.to_string()),
@@ -145,7 +154,7 @@ pub fn check(
         }
     }
 
-    if profile == Profile::Soundsright {
+    if layout == Layout::Container {
         failures.extend(container_problems(dir)?);
     }
 
@@ -376,7 +385,7 @@ fn weights_kind(dir: &Path) -> String {
     }
 }
 
-/// The files of a repository that validators download (and so hash) for a profile:
+/// The files of a repository that validators download (and so hash) for a layout:
 /// taoverse and coldint hash the snapshot that `AutoModelForCausalLM.from_pretrained(...,
 /// use_safetensors=True)` and `AutoTokenizer.from_pretrained` fill: `config.json`,
 /// `generation_config.json`, the weights (`model.safetensors`, or the index and the shards it
@@ -385,11 +394,11 @@ fn weights_kind(dir: &Path) -> String {
 /// `repo_files` is the repository's file list at the revision; `index_shards` the shard names
 /// of `model.safetensors.index.json` when the repository has no `model.safetensors`.
 pub fn validator_files(
-    profile: Profile,
+    layout: Layout,
     repo_files: &[String],
     index_shards: &[String],
 ) -> Vec<String> {
-    if !profile.is_llm() {
+    if layout != Layout::Transformers {
         return repo_files.to_vec();
     }
     let has = |n: &str| repo_files.iter().any(|f| f == n);
@@ -457,7 +466,15 @@ mod tests {
     fn a_model_inside_the_limits_passes_and_is_measured() {
         let d = tempfile::tempdir().unwrap();
         model(d.path(), "LlamaForCausalLM", &[10, 20]);
-        let r = check(d.path(), Profile::Pretraining, "me/m", "2", Some(&limits())).unwrap();
+        let r = check(
+            d.path(),
+            Layout::Transformers,
+            "me/m",
+            "2",
+            Some(&limits()),
+            vec![],
+        )
+        .unwrap();
         assert_eq!(r.parameters, Some(200));
         assert_eq!(r.architecture.as_deref(), Some("LlamaForCausalLM"));
         assert_eq!(r.weights.as_deref(), Some("model.safetensors"));
@@ -468,15 +485,17 @@ mod tests {
     fn each_violation_names_the_limit_and_the_measured_value() {
         let d = tempfile::tempdir().unwrap();
         model(d.path(), "GPT2LMHeadModel", &[50, 60]);
-        let e = check(
-            d.path(),
-            Profile::Pretraining,
-            "abcdefghijklmnopqrst/uvwxyzabcdefghijklmn",
-            "2",
-            Some(&limits()),
-        )
-        .unwrap_err()
-        .to_string();
+        // Through the subnet's rules, so its repository-id rule is reported with the rest.
+        let e = crate::subnet::Profile::Pretraining
+            .rules()
+            .preflight(
+                d.path(),
+                "abcdefghijklmnopqrst/uvwxyzabcdefghijklmn",
+                "2",
+                Some(&limits()),
+            )
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("between 3 and 38 characters (it has 41)"), "{e}");
         assert!(e.contains("at most 10000 bytes"), "{e}");
         assert!(
@@ -489,12 +508,27 @@ mod tests {
         l.tokenizer = TokenizerRule::Required;
         let d = tempfile::tempdir().unwrap();
         model(d.path(), "LlamaForCausalLM", &[10, 20]);
-        let e = check(d.path(), Profile::Coldint, "me/m", "c00", Some(&l))
-            .unwrap_err()
-            .to_string();
+        let e = check(
+            d.path(),
+            Layout::Transformers,
+            "me/m",
+            "c00",
+            Some(&l),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("no tokenizer"), "{e}");
         std::fs::write(d.path().join("tokenizer.json"), b"{}").unwrap();
-        assert!(check(d.path(), Profile::Coldint, "me/m", "c00", Some(&l)).is_ok());
+        assert!(check(
+            d.path(),
+            Layout::Transformers,
+            "me/m",
+            "c00",
+            Some(&l),
+            vec![]
+        )
+        .is_ok());
     }
 
     #[test]
@@ -537,10 +571,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(container_problems(d).unwrap(), Vec::<String>::new());
-        let e = check(d, Profile::Soundsright, "me/enh", "DENOISING_16000HZ", None).unwrap();
+        let e = check(
+            d,
+            Layout::Container,
+            "me/enh",
+            "DENOISING_16000HZ",
+            None,
+            vec![],
+        )
+        .unwrap();
         assert_eq!(e.files, 1);
         std::fs::write(d.join("Dockerfile"), "FROM x\n").unwrap();
-        let e = check(d, Profile::Soundsright, "me/enh", "DENOISING_16000HZ", None).unwrap_err();
+        let e = check(
+            d,
+            Layout::Container,
+            "me/enh",
+            "DENOISING_16000HZ",
+            None,
+            vec![],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("run as root"), "{e}");
     }
 
@@ -553,9 +603,16 @@ mod tests {
         )
         .unwrap();
         std::fs::write(d.path().join("pytorch_model.bin"), b"x").unwrap();
-        let e = check(d.path(), Profile::Pretraining, "me/m", "2", Some(&limits()))
-            .unwrap_err()
-            .to_string();
+        let e = check(
+            d.path(),
+            Layout::Transformers,
+            "me/m",
+            "2",
+            Some(&limits()),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("no model.safetensors"), "{e}");
     }
 
@@ -578,7 +635,7 @@ mod tests {
             "model-00002-of-00002.safetensors".to_string(),
         ];
         assert_eq!(
-            validator_files(Profile::Pretraining, &files, &shards),
+            validator_files(Layout::Transformers, &files, &shards),
             vec![
                 "config.json",
                 "model-00001-of-00002.safetensors",
@@ -587,6 +644,6 @@ mod tests {
                 "tokenizer.json"
             ]
         );
-        assert_eq!(validator_files(Profile::Soundsright, &files, &[]), files);
+        assert_eq!(validator_files(Layout::Container, &files, &[]), files);
     }
 }
