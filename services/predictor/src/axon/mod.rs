@@ -126,3 +126,6 @@ pub async fn bind(listen: &str, key: &str) -> anyhow::Result<tokio::net::TcpList
         .await
         .with_context(|| format!("cannot listen on {addr} ({key})"))
 }
+
+#[cfg(test)]
+mod tests;
