@@ -80,6 +80,7 @@ pub async fn run(daemon: Daemon) -> anyhow::Result<()> {
 /// Nothing to serve: the D-Bus object alone, saying what to set.
 async fn serve_idle(daemon: &Daemon, cfg: &PredictorConfig) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
+        product: None,
         loader: None,
         slot: Arc::new(Slot::default()),
         stats: Arc::new(Stats::default()),

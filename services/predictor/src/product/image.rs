@@ -77,24 +77,25 @@ impl ImageProduct {
                 .name("inference".into())
                 .spawn(move || queue::run_worker(q, s))?
         };
-        let shared = Shared {
-            loader: Some(loader.clone()),
-            slot: slot.clone(),
-            stats,
-            queue: Some(queue.clone()),
-            listen,
-            soundsright: None,
-        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let image = ImageProduct {
-            loader,
-            slot,
-            queue,
+        let image = Arc::new(ImageProduct {
+            loader: loader.clone(),
+            slot: slot.clone(),
+            queue: queue.clone(),
             decoders: Arc::new(Semaphore::new(cores)),
             worker: Mutex::new(Some(worker)),
             watch_every: Duration::from_millis(cfg.watch_interval_ms),
+        });
+        let shared = Shared {
+            product: Some(image.clone()),
+            loader: Some(loader),
+            slot,
+            stats,
+            queue: Some(queue),
+            listen,
+            soundsright: None,
         };
-        Ok((Arc::new(image), shared))
+        Ok((image, shared))
     }
 
     /// Decodes and preprocesses off the runtime (one image per decoder at a time), then queues
@@ -179,6 +180,21 @@ impl Product for ImageProduct {
         match self.slot.current() {
             Some(_) => PredictorState::Serving,
             None => PredictorState::NoModel,
+        }
+    }
+
+    fn summary(&self, listen: &str, counts: &str) -> String {
+        match self.slot.current() {
+            Some(m) => format!(
+                "serving {} ({}) on {listen}; {counts}",
+                m.path.display(),
+                m.version
+            ),
+            None => format!(
+                "no model: {} ({}); axon on {listen} answers 503",
+                self.loader.path.display(),
+                self.loader.stats.last_reload_error()
+            ),
         }
     }
 

@@ -49,6 +49,10 @@ pub trait Product: Send + Sync + 'static {
     /// when it is [`PredictorState::NoModel`].
     fn state(&self) -> PredictorState;
 
+    /// One line for `minerctl status` and `STATUS=`: what is served, on `listen`, with the
+    /// axon's `counts` where they say something.
+    fn summary(&self, listen: &str, counts: &str) -> String;
+
     /// Whether there is room for `caller`'s work now; asked after the caller's place in flight
     /// is taken and before its body is read, so that a refusal (503) costs no body.
     fn room(&self, _caller: &Caller) -> Result<(), Answer> {

@@ -90,20 +90,21 @@ impl SoundsRightProduct {
             tracing::info!("healthcheck API on {}", listener.local_addr()?);
             tasks.spawn(healthcheck::serve(listener, health));
         }
+        let product = Arc::new(SoundsRightProduct {
+            miner: miner.clone(),
+            synapses: soundsright::synapse_names(),
+            feedback: Mutex::new(Some(feedback)),
+        });
         let shared = Shared {
+            product: Some(product.clone()),
             loader: None,
             slot: Arc::new(Slot::default()),
             stats,
             queue: None,
             listen,
-            soundsright: Some(miner.clone()),
+            soundsright: Some(miner),
         };
-        let product = SoundsRightProduct {
-            miner,
-            synapses: soundsright::synapse_names(),
-            feedback: Mutex::new(Some(feedback)),
-        };
-        Ok((Arc::new(product), shared))
+        Ok((product, shared))
     }
 
     /// The model ids, or the feedback stored (its disk write off the runtime's threads).
@@ -143,6 +144,23 @@ impl Product for SoundsRightProduct {
 
     fn state(&self) -> PredictorState {
         self.miner.state()
+    }
+
+    fn summary(&self, listen: &str, counts: &str) -> String {
+        let feedback = self.miner.feedback_count();
+        match self.miner.served() {
+            Some(s) => format!(
+                "serving {}/{}@{} for {} ({}) on {listen}; {counts}; {feedback} feedback",
+                s.model.namespace,
+                s.model.name,
+                &s.model.revision[..s.model.revision.len().min(12)],
+                s.competition,
+                s.source,
+            ),
+            None => format!(
+                "idle: no model configured (set soundsright.models.<COMPETITION>); axon on {listen} answers data = null; {counts}; {feedback} feedback"
+            ),
+        }
     }
 
     fn answer<'a>(&'a self, synapse: &'a str, request: Admitted) -> Answering<'a> {
