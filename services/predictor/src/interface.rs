@@ -10,13 +10,16 @@ use std::sync::Arc;
 use taominer_core::bus::{BusError, PredictorState};
 use zbus::object_server::SignalEmitter;
 
+use crate::product::Product;
 use crate::queue::Queue;
 use crate::serving::{Loader, Slot, Stats, Swap};
 use crate::soundsright::SoundsRight;
 
 /// What the interface reports on.
 pub struct Shared {
-    /// `None` when no model is configured.
+    /// The product served; `None` when nothing is configured.
+    pub product: Option<Arc<dyn Product>>,
+    /// The image classifier's loader (for `Reload()`); `None` for other products.
     pub loader: Option<Arc<Loader>>,
     pub slot: Arc<Slot>,
     pub stats: Arc<Stats>,
@@ -31,57 +34,24 @@ pub struct Shared {
 pub const NOT_CONFIGURED: &str = "idle: no model configured; set predictor.model_path";
 
 impl Shared {
+    /// The product's state; `idle` when there is none.
     pub fn state(&self) -> PredictorState {
-        if let Some(sr) = &self.soundsright {
-            return sr.state();
-        }
-        match (&self.loader, self.slot.current()) {
-            (None, _) => PredictorState::Idle,
-            (Some(_), Some(_)) => PredictorState::Serving,
-            (Some(_), None) => PredictorState::NoModel,
-        }
+        self.product
+            .as_ref()
+            .map_or(PredictorState::Idle, |p| p.state())
     }
 
     /// One line for `minerctl status` and `STATUS=`.
     pub fn summary(&self) -> String {
+        let Some(product) = &self.product else {
+            return NOT_CONFIGURED.to_string();
+        };
         let counts = format!(
             "served {} rejected {}",
             self.stats.served.load(Ordering::Relaxed),
             self.stats.rejected.load(Ordering::Relaxed)
         );
-        if let Some(sr) = &self.soundsright {
-            let feedback = sr.feedback_count();
-            return match sr.served() {
-                Some(s) => format!(
-                    "serving {}/{}@{} for {} ({}) on {}; {counts}; {feedback} feedback",
-                    s.model.namespace,
-                    s.model.name,
-                    &s.model.revision[..s.model.revision.len().min(12)],
-                    s.competition,
-                    s.source,
-                    self.listen
-                ),
-                None => format!(
-                    "idle: no model configured (set soundsright.models.<COMPETITION>); axon on {} answers data = null; {counts}; {feedback} feedback",
-                    self.listen
-                ),
-            };
-        }
-        match (&self.loader, self.slot.current()) {
-            (None, _) => NOT_CONFIGURED.to_string(),
-            (Some(_), Some(m)) => format!(
-                "serving {} ({}) on {}; {counts}",
-                m.path.display(),
-                m.version,
-                self.listen
-            ),
-            (Some(l), None) => format!(
-                "no model: {} ({}); axon on {} answers 503",
-                l.path.display(),
-                self.stats.last_reload_error(),
-                self.listen
-            ),
-        }
+        product.summary(&self.listen, &counts)
     }
 }
 

@@ -9,7 +9,9 @@
 //! * [`queue`]: bounded, stake-ordered, batched inference on one thread.
 //! * [`serving`]: the serving model and its hot swap (file watch, `Reload()`).
 //! * [`soundsright`]: SN105's synapses and the feedback store; [`healthcheck`]: its HTTP API.
-//! * [`axon`]: the HTTP server tying these together, within [`limits`]; [`committer`]: metagraph and `ServeAxon`.
+//! * [`axon`]: the HTTP server (protocol, gate, budgets, answers), within [`limits`], whatever
+//!   the subnet; [`product`]: the subnet's side behind one trait (`ImageSynapse`, SoundsRight);
+//!   [`committer`]: metagraph and `ServeAxon`.
 //! * [`interface`]: `org.taominer.Predictor1`; [`daemon`]: wiring; [`cli`]: `predict`.
 
 pub mod axon;
@@ -23,6 +25,7 @@ pub mod interface;
 pub mod limits;
 pub mod model;
 pub mod preprocess;
+pub mod product;
 pub mod protocol;
 pub mod queue;
 pub mod serving;

@@ -59,11 +59,6 @@ pub enum Level {
     Error = 2,
 }
 
-/// Whether `name` is one of the routes this module answers.
-pub fn is_synapse(name: &str) -> bool {
-    name == FEEDBACK_SYNAPSE || COMPETITION_SYNAPSES.iter().any(|(s, _)| *s == name)
-}
-
 /// Every route, for the 404 message.
 pub fn synapse_names() -> Vec<&'static str> {
     let mut v: Vec<&str> = COMPETITION_SYNAPSES.iter().map(|(s, _)| *s).collect();
