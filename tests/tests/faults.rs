@@ -2,7 +2,7 @@
 //! hand-off could be lost or doubled, before and after each acknowledges, and at random moments.
 //! After restarts, the ledger must hold each accepted job exactly once.
 //!
-//! The named points (`MINERTEST_CRASH_AT`, see `taominer_core::fault`) make the daemon SIGKILL
+//! The named points (`MINERTEST_CRASH_AT`, see `taominer_core::daemon::fault`) make the daemon SIGKILL
 //! itself at that exact instant; the random test kills from outside while work is in flight.
 
 use std::collections::HashMap;

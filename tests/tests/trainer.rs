@@ -567,94 +567,137 @@ fn bad_models_tokenizers_and_settings_get_clear_errors() {
     assert_eq!(st.code(), Some(78));
 }
 
-/// Proves the trainer reads other miners' models the way validators find them: through the
-/// committer (online, against the dev chain with the real subtensor metadata) and the Hub (the
-/// local server, private repo, token from `hub.token_file`):
-/// * `--load-uid 1` downloads the model UID 1 committed (uploaded with the official
-///   `huggingface_hub`, committed with the official `bittensor` SDK) at its revision, and training
-///   starts from it: the eval loss before the first step equals that model's own;
-/// * `--load-best` takes the highest-incentive UID *whose commitment is in our competition*
-///   (UID 2 has more incentive but competition 4);
-/// * `trainer.dataset_repo` trains on the Parquet shards of a dataset repo at its revision;
-/// * `gate_on_best` holds candidates back until ours beats the best model's loss on our eval data
-///   by `gate_epsilon`: with the same seed and data, our run equals theirs at step 20, so the
-///   first candidate comes after it.
-#[test]
-fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
-    let fx = Fixture::new();
-    let bus = Bus::start();
-    // "Their" model: 20 steps offline, same data and seed as ours will be.
-    let theirs_state = fx.path("theirs");
-    let mut d = fx
-        .trainer(
-            &bus,
-            &theirs_state,
-            // A constant learning rate after warm-up: the trajectory does not depend on max_steps.
+/// Other miners as the trainer finds them online, the way validators do: through the committer
+/// (online, against the dev chain with the real subtensor metadata) and the Hub (the local
+/// server, private repos, token from `hub.token_file`). "Their" model is 20 steps offline with
+/// the same data and seed ours will use, uploaded with the official `huggingface_hub` and
+/// committed with the official `bittensor` SDK by UID 1 in competition 2; UID 2 has more
+/// incentive but commits in competition 4.
+struct OtherMiners {
+    fx: Fixture,
+    bus: Bus,
+    hub: HubServer,
+    _chain: DevChain,
+    _committer: Daemon,
+    config: PathBuf,
+    /// The Hub revision of their model.
+    revision: String,
+    /// Their model's eval loss at its last evaluation (step 20).
+    their_loss: f64,
+}
+
+impl OtherMiners {
+    fn start() -> OtherMiners {
+        let fx = Fixture::new();
+        let bus = Bus::start();
+        let theirs_state = fx.path("theirs");
+        let mut d = fx
+            .trainer(
+                &bus,
+                &theirs_state,
+                // A constant learning rate after warm-up: the trajectory does not depend on max_steps.
+                &[
+                    "trainer.max_steps=20",
+                    "trainer.eval_every=10",
+                    "trainer.min_lr_ratio=1",
+                ],
+            )
+            .start();
+        d.assert_ready();
+        wait_state(&bus, "finished", Duration::from_secs(120));
+        d.terminate();
+        let their_model = checkpoint_dir(&theirs_state, 20).join("model");
+        let their_history = run_index(&theirs_state)["history"].clone();
+        let their_loss = their_history.as_array().unwrap().last().unwrap()[1]
+            .as_f64()
+            .unwrap();
+
+        let hub = HubServer::start(&[]);
+        let revision = py(
+            &hub,
+            &fx,
             &[
-                "trainer.max_steps=20",
-                "trainer.eval_every=10",
-                "trainer.min_lr_ratio=1",
+                "-c",
+                "import sys; from huggingface_hub import HfApi\n\
+                 api = HfApi(token=sys.argv[3]); api.create_repo(sys.argv[1], private=True, exist_ok=True)\n\
+                 print(api.upload_folder(repo_id=sys.argv[1], folder_path=sys.argv[2]).oid)",
+                "alice/their-model",
+                their_model.to_str().unwrap(),
+                HUB_USERS[0].1,
             ],
-        )
-        .start();
-    d.assert_ready();
-    wait_state(&bus, "finished", Duration::from_secs(120));
-    d.terminate();
-    let their_model = checkpoint_dir(&theirs_state, 20).join("model");
-    let their_history = run_index(&theirs_state)["history"].clone();
-    let their_loss = their_history.as_array().unwrap().last().unwrap()[1]
-        .as_f64()
-        .unwrap();
+        );
+        assert_eq!(revision.len(), 40, "{revision}");
 
-    // The Hub: huggingface_hub uploads it to a private repo.
-    let hub = HubServer::start(&[]);
-    let hf_home = fx.path("hf-home");
-    let py = |args: &[&str]| hub.python(&hf_home, args);
-    let revision = py(
-        &[
-            "-c",
-            "import sys; from huggingface_hub import HfApi\n\
-             api = HfApi(token=sys.argv[3]); api.create_repo(sys.argv[1], private=True, exist_ok=True)\n\
-             print(api.upload_folder(repo_id=sys.argv[1], folder_path=sys.argv[2]).oid)",
-            "alice/their-model",
-            their_model.to_str().unwrap(),
-            HUB_USERS[0].1,
-        ],
-    );
-    assert_eq!(revision.len(), 40, "{revision}");
+        // The chain: we are UID 0; two other miners registered with incentive, committing with the SDK.
+        let chain = DevChain::start(
+            &serde_json::json!({"subnets": [{"netuid": 1, "tempo": 100, "neurons": [
+                {"hotkey": SEED7_SS58, "coldkey": ALICE, "stake": 1000, "incentive": 10}]}]}),
+            200,
+        );
+        let wallets = fx.path("wallets");
+        let committed = py(
+            &hub,
+            &fx,
+            &[
+                "-c",
+                "import sys, json, bittensor as bt\n\
+                 from bittensor_wallet import Wallet\n\
+                 from websockets.sync.client import connect\n\
+                 url, path, rev = sys.argv[1], sys.argv[2], sys.argv[3]\n\
+                 st = bt.Subtensor(network=url)\n\
+                 for name, incentive, text in [('a', 30000, f'alice:their-model:{rev}:aGFzaA==:2'),\n\
+                 \x20                             ('b', 60000, f'bob:other-model:{rev}:aGFzaA==:4')]:\n\
+                 \x20   w = Wallet(name=name, hotkey='h', path=path)\n\
+                 \x20   w.create_new_coldkey(use_password=False, overwrite=True, suppress=True)\n\
+                 \x20   w.create_new_hotkey(use_password=False, overwrite=True, suppress=True)\n\
+                 \x20   with connect(url) as ws:\n\
+                 \x20       ws.send(json.dumps({'jsonrpc': '2.0', 'id': 1, 'method': 'dev_register', 'params': [1, w.hotkey.ss58_address, w.coldkeypub.ss58_address, 1000, False, None, incentive]}))\n\
+                 \x20       ws.recv()\n\
+                 \x20   assert st.set_commitment(w, 1, text, mev_protection=False)\n\
+                 print('ok')",
+                &chain.url,
+                wallets.to_str().unwrap(),
+                &revision,
+            ],
+        );
+        assert!(committed.ends_with("ok"), "{committed}");
 
-    // The chain: we are UID 0; two other miners registered with incentive, committing with the SDK.
-    let chain = DevChain::start(
-        &serde_json::json!({"subnets": [{"netuid": 1, "tempo": 100, "neurons": [
-            {"hotkey": SEED7_SS58, "coldkey": ALICE, "stake": 1000, "incentive": 10}]}]}),
-        200,
-    );
-    let wallets = fx.path("wallets");
-    let committed = py(
-        &[
-            "-c",
-            "import sys, json, bittensor as bt\n\
-             from bittensor_wallet import Wallet\n\
-             from websockets.sync.client import connect\n\
-             url, path, rev = sys.argv[1], sys.argv[2], sys.argv[3]\n\
-             st = bt.Subtensor(network=url)\n\
-             for name, incentive, text in [('a', 30000, f'alice:their-model:{rev}:aGFzaA==:2'),\n\
-             \x20                             ('b', 60000, f'bob:other-model:{rev}:aGFzaA==:4')]:\n\
-             \x20   w = Wallet(name=name, hotkey='h', path=path)\n\
-             \x20   w.create_new_coldkey(use_password=False, overwrite=True, suppress=True)\n\
-             \x20   w.create_new_hotkey(use_password=False, overwrite=True, suppress=True)\n\
-             \x20   with connect(url) as ws:\n\
-             \x20       ws.send(json.dumps({'jsonrpc': '2.0', 'id': 1, 'method': 'dev_register', 'params': [1, w.hotkey.ss58_address, w.coldkeypub.ss58_address, 1000, False, None, incentive]}))\n\
-             \x20       ws.recv()\n\
-             \x20   assert st.set_commitment(w, 1, text, mev_protection=False)\n\
-             print('ok')",
-            &chain.url,
-            wallets.to_str().unwrap(),
-            &revision,
-        ],
-    );
-    assert!(committed.ends_with("ok"), "{committed}");
+        let config = online_config(&fx, &hub, &chain.url);
+        let mut committer = Spawn::new("committer", &bus, &fx.path("committer"))
+            .arg("--config")
+            .arg(config.to_str().unwrap())
+            .start();
+        committer.assert_ready();
+        OtherMiners {
+            fx,
+            bus,
+            hub,
+            _chain: chain,
+            _committer: committer,
+            config,
+            revision,
+            their_loss,
+        }
+    }
 
+    /// Our trainer, online with [`online_config`], in `<fixture>/<name>` (its log beside it).
+    fn trainer<'a>(&'a self, state: &'a Path, log: &Path, extra: &[&str]) -> Spawn<'a> {
+        self.fx
+            .trainer(&self.bus, state, extra)
+            .arg("--config")
+            .arg(self.config.to_str().unwrap())
+            .log_to(log)
+    }
+}
+
+/// Runs Python in the test venv with `HF_HOME` in the fixture, against `hub`.
+fn py(hub: &HubServer, fx: &Fixture, args: &[&str]) -> String {
+    hub.python(&fx.path("hf-home"), args)
+}
+
+/// Our online configuration: UID 0 on netuid 1 of the chain at `chain_url`, competition 2, the
+/// Hub at `hub` with user 0's token from a file.
+fn online_config(fx: &Fixture, hub: &HubServer, chain_url: &str) -> PathBuf {
     let hotkey = fx.path("hotkey");
     write_seed7_hotkey(&hotkey);
     let token = fx.path("hf-token");
@@ -667,79 +710,89 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
              hotkey_ss58 = \"{SEED7_SS58}\"\nhotkey_file = \"{}\"\n\
              [publisher]\nrepo = \"alice/ours\"\n\
              [hub]\nendpoint = \"{}\"\nallow_insecure = true\ntoken_file = \"{}\"\n",
-            chain.url,
+            chain_url,
             hotkey.display(),
             hub.url,
             token.display()
         ),
     )
     .unwrap();
-    let mut committer = Spawn::new("committer", &bus, &fx.path("committer"))
-        .arg("--config")
-        .arg(config.to_str().unwrap())
-        .start();
-    committer.assert_ready();
-    fn online<'a>(spawn: Spawn<'a>, config: &Path) -> Spawn<'a> {
-        spawn.arg("--config").arg(config.to_str().unwrap())
-    }
+    config
+}
 
-    // --load-uid 1: training starts from their weights.
-    let st = fx.path("by-uid");
-    let log = fx.path("by-uid.log");
-    let mut d = online(
-        fx.trainer(
-            &bus,
+/// Proves `--load-uid 1` downloads the model UID 1 committed, at its committed revision, and
+/// training starts from it: the eval loss before the first step equals that model's own. The
+/// token never reaches the log.
+#[test]
+fn load_uid_starts_from_the_model_that_uid_committed() {
+    let w = OtherMiners::start();
+    let (st, log) = (w.fx.path("by-uid"), w.fx.path("by-uid.log"));
+    let mut d = w
+        .trainer(
             &st,
+            &log,
             &["trainer.max_steps=2", "trainer.eval_every=100"],
-        ),
-        &config,
-    )
-    .arg("--load-uid")
-    .arg("1")
-    .log_to(&log)
-    .start();
+        )
+        .arg("--load-uid")
+        .arg("1")
+        .start();
     d.assert_ready();
-    let status = wait_state(&bus, "finished", Duration::from_secs(120));
+    let status = wait_state(&w.bus, "finished", Duration::from_secs(120));
     assert_eq!(status["step"], 2, "{status}");
     let start_loss = run_index(&st)["history"][0][1].as_f64().unwrap();
     assert!(
-        (start_loss - their_loss).abs() < 1e-9,
-        "started at eval loss {start_loss}, their model's is {their_loss}"
+        (start_loss - w.their_loss).abs() < 1e-9,
+        "started at eval loss {start_loss}, their model's is {}",
+        w.their_loss
     );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        text.contains(&format!("alice/their-model at {revision}")),
+        text.contains(&format!("alice/their-model at {}", w.revision)),
         "{text}"
     );
     assert!(!text.contains(HUB_USERS[0].1), "the token is in the log");
     d.terminate();
+}
 
-    // --load-best: UID 2 has more incentive, but its model is in competition 4.
-    let st = fx.path("best");
-    let log = fx.path("best.log");
-    let mut d = online(
-        fx.trainer(
-            &bus,
+/// Proves `--load-best` takes the highest-incentive UID *whose commitment is in our
+/// competition*: UID 2 has more incentive, but its model is in competition 4, so UID 1's wins.
+#[test]
+fn load_best_takes_the_best_uid_of_our_competition() {
+    let w = OtherMiners::start();
+    let (st, log) = (w.fx.path("best"), w.fx.path("best.log"));
+    let mut d = w
+        .trainer(
             &st,
+            &log,
             &["trainer.max_steps=1", "trainer.eval_every=100"],
-        ),
-        &config,
-    )
-    .arg("--load-best")
-    .log_to(&log)
-    .start();
+        )
+        .arg("--load-best")
+        .start();
     d.assert_ready();
-    wait_state(&bus, "finished", Duration::from_secs(120));
+    wait_state(&w.bus, "finished", Duration::from_secs(120));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("starting from the best model of competition 2: UID 1 alice/their-model"),
         "{text}"
     );
     d.terminate();
+}
 
-    // trainer.dataset_repo: a private dataset repo with two Parquet shards (uploaded with the
-    // official client; the second made from the JSONL part of the corpus) is the only data.
+/// Proves `trainer.dataset_repo` trains on the Parquet shards of a private dataset repo at its
+/// revision (two shards uploaded with the official client; the second made from the JSONL part
+/// of the corpus), and only on them, through a Hub having a bad minute: the listing and a
+/// shard's download fail first, and the trainer's client (the publisher's) retries them. No chain
+/// is needed: the trainer asks the committer only for other miners' models.
+#[test]
+fn a_dataset_repo_is_read_through_a_flaky_hub() {
+    let fx = Fixture::new();
+    let bus = Bus::start();
+    let hub = HubServer::start(&[]);
+    // Nothing listens at this chain endpoint, and nothing here asks it.
+    let config = online_config(&fx, &hub, "ws://127.0.0.1:9");
     let dataset_rev = py(
+        &hub,
+        &fx,
         &[
             "-c",
             "import sys, json, pyarrow as pa, pyarrow.parquet as pq, pathlib, shutil\n\
@@ -757,17 +810,14 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
             HUB_USERS[0].1,
         ],
     );
-    // A Hub having a bad minute: the listing and a shard's download fail first; the trainer's
-    // client (the publisher's) retries them.
     hub.clear_log();
     hub.faults(serde_json::json!([
         {"method": "GET", "path_regex": "^/api/datasets/alice/corpus/revision/", "status": 503, "count": 2},
         {"method": "GET", "path_regex": "^/datasets/alice/corpus/resolve/", "status": 502, "count": 1},
     ]));
-    let st = fx.path("dataset");
-    let log = fx.path("dataset.log");
-    let mut d = online(
-        fx.trainer(
+    let (st, log) = (fx.path("dataset"), fx.path("dataset.log"));
+    let mut d = fx
+        .trainer(
             &bus,
             &st,
             &[
@@ -776,11 +826,11 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
                 "trainer.max_steps=2",
                 "trainer.eval_every=100",
             ],
-        ),
-        &config,
-    )
-    .log_to(&log)
-    .start();
+        )
+        .arg("--config")
+        .arg(config.to_str().unwrap())
+        .log_to(&log)
+        .start();
     d.assert_ready();
     wait_state(&bus, "finished", Duration::from_secs(120));
     let text = std::fs::read_to_string(&log).unwrap();
@@ -816,14 +866,20 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
     );
     assert!(text.contains("retrying"), "retries are logged: {text}");
     d.terminate();
+}
 
-    // gate_on_best: from scratch, same seed and data as theirs; threshold high so only the gate decides.
-    let st = fx.path("gated");
-    let log = fx.path("gated.log");
-    let mut d = online(
-        fx.trainer(
-            &bus,
+/// Proves `gate_on_best` holds candidates back until ours beats the best model's loss on our
+/// eval data by `gate_epsilon`: with the same seed and data, our run equals theirs at step 20
+/// (so the gate holds until then), and the candidates are exactly the later evaluations below
+/// their loss less 0.5 %. The threshold is set high so only the gate decides.
+#[test]
+fn gate_on_best_holds_candidates_until_ours_beats_the_best() {
+    let w = OtherMiners::start();
+    let (st, log) = (w.fx.path("gated"), w.fx.path("gated.log"));
+    let mut d = w
+        .trainer(
             &st,
+            &log,
             &[
                 "trainer.max_steps=40",
                 "trainer.eval_every=10",
@@ -831,21 +887,19 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
                 "trainer.gate_on_best=true",
                 "trainer.min_lr_ratio=1",
             ],
-        ),
-        &config,
-    )
-    .log_to(&log)
-    .start();
+        )
+        .start();
     d.assert_ready();
-    wait_state(&bus, "finished", Duration::from_secs(180));
+    wait_state(&w.bus, "finished", Duration::from_secs(180));
     let index = run_index(&st);
     let history = index["history"].as_array().unwrap();
     let at20 = history.iter().find(|h| h[0] == 20).unwrap()[1]
         .as_f64()
         .unwrap();
     assert!(
-        (at20 - their_loss).abs() < 1e-9,
-        "same seed and data: {at20} vs {their_loss}"
+        (at20 - w.their_loss).abs() < 1e-9,
+        "same seed and data: {at20} vs {}",
+        w.their_loss
     );
     let steps: Vec<u64> = index["candidates"]
         .as_array()
@@ -856,7 +910,7 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
     let expected: Vec<u64> = history
         .iter()
         .skip(1)
-        .filter(|h| h[1].as_f64().unwrap() < their_loss * (1.0 - 0.005))
+        .filter(|h| h[1].as_f64().unwrap() < w.their_loss * (1.0 - 0.005))
         .map(|h| h[0].as_u64().unwrap())
         .collect();
     assert!(
@@ -867,7 +921,6 @@ fn other_miners_models_load_by_uid_and_best_and_gate_candidates() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("held back"), "{text}");
     d.terminate();
-    committer.terminate();
 }
 
 /// sha256 (hex) of every file under a candidate's model directory, by relative path: what the

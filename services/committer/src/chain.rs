@@ -169,7 +169,7 @@ impl Chain {
             .sign_and_submit_then_watch_default(tx, &Signer(hotkey))
             .await
             .map_err(|e| classify(e.to_string()))?;
-        taominer_core::fault::crash_point("committer.chain-submitted");
+        taominer_core::daemon::fault::crash_point("committer.chain-submitted");
         let in_block = progress
             .wait_for_finalized()
             .await

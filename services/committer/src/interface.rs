@@ -10,9 +10,9 @@ use taominer_core::bus::{BusError, CommitState, CommitmentRecord, NeuronInfo, Wo
 use taominer_core::wallet::SS58_PREFIX;
 
 use crate::chain::Axon;
-use taominer_core::fault::crash_point;
+use taominer_core::daemon::fault::crash_point;
+use taominer_core::daemon::store::unix_now;
 use taominer_core::formats::ss58;
-use taominer_core::store::unix_now;
 use zbus::object_server::SignalEmitter;
 
 use crate::jobs::{CommitJob, CommitJobState, Shared, MAX_QUEUED};

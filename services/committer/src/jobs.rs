@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use taominer_core::bus::CommitJobState;
 use taominer_core::bus::{CommitState, WorkState};
 use taominer_core::config::Config;
-use taominer_core::store::{Job, JobStore};
+use taominer_core::daemon::store::{Job, JobStore};
 
 use crate::error::Result;
 use crate::ledger::Ledger;

@@ -26,7 +26,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use taominer_core::bus::CommitmentRecord;
-use taominer_core::store::{fsync_dir, read_json, write_atomic};
+use taominer_core::daemon::store::{fsync_dir, read_json, write_atomic};
 
 use crate::error::{Error, Result};
 
@@ -307,7 +307,8 @@ mod tests {
         a.block = 1;
         let mut b = rec("b");
         b.block = 2;
-        taominer_core::store::write_json(&d.path().join("ledger.json"), &vec![a, b]).unwrap();
+        taominer_core::daemon::store::write_json(&d.path().join("ledger.json"), &vec![a, b])
+            .unwrap();
         let mut l = Ledger::open(d.path()).unwrap();
         assert_eq!(l.entries().len(), 2);
         assert!(!d.path().join("ledger.json").exists());

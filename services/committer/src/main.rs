@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use taominer_core::bus::Part;
-use taominer_core::runtime::{self, DaemonArgs, Watchdog};
+use taominer_core::daemon::runtime::{self, DaemonArgs, Watchdog};
 use taominer_core::wallet::Hotkey;
 
 /// sysexits' EX_DATAERR: the ledger is damaged (see `ledger`).

@@ -13,11 +13,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use taominer_core::backoff::Backoff;
 use taominer_core::bus::{CommitmentRecord, COMMITTER_PATH};
-use taominer_core::fault::crash_point;
-use taominer_core::runtime::{notify_status, Watchdog};
-use taominer_core::store::unix_now;
+use taominer_core::daemon::backoff::Backoff;
+use taominer_core::daemon::fault::crash_point;
+use taominer_core::daemon::runtime::{notify_status, Watchdog};
+use taominer_core::daemon::store::unix_now;
 use zbus::object_server::SignalEmitter;
 
 use crate::chain::{Chain, ChainError};

@@ -881,7 +881,7 @@ async fn feedback(bus: &BusSpec, limit: usize, json: bool) -> Result<()> {
     );
     for f in shown {
         let received = f["received"].as_u64().unwrap_or(0);
-        let c = taominer_core::store::Civil::utc(std::time::Duration::from_secs(received));
+        let c = taominer_core::daemon::store::Civil::utc(std::time::Duration::from_secs(received));
         let when = format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
             c.year, c.month, c.day, c.hour, c.minute, c.second

@@ -355,7 +355,7 @@ async fn draw_until_interrupted(conn: &zbus::Connection, every: Duration) -> std
 }
 
 fn now() -> String {
-    let c = taominer_core::store::Civil::now();
+    let c = taominer_core::daemon::store::Civil::now();
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
         c.year, c.month, c.day, c.hour, c.minute, c.second

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use taominer_core::backoff::Backoff;
 use taominer_core::bus::CommitterProxy;
+use taominer_core::daemon::backoff::Backoff;
 
 use crate::gate::Gate;
 

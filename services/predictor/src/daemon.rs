@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use taominer_core::config::{PredictorConfig, Profile};
-use taominer_core::runtime::{self, Daemon, Watchdog};
+use taominer_core::daemon::runtime::{self, Daemon, Watchdog};
 use taominer_core::wallet::Hotkey;
 use tokio::task::JoinSet;
 use zbus::object_server::SignalEmitter;
@@ -197,7 +197,7 @@ async fn report_status(shared: Arc<Shared>) {
 
 /// A random UUID (v4), this axon's `uuid`.
 fn new_uuid() -> String {
-    let mut b = taominer_core::store::random_bytes::<16>();
+    let mut b = taominer_core::daemon::store::random_bytes::<16>();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);

@@ -21,8 +21,9 @@ use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use taominer_core::bus::NeuronInfo;
+use taominer_core::daemon::store;
 use taominer_core::formats::ss58;
-use taominer_core::{store, wallet};
+use taominer_core::wallet;
 
 use crate::protocol::{self, RequestHead};
 

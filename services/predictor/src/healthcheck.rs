@@ -19,7 +19,7 @@ use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
-use taominer_core::store::Civil;
+use taominer_core::daemon::store::Civil;
 use tokio::net::TcpListener;
 
 use crate::limits;
@@ -139,7 +139,7 @@ pub fn data_for(health: &Health, path: &str) -> Value {
             None => Value::Null,
         },
         "/healthcheck/next_competition" => {
-            json!(next_competition(taominer_core::store::unix_now()))
+            json!(next_competition(taominer_core::daemon::store::unix_now()))
         }
         _ => Value::Null,
     }

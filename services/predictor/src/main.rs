@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use taominer_core::bus::Part;
 use taominer_core::config::{Config, Sources};
-use taominer_core::runtime::{self, DaemonArgs};
+use taominer_core::daemon::runtime::{self, DaemonArgs};
 use taominer_predictor::cli::{self, PredictArgs};
 
 /// The taominer predictor daemon (D-Bus name org.taominer.Predictor1): serves the model in

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use taominer_core::bus::{LiveModel, PredictorState, PublisherProxy};
 use taominer_core::config::{SoundsrightConfig, SoundsrightModel};
-use taominer_core::store::{Civil, Job, JobStore};
+use taominer_core::daemon::store::{Civil, Job, JobStore};
 
 use crate::error::{Error, Result};
 
@@ -292,8 +292,8 @@ impl SoundsRight {
             _ => None,
         };
         let record = Feedback {
-            id: taominer_core::store::new_job_id(),
-            received: taominer_core::store::unix_now(),
+            id: taominer_core::daemon::store::new_job_id(),
+            received: taominer_core::daemon::store::unix_now(),
             validator: caller.to_string(),
             competition: competition.clone(),
             data: request.remove("data").unwrap_or(Value::Null),

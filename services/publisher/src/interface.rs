@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use taominer_core::bus::{BusError, LiveModel, PublishJobInfo, WorkState};
-use taominer_core::fault::crash_point;
-use taominer_core::store::{new_job_id, unix_now};
+use taominer_core::daemon::fault::crash_point;
+use taominer_core::daemon::store::{new_job_id, unix_now};
 use zbus::object_server::SignalEmitter;
 
 use crate::access::Caller;

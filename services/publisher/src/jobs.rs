@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use taominer_core::bus::JobState;
 use taominer_core::bus::{LiveModel, PublishJobInfo, WorkState};
 use taominer_core::config::Config;
-use taominer_core::store::{Job, JobStore};
+use taominer_core::daemon::store::{Job, JobStore};
 
 use crate::error::Result;
 
@@ -179,13 +179,13 @@ impl Shared {
             .ok_or_else(|| crate::error::Error::Invalid("miner.hotkey_ss58 is unset".into()))?
             .to_string();
         let job = PublishJob {
-            id: taominer_core::store::new_job_id(),
+            id: taominer_core::daemon::store::new_job_id(),
             state: JobState::Uploaded,
             source: PathBuf::from(format!("hf://{repo}@{}", model.revision)),
             competition: competition.to_string(),
             repo,
             hotkey,
-            created: taominer_core::store::unix_now(),
+            created: taominer_core::daemon::store::unix_now(),
             snapshot: None,
             block: None,
             error: None,

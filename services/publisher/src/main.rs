@@ -20,7 +20,7 @@ use anyhow::Context;
 use clap::Parser;
 use taominer_core::bus::Part;
 use taominer_core::config::{Config, ConfigError};
-use taominer_core::runtime::{self, DaemonArgs, Watchdog};
+use taominer_core::daemon::runtime::{self, DaemonArgs, Watchdog};
 
 /// The taominer publisher daemon (D-Bus name org.taominer.Publisher1).
 #[derive(Parser)]

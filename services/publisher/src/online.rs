@@ -15,8 +15,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use taominer_core::backoff::Backoff;
-use taominer_core::fault::crash_point;
+use taominer_core::daemon::backoff::Backoff;
+use taominer_core::daemon::fault::crash_point;
 use taominer_core::formats::preflight::{self, Layout};
 use taominer_core::formats::{hash, model_id};
 use taominer_core::subnet::ModelHash;

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use taominer_core::backoff::Backoff;
 use taominer_core::bus::{self, CommitJobState, CommitterProxy, ErrorKind};
-use taominer_core::fault::crash_point;
+use taominer_core::daemon::backoff::Backoff;
+use taominer_core::daemon::fault::crash_point;
+use taominer_core::daemon::runtime::Watchdog;
 use taominer_core::formats::{hash, model_id};
-use taominer_core::runtime::Watchdog;
 use zbus::object_server::SignalEmitter;
 
 use crate::error::{Error, Result};
@@ -78,7 +78,7 @@ pub async fn run(
             _ = shared.wake.notified() => true,
             _ = tokio::time::sleep_until(sleep_until.into()) => false,
         };
-        taominer_core::runtime::notify_status(&shared.summary());
+        taominer_core::daemon::runtime::notify_status(&shared.summary());
     }
 }
 

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use taominer_core::backoff::Backoff;
+use taominer_core::daemon::backoff::Backoff;
 
 use crate::hub::HubError;
 

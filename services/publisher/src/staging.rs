@@ -31,7 +31,7 @@ use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
 use rustix::io::Errno;
 use taominer_core::config::Profile;
-use taominer_core::store::fsync_dir;
+use taominer_core::daemon::store::fsync_dir;
 
 use crate::access::{Caller, READ, SEARCH};
 use crate::error::{Error, Result};
@@ -102,7 +102,7 @@ pub fn stage(
 ) -> Result<SourceSummary> {
     let scan = scan(root, profile, caller)?;
     // Tests hold this window open to swap the source under the publisher.
-    taominer_core::fault::pause_point("publisher.stage-scanned");
+    taominer_core::daemon::fault::pause_point("publisher.stage-scanned");
     if tmp.exists() {
         fs::remove_dir_all(tmp).map_err(|e| io_err("cannot clear", tmp, e))?;
     }
@@ -114,7 +114,7 @@ pub fn stage(
             return Err(e);
         }
     };
-    taominer_core::fault::crash_point("publisher.stage-copied");
+    taominer_core::daemon::fault::crash_point("publisher.stage-copied");
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).map_err(|e| io_err("cannot create", parent, e))?;
     }
@@ -122,7 +122,7 @@ pub fn stage(
     if let Some(parent) = dest.parent() {
         fsync_dir(parent)?;
     }
-    taominer_core::fault::crash_point("publisher.stage-renamed");
+    taominer_core::daemon::fault::crash_point("publisher.stage-renamed");
     Ok(SourceSummary {
         files: scan.files.len(),
         bytes,

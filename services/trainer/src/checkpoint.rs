@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
-use taominer_core::store;
+use taominer_core::daemon::store;
 
 use crate::data::Tok;
 use crate::error::{Error, Result};
@@ -383,9 +383,9 @@ impl Checkpoints {
         }
         let model = tmp.join("model");
         fs::create_dir_all(&model).map_err(Error::io("cannot create", &model))?;
-        taominer_core::fault::crash_point("trainer.checkpoint-started");
+        taominer_core::daemon::fault::crash_point("trainer.checkpoint-started");
         write_model_dir(&model, cfg, params, tok, dtype, max_shard_bytes)?;
-        taominer_core::fault::crash_point("trainer.checkpoint-model-written");
+        taominer_core::daemon::fault::crash_point("trainer.checkpoint-model-written");
         write_safetensors(
             &tmp.join("optimizer.safetensors"),
             state.optimizer.iter().map(|(k, t)| (k.as_str(), *t)),
@@ -405,7 +405,7 @@ impl Checkpoints {
         }
         fs::rename(&tmp, &final_dir).map_err(Error::io("cannot rename checkpoint", &final_dir))?;
         store::fsync_dir(&self.dir)?;
-        taominer_core::fault::crash_point("trainer.checkpoint-renamed");
+        taominer_core::daemon::fault::crash_point("trainer.checkpoint-renamed");
         self.index.checkpoints.push(CheckpointRecord {
             name: name.clone(),
             step: state.run.step,

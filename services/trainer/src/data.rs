@@ -403,14 +403,14 @@ impl Dataset {
         }
         let docs = read_documents(sources, &cfg.text_field, beat)?;
         let ds = Self::build(&docs, tok, cfg, beat)?;
-        taominer_core::store::ensure_dir(cache_dir)?;
+        taominer_core::daemon::store::ensure_dir(cache_dir)?;
         // Only the newest cache is kept: an old one is a corpus nobody trains on any more.
         if let Ok(entries) = fs::read_dir(cache_dir) {
             for e in entries.flatten() {
                 let _ = fs::remove_file(e.path());
             }
         }
-        taominer_core::store::write_atomic(&path, &encode_streams(&ds.train, &ds.eval))?;
+        taominer_core::daemon::store::write_atomic(&path, &encode_streams(&ds.train, &ds.eval))?;
         Ok(ds)
     }
 

@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use taominer_core::backoff::Backoff;
 use taominer_core::bus::{self, JobState, PublishJobInfo, PublisherProxy};
-use taominer_core::runtime::{self, Watchdog};
-use taominer_core::store;
+use taominer_core::daemon::backoff::Backoff;
+use taominer_core::daemon::runtime::{self, Watchdog};
+use taominer_core::daemon::store;
 use zbus::object_server::SignalEmitter;
 
 use crate::checkpoint::{Candidate, RunIndex};

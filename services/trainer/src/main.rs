@@ -11,7 +11,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use taominer_core::bus::Part;
 use taominer_core::config::{Config, Sources, StartFrom};
-use taominer_core::runtime::{self, DaemonArgs};
+use taominer_core::daemon::runtime::{self, DaemonArgs};
 
 /// The taominer trainer daemon (D-Bus name org.taominer.Trainer1).
 ///

@@ -1271,7 +1271,8 @@ pub fn configured_model(
 ) -> Result<(LlamaConfig, String)> {
     use crate::checkpoint::{read_config, RunIndex};
     if let Some(dir) = state_dir {
-        let index: Option<RunIndex> = taominer_core::store::read_json(&dir.join("run.json"))?;
+        let index: Option<RunIndex> =
+            taominer_core::daemon::store::read_json(&dir.join("run.json"))?;
         if let Some(rec) = index.as_ref().and_then(|i| i.latest()) {
             let model = dir.join("checkpoints").join(&rec.name).join("model");
             return Ok((

@@ -20,12 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use taominer_core::backoff::Backoff;
 use taominer_core::bus::{CommitterProxy, NeuronInfo};
 use taominer_core::config::{Config, ConfigError, HubConfig};
+use taominer_core::daemon::backoff::Backoff;
+use taominer_core::daemon::store;
 use taominer_core::formats::preflight;
 use taominer_core::hub_names;
-use taominer_core::store;
 
 use taominer_publisher::hub::{Hub, HubError, RepoKind, Token};
 use taominer_publisher::retry::retry;

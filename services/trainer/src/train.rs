@@ -524,7 +524,7 @@ impl Run {
             self.store.index.candidates.push(candidate.clone());
             // Recorded before it is announced: a restart never announces it again.
             self.store.save_index()?;
-            taominer_core::fault::crash_point("trainer.candidate-recorded");
+            taominer_core::daemon::fault::crash_point("trainer.candidate-recorded");
             tracing::info!(
                 STEP = self.state.step,
                 "candidate: eval loss {loss:.4} < threshold {threshold} at step {} ({})",

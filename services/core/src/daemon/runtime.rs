@@ -51,8 +51,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Takes the exclusive lock on the state directory (held until the returned guard drops).
-    pub fn lock_state(&self) -> crate::Result<crate::store::DirLock> {
-        crate::store::DirLock::acquire(&self.state_dir)
+    pub fn lock_state(&self) -> crate::Result<crate::daemon::store::DirLock> {
+        crate::daemon::store::DirLock::acquire(&self.state_dir)
     }
 
     /// Serves `iface`, owns the part's bus name, then sends `READY=1` with `status`.
