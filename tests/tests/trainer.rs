@@ -576,7 +576,7 @@ fn bad_models_tokenizers_and_settings_get_clear_errors() {
 struct OtherMiners {
     fx: Fixture,
     bus: Bus,
-    hub: HubServer,
+    _hub: HubServer,
     _chain: DevChain,
     _committer: Daemon,
     config: PathBuf,
@@ -671,7 +671,7 @@ impl OtherMiners {
         OtherMiners {
             fx,
             bus,
-            hub,
+            _hub: hub,
             _chain: chain,
             _committer: committer,
             config,
