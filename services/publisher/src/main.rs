@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let hub = if daemon.config.miner.offline {
         None
     } else {
-        Some(connect_hub(&daemon.config, &daemon.state_dir)?)
+        Some(connect_hub(&daemon.config)?)
     };
     let shared = Arc::new(
         jobs::Shared::open(daemon.config.clone(), daemon.state_dir.clone(), hub)
@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// The Hub client for online mode. A missing or unreadable token is a configuration error
 /// (exit 78) naming where it was looked for, never what it holds.
-fn connect_hub(config: &Config, state_dir: &std::path::Path) -> anyhow::Result<hub::Hub> {
+fn connect_hub(config: &Config) -> anyhow::Result<hub::Hub> {
     let Some(path) = config.hub.token_path() else {
         runtime::exit_config(&ConfigError::new(
             "hub.token_file",
@@ -72,9 +72,5 @@ fn connect_hub(config: &Config, state_dir: &std::path::Path) -> anyhow::Result<h
     let token = hub::Token::load(&path).unwrap_or_else(|e| {
         runtime::exit_config(&ConfigError::new("hub.token_file", path.display(), e))
     });
-    Ok(hub::Hub::new(
-        config.hub.endpoint(),
-        Some(token),
-        state_dir.join("hf-cache"),
-    )?)
+    Ok(hub::Hub::new(config.hub.endpoint(), Some(token))?)
 }

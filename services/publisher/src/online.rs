@@ -22,7 +22,7 @@ use taominer_core::formats::{hash, model_id};
 use taominer_core::subnet::ModelHash;
 
 use crate::error::{Error, Result};
-use crate::hub::{upload, Hub, HubError};
+use crate::hub::{listed_size, upload, Hub, HubError};
 use crate::jobs::{PublishJob, Shared, Snapshot};
 use crate::retry::retry;
 
@@ -154,7 +154,14 @@ pub async fn verify(
         && names.iter().any(|n| n == index)
     {
         let path = retry("download index", &mut backoff, alive, &note, || {
-            hub.download(repo, commit, index, &dest, alive)
+            hub.download(
+                repo,
+                commit,
+                index,
+                &dest,
+                listed_size(&siblings, index),
+                alive,
+            )
         })
         .await?;
         shards = shard_names(&path)?;
@@ -164,14 +171,14 @@ pub async fn verify(
     let mut downloads = Vec::with_capacity(wanted.len());
     for name in &wanted {
         let mut backoff = new_backoff(shared);
-        let (dest, note) = (&dest, &note);
+        let (dest, note, siblings) = (&dest, &note, &siblings);
         downloads.push(async move {
             retry(
                 &format!("download {name}"),
                 &mut backoff,
                 alive,
                 note,
-                || hub.download(repo, commit, name, dest, alive),
+                || hub.download(repo, commit, name, dest, listed_size(siblings, name), alive),
             )
             .await
         });

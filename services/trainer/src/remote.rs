@@ -1,5 +1,5 @@
 //! Other miners' committed models: which one (the committer's `Metagraph()` and `Commitment()`),
-//! what it is (the model id in the commitment), and its files (hf-hub, at the committed revision).
+//! what it is (the model id in the commitment), and its files (the publisher's Hub client, at the committed revision).
 //!
 //! Used to start from a miner's model (`--load-uid N`, `--load-best`) and to score the
 //! competition's best model before offering a candidate (`gate_on_best`). "Best" is upstream's
@@ -27,7 +27,7 @@ use taominer_core::daemon::store;
 use taominer_core::formats::preflight;
 use taominer_core::hub_names;
 
-use taominer_publisher::hub::{Hub, HubError, RepoKind, Token};
+use taominer_publisher::hub::{listed_size, Hub, HubError, RemoteFile, RepoKind, Token};
 use taominer_publisher::retry::retry;
 
 use crate::error::{Error, Result};
@@ -96,12 +96,8 @@ impl Remote {
         token: Option<String>,
     ) -> Result<Remote> {
         // Public models need no token; a configured one also opens private repos.
-        let hub = Hub::new(
-            config.hub.endpoint(),
-            token.map(Token::from_checked),
-            state_dir.join("hf-cache"),
-        )
-        .map_err(|e| Error::Remote(format!("cannot set up the Hub client: {e}")))?;
+        let hub = Hub::new(config.hub.endpoint(), token.map(Token::from_checked))
+            .map_err(|e| Error::Remote(format!("cannot set up the Hub client: {e}")))?;
         Ok(Remote {
             conn,
             hub,
@@ -222,7 +218,8 @@ impl Remote {
             .await?
             .ok_or_else(|| Error::Remote(format!("{at}: no such revision on the Hub")))?;
         // Another miner's repository names these files; the client checked each name.
-        let files: Vec<String> = listing.files.into_iter().map(|s| s.rfilename).collect();
+        let files: Vec<String> = listing.files.iter().map(|s| s.rfilename.clone()).collect();
+        let listed = &listing.files;
         let tmp = self.cache.join(format!(".tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(Error::io("cannot create", &tmp))?;
@@ -230,15 +227,15 @@ impl Remote {
         let get = |file: String| {
             let (tmp, alive, at) = (tmp.clone(), alive.clone(), at.clone());
             async move {
+                let remote = RemoteFile {
+                    kind: RepoKind::Model,
+                    repo: &c.repo,
+                    revision: &c.revision,
+                    path: &file,
+                    max_bytes: listed_size(listed, &file),
+                };
                 self.attempt(&format!("{at}: download {file}"), || {
-                    self.hub.download_from(
-                        RepoKind::Model,
-                        &c.repo,
-                        &c.revision,
-                        &file,
-                        &tmp,
-                        &alive,
-                    )
+                    self.hub.download_from(&remote, &tmp, &alive)
                 })
                 .await
             }
@@ -307,8 +304,8 @@ impl Remote {
         // The client checked every name the Hub listed.
         let mut shards: Vec<String> = listing
             .files
-            .into_iter()
-            .map(|s| s.rfilename)
+            .iter()
+            .map(|s| s.rfilename.clone())
             .filter(|f| f.ends_with(".parquet"))
             .collect();
         shards.sort();
@@ -335,9 +332,15 @@ impl Remote {
         std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
         let alive = Arc::new(AtomicU64::new(0));
         for s in &shards {
+            let remote = RemoteFile {
+                kind: RepoKind::Dataset,
+                repo: repo_id,
+                revision: &commit,
+                path: s,
+                max_bytes: listed_size(&listing.files, s),
+            };
             self.attempt(&format!("{at}: download {s}"), || {
-                self.hub
-                    .download_from(RepoKind::Dataset, repo_id, &commit, s, &dir, &alive)
+                self.hub.download_from(&remote, &dir, &alive)
             })
             .await?;
         }
@@ -360,7 +363,7 @@ fn fsync_file(path: &Path) -> Result<()> {
         .map_err(Error::io("cannot fsync", path))
 }
 
-/// fsyncs every file and directory under `dir` (what hf-hub wrote), deepest first, then `dir`.
+/// fsyncs every file and directory under `dir` (what the Hub client wrote), deepest first, then `dir`.
 fn fsync_tree(dir: &Path) -> Result<()> {
     let listing = std::fs::read_dir(dir).map_err(Error::io("cannot list", dir))?;
     for entry in listing {
@@ -415,7 +418,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Proves: `fsync_tree` reaches every file of a nested download (hf-hub writes
+    /// Proves: `fsync_tree` reaches every file of a nested download (the Hub client writes
     /// `sub/dir/file` for a name with slashes) and fails loudly on a missing directory.
     #[test]
     fn downloads_are_fsynced_file_by_file() {

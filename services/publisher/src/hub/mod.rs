@@ -2,11 +2,10 @@
 //!
 //! The publisher creates, uploads to and verifies its repository; the trainer reads other
 //! miners' committed models and dataset shards (without a token when it has none: public
-//! repositories need none). Two clients share one token:
-//! * `hf-hub` (the Hugging Face crate) for what it does well: creating the repository, listing
-//!   commits, downloading files at a revision, and repository settings.
-//! * a small `reqwest` client for the upload itself ([`upload`]) and for `model_info` with file
-//!   sizes (`?blobs=true`, which validators call and hf-hub 1.0 does not expose).
+//! repositories need none). Every call is a plain `reqwest` request to the Hub's HTTP API, so
+//! that every answer is read through one door with a size cap: JSON at [`MAX_JSON_BYTES`], error
+//! bodies at 64 KiB, a downloaded file at the size its caller expects. The `hf-hub` crate is not
+//! used: its reads have no cap, and it uploads large files only through Xet (see [`upload`]).
 //!
 //! Every call here is one attempt. Whether to try again is decided by the caller from the
 //! error's kind ([`HubError::is_transient`]), so the retry policy lives in one place
@@ -28,9 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use hf_hub::progress::{Progress, ProgressEvent, ProgressHandler};
-use hf_hub::{HFClient, HFError, RepoTypeModel};
 use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
 
 /// Idle limit on one read from the Hub; a stalled transfer fails and is retried.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,6 +37,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const RECENT_COMMITS: usize = 100;
 /// The most a JSON answer of the Hub may hold (a listing of thousands of files is well below).
 pub const MAX_JSON_BYTES: usize = 16 << 20;
+/// The most one downloaded file may hold when the listing gives no size (above any
+/// competition's whole-model limit).
+pub const MAX_FILE_BYTES: u64 = 64 << 30;
 /// The most of an error answer that is read (only its first line is shown).
 const MAX_ERROR_BYTES: usize = 64 << 10;
 
@@ -112,22 +113,6 @@ impl HubError {
     fn from_reqwest(e: reqwest::Error, what: &str) -> HubError {
         // Without the URL: a presigned upload URL carries the Hub's signature in its query.
         HubError::Transient(redact_urls(&format!("{what}: {}", e.without_url())))
-    }
-
-    fn from_hf(e: HFError, what: &str) -> HubError {
-        let what = redact_urls(what);
-        let said = || redact_urls(&format!("{what}: {e}"));
-        match &e {
-            HFError::AuthRequired { context } | HFError::Forbidden { context } => {
-                HubError::TokenRejected(format!("{} for {what}", context.status.as_u16()))
-            }
-            HFError::RateLimited { .. } => HubError::Transient(said()),
-            HFError::Http { context } => {
-                HubError::from_status(context.status, &what, &context.body)
-            }
-            HFError::Request { .. } | HFError::Io(_) => HubError::Transient(said()),
-            _ => HubError::Refused(said()),
-        }
     }
 }
 
@@ -225,6 +210,23 @@ pub struct Sibling {
     pub size: Option<u64>,
 }
 
+impl Sibling {
+    /// The most bytes a download of this file may bring: its listed size, or
+    /// [`MAX_FILE_BYTES`] when the Hub listed none.
+    pub fn max_bytes(&self) -> u64 {
+        self.size.unwrap_or(MAX_FILE_BYTES)
+    }
+}
+
+/// The most bytes `name` may have by `files` (a name not listed gets none: the download is
+/// refused at its first byte).
+pub fn listed_size(files: &[Sibling], name: &str) -> u64 {
+    files
+        .iter()
+        .find(|s| s.rfilename == name)
+        .map_or(0, Sibling::max_bytes)
+}
+
 #[derive(Deserialize)]
 struct ModelInfo {
     /// The commit the revision resolves to.
@@ -265,42 +267,25 @@ pub struct Hub {
     /// `None`: anonymous (the trainer without a token reads public repositories only).
     token: Option<Token>,
     http: reqwest::Client,
-    hf: HFClient,
 }
 
 impl Hub {
-    /// `cache_dir` is where hf-hub may keep its cache (the daemon's state directory: the
-    /// services have no home directory). Without a token every request is anonymous.
-    pub fn new(endpoint: &str, token: Option<Token>, cache_dir: PathBuf) -> Result<Hub, HubError> {
+    /// A client for `endpoint`; without a token every request is anonymous.
+    pub fn new(endpoint: &str, token: Option<Token>) -> Result<Hub, HubError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("taominer/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
+            // The Hub redirects downloads to its CDN; reqwest drops the Authorization header
+            // when a redirect leaves the origin, so the token stays with the endpoint.
+            .redirect(reqwest::redirect::Policy::limited(5))
             .build()
             .map_err(|e| HubError::Refused(format!("cannot build the HTTP client: {e}")))?;
-        let mut hf = HFClient::builder().endpoint(endpoint);
-        if let Some(t) = &token {
-            hf = hf.token(t.0.clone());
-        }
-        let hf = hf
-            .client(http.clone())
-            .cache_dir(cache_dir)
-            .cache_enabled(false)
-            // One attempt per call: crate::retry decides about retries.
-            .retry_max_attempts(1)
-            .build()
-            .map_err(|e| HubError::Refused(format!("cannot set up the Hub client: {e}")))?;
         Ok(Hub {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             token,
             http,
-            hf,
         })
-    }
-
-    fn repo(&self, repo: &str) -> hf_hub::HFRepository<RepoTypeModel> {
-        let (ns, name) = repo.split_once('/').unwrap_or(("", repo));
-        self.hf.model(ns, name)
     }
 
     fn api(&self, repo: &str, rest: &str) -> String {
@@ -357,40 +342,59 @@ impl Hub {
         check(resp, what).await
     }
 
-    /// Creates the repository, private, unless it exists (`exist_ok`).
+    /// Creates the repository, private, unless it exists (`exist_ok`: the Hub answers 409).
     pub async fn create_repo(&self, repo: &str) -> Result<(), HubError> {
-        self.hf
-            .create_repository()
-            .repo_id(repo)
-            .repo_type(RepoTypeModel)
-            .private(true)
-            .exist_ok(true)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| HubError::from_hf(e, "create repository"))
+        let what = "create repository";
+        let (ns, name) = repo.split_once('/').unwrap_or(("", repo));
+        let body = serde_json::json!({
+            "name": name,
+            "organization": ns,
+            "private": true,
+            "type": "model",
+        });
+        let req = self
+            .http
+            .post(format!("{}/api/repos/create", self.endpoint))
+            .json(&body);
+        let resp = self.send_raw(req, what).await?;
+        if resp.status() == reqwest::StatusCode::CONFLICT {
+            return Ok(());
+        }
+        check(resp, what).await.map(|_| ())
     }
 
     /// The newest commit on `main` (of the last [`RECENT_COMMITS`]) whose title or message
     /// contains `marker`, if any: how a restarted job finds the commit it made before it died,
-    /// instead of committing twice.
+    /// instead of committing twice. The Hub pages the listing (`Link: <…>; rel="next"`); pages
+    /// are followed on the endpoint's origin only, until [`RECENT_COMMITS`] were seen.
     pub async fn find_commit(&self, repo: &str, marker: &str) -> Result<Option<String>, HubError> {
-        let r = self.repo(repo);
-        let stream = r
-            .list_commits()
-            .revision("main")
-            // A job's own commit is among the newest; a long history need not be paged through.
-            .limit(RECENT_COMMITS)
-            .send()
-            .map_err(|e| HubError::from_hf(e, "list commits"))?;
-        futures_util::pin_mut!(stream);
-        while let Some(c) = stream.next().await {
-            let c = c.map_err(|e| HubError::from_hf(e, "list commits"))?;
-            if c.title.contains(marker) || c.message.contains(marker) {
-                return Ok(Some(c.id));
+        let what = "list commits";
+        let mut url = self.api(repo, "/commits/main");
+        let mut seen = 0;
+        loop {
+            let resp = self.send(self.http.get(&url), what).await?;
+            let next = next_page(resp.headers());
+            let page: Vec<CommitInfo> = json_capped(resp, what).await?;
+            if let Some(c) = page
+                .iter()
+                .find(|c| c.title.contains(marker) || c.message.contains(marker))
+            {
+                return Ok(Some(c.id.clone()));
             }
+            seen += page.len();
+            let Some(next) = next.filter(|_| seen < RECENT_COMMITS && !page.is_empty()) else {
+                return Ok(None);
+            };
+            let parsed = reqwest::Url::parse(&next)
+                .map_err(|_| HubError::Refused(format!("{what}: the next page is not a URL")))?;
+            if !self.same_origin(&parsed) {
+                return Err(HubError::Refused(format!(
+                    "{what}: the next page is on another origin ({})",
+                    redact_urls(&next)
+                )));
+            }
+            url = next;
         }
-        Ok(None)
     }
 
     /// Every file of the repository at `revision` with its size, exactly as validators ask
@@ -437,82 +441,152 @@ impl Hub {
         }))
     }
 
-    /// Downloads one file at `revision` into `dest/<path>` (hf-hub's resolve download);
-    /// `alive` moves with every progress event, so a long download is not taken for a hang.
+    /// Downloads one file at `revision` into `dest/<path>` (the Hub's `resolve` URL, as
+    /// `hf_hub_download` fetches it), refusing more than `max_bytes` (the size the caller
+    /// expects, from the listing); `alive` moves with every chunk, so a long download is not
+    /// taken for a hang.
     pub async fn download(
         &self,
         repo: &str,
         revision: &str,
         path: &str,
         dest: &Path,
+        max_bytes: u64,
         alive: &Arc<AtomicU64>,
     ) -> Result<PathBuf, HubError> {
-        self.download_from(RepoKind::Model, repo, revision, path, dest, alive)
-            .await
+        let file = RemoteFile {
+            kind: RepoKind::Model,
+            repo,
+            revision,
+            path,
+            max_bytes,
+        };
+        self.download_from(&file, dest, alive).await
     }
 
-    /// [`Hub::download`] from a model or a dataset repository.
+    /// [`Hub::download`] from a model or a dataset repository. The file is written beside its
+    /// final name and renamed once whole, so a cut transfer never leaves a short file under it.
     pub async fn download_from(
         &self,
-        kind: RepoKind,
-        repo: &str,
-        revision: &str,
-        path: &str,
+        file: &RemoteFile<'_>,
         dest: &Path,
         alive: &Arc<AtomicU64>,
     ) -> Result<PathBuf, HubError> {
-        // hf-hub joins the name to `dest`: an absolute or `..` name would land outside it.
+        let RemoteFile {
+            kind,
+            repo,
+            revision,
+            path,
+            max_bytes,
+        } = *file;
+        // The name is joined to `dest`: an absolute or `..` name would land outside it.
         taominer_core::hub_names::check(path)
             .map_err(|e| HubError::Refused(format!("download: {e}")))?;
-        let (ns, name) = repo.split_once('/').unwrap_or(("", repo));
-        let progress = Progress::new(Alive(alive.clone()));
-        let sent = match kind {
-            RepoKind::Model => {
-                self.hf
-                    .model(ns, name)
-                    .download_file()
-                    .filename(path)
-                    .revision(revision)
-                    .local_dir(dest.to_path_buf())
-                    .force_download(true)
-                    .progress(progress)
-                    .send()
-                    .await
-            }
-            RepoKind::Dataset => {
-                self.hf
-                    .dataset(ns, name)
-                    .download_file()
-                    .filename(path)
-                    .revision(revision)
-                    .local_dir(dest.to_path_buf())
-                    .force_download(true)
-                    .progress(progress)
-                    .send()
-                    .await
-            }
+        let what = format!("download {path}");
+        let too_big = || {
+            HubError::Refused(format!(
+                "{what}: the Hub sends more than the {max_bytes} bytes listed; refusing it"
+            ))
         };
-        sent.map_err(|e| HubError::from_hf(e, &format!("download {path}")))
+        let mut url = reqwest::Url::parse(&self.endpoint)
+            .map_err(|e| HubError::Refused(format!("{what}: bad endpoint: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|_| HubError::Refused(format!("{what}: bad endpoint")))?
+            .pop_if_empty()
+            .extend((kind == RepoKind::Dataset).then_some("datasets"))
+            .extend(repo.split('/'))
+            .push("resolve")
+            .push(revision)
+            .extend(path.split('/'));
+        let resp = self.send(self.http.get(url), &what).await?;
+        if resp.content_length().is_some_and(|n| n > max_bytes) {
+            return Err(too_big());
+        }
+        let target = dest.join(path);
+        let io = |e: std::io::Error| HubError::Refused(format!("{what}: {e}"));
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io)?;
+        }
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let part = target.with_file_name(format!(".{name}.part"));
+        let mut out = tokio::fs::File::create(&part).await.map_err(io)?;
+        let mut stream = resp.bytes_stream();
+        let mut written: u64 = 0;
+        let copied: Result<(), HubError> = async {
+            while let Some(chunk) = stream.next().await {
+                let chunk =
+                    chunk.map_err(|e| HubError::Transient(redact_urls(&format!("{what}: {e}"))))?;
+                written += chunk.len() as u64;
+                if written > max_bytes {
+                    return Err(too_big());
+                }
+                out.write_all(&chunk).await.map_err(io)?;
+                alive.fetch_add(1, Ordering::Relaxed);
+            }
+            out.flush().await.map_err(io)
+        }
+        .await;
+        drop(out);
+        if let Err(e) = copied {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&part, &target).await.map_err(io)?;
+        Ok(target)
     }
 
     /// Makes the repository private or public.
     pub async fn set_private(&self, repo: &str, private: bool) -> Result<(), HubError> {
-        self.repo(repo)
-            .update_settings()
-            .private(private)
-            .send()
+        let req = self
+            .http
+            .put(self.api(repo, "/settings"))
+            .json(&serde_json::json!({ "private": private }));
+        self.send(req, "update repository settings")
             .await
-            .map_err(|e| HubError::from_hf(e, "update repository settings"))
+            .map(|_| ())
     }
 }
 
-/// Counts hf-hub's progress events into the job's liveness counter.
-struct Alive(Arc<AtomicU64>);
+/// One file to download: where it is and the most bytes it may have.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteFile<'a> {
+    pub kind: RepoKind,
+    pub repo: &'a str,
+    pub revision: &'a str,
+    pub path: &'a str,
+    /// The size the listing gave (a caller without one passes its own bound).
+    pub max_bytes: u64,
+}
 
-impl ProgressHandler for Alive {
-    fn on_progress(&self, _event: &ProgressEvent) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
+/// One entry of the Hub's commit listing (`list_repo_commits`).
+#[derive(Deserialize)]
+struct CommitInfo {
+    id: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// The `rel="next"` target of a `Link` header, as the Hub pages its listings.
+fn next_page(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
+        is_next.then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+    })
 }
 
 /// Passes a success through; turns any other status into a classified error.
@@ -594,9 +668,8 @@ mod tests {
     /// LFS `verify.href` the Hub names elsewhere) is not that origin.
     #[test]
     fn the_token_goes_to_the_endpoints_origin_only() {
-        let d = tempfile::tempdir().unwrap();
         let token = Token("t".into());
-        let hub = Hub::new("https://huggingface.co/", Some(token), d.path().join("c")).unwrap();
+        let hub = Hub::new("https://huggingface.co/", Some(token)).unwrap();
         let url = |u: &str| reqwest::Url::parse(u).unwrap();
         assert!(hub.same_origin(&url("https://huggingface.co/api/models/a/b")));
         assert!(hub.same_origin(&url(
@@ -632,5 +705,88 @@ mod tests {
             e.to_string(),
             "commit: HTTP 422 Unprocessable Entity: lfs object missing"
         );
+    }
+
+    /// Proves the Hub's paging header is read as the Hub writes it, and only `rel="next"`.
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(next_page(&h), None);
+        h.insert(
+            reqwest::header::LINK,
+            r#"<https://huggingface.co/api/models/a/b/commits/main?p=0>; rel="prev", <https://huggingface.co/api/models/a/b/commits/main?p=2>; rel="next""#
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            next_page(&h).as_deref(),
+            Some("https://huggingface.co/api/models/a/b/commits/main?p=2")
+        );
+    }
+
+    /// A one-shot HTTP server on localhost answering every request with `head` and `body`.
+    async fn serve_once(head: String, body: Vec<u8>) -> String {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(&body).await;
+        });
+        format!("http://{addr}")
+    }
+
+    /// Proves a download is refused past the size the listing gave, whether the Hub says so in
+    /// `Content-Length` (refused before the body is read) or not (refused at the first byte
+    /// over), and that a refused download leaves no file under its name nor a partial file.
+    #[tokio::test]
+    async fn a_download_larger_than_listed_is_refused_and_leaves_nothing() {
+        let alive = Arc::new(AtomicU64::new(0));
+        for head in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 4096\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+        ] {
+            let endpoint = serve_once(head.to_string(), vec![b'x'; 4096]).await;
+            let hub = Hub::new(&endpoint, None).unwrap();
+            let dest = tempfile::tempdir().unwrap();
+            let e = hub
+                .download(
+                    "a/b",
+                    "main",
+                    "model.safetensors",
+                    dest.path(),
+                    1000,
+                    &alive,
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(e, HubError::Refused(_)), "{e}");
+            assert!(e.to_string().contains("more than the 1000 bytes"), "{e}");
+            assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 0, "{head}");
+        }
+        // At the listed size it is written whole, under its name.
+        let endpoint = serve_once(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".into(),
+            vec![b'y'; 1000],
+        )
+        .await;
+        let hub = Hub::new(&endpoint, None).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let path = hub
+            .download(
+                "a/b",
+                "main",
+                "sub/model.safetensors",
+                dest.path(),
+                1000,
+                &alive,
+            )
+            .await
+            .unwrap();
+        assert_eq!(path, dest.path().join("sub/model.safetensors"));
+        assert_eq!(std::fs::read(&path).unwrap(), vec![b'y'; 1000]);
     }
 }
