@@ -6,6 +6,7 @@ mod error;
 mod interface;
 mod jobs;
 mod ledger;
+mod sink;
 mod worker;
 
 use std::sync::Arc;

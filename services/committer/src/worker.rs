@@ -9,21 +9,26 @@
 //! Online failures are sorted by what helps: a lost connection reconnects with backoff; the
 //! space limit (`SpaceLimitExceeded`) waits for the next epoch; an unregistered hotkey
 //! (`AccountNotAllowedCommit`) or any other pallet error fails the job with the chain's reason.
+//!
+//! The chain, the connection and the signal are reached through `crate::sink`'s traits, so the
+//! tests (`worker/tests.rs`) drive these rules against a fake chain on tokio's paused clock.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use taominer_core::bus::{CommitmentRecord, COMMITTER_PATH};
 use taominer_core::daemon::backoff::Backoff;
 use taominer_core::daemon::fault::crash_point;
 use taominer_core::daemon::runtime::{notify_status, Watchdog};
 use taominer_core::daemon::store::unix_now;
+// tokio's, not std's: the same clock in production, and one a test can pause and advance.
+use tokio::time::Instant;
 use zbus::object_server::SignalEmitter;
 
-use crate::chain::{Chain, ChainError};
+use crate::chain::ChainError;
 use crate::error::{Error, Result};
-use crate::interface::CommitterService;
 use crate::jobs::{CommitJob, CommitJobState, Shared};
+use crate::sink::{Announce, CommitSink, Connector, Node};
 
 /// Runs until the process is told to stop.
 pub async fn run(
@@ -32,7 +37,12 @@ pub async fn run(
     mut watchdog: Watchdog,
 ) -> Result<()> {
     let emitter = SignalEmitter::new(&conn, COMMITTER_PATH)?.into_owned();
-    let mut online = Online::new(&shared);
+    let mut online = Online::new(
+        &shared,
+        Node {
+            endpoint: shared.config.miner.chain_endpoint.clone(),
+        },
+    );
     loop {
         watchdog.tick();
         if shared.config.miner.offline {
@@ -59,16 +69,14 @@ fn queued_jobs(shared: &Shared) -> Vec<CommitJob> {
         .collect()
 }
 
-async fn commit_queued(shared: &Shared, emitter: &SignalEmitter<'static>) {
+async fn commit_queued(shared: &Shared, emitter: &impl Announce) {
     let queued = queued_jobs(shared);
     for job in queued {
         match commit_one(shared, job.clone()) {
             Ok(block) => {
                 crash_point("committer.job-committed");
                 tracing::info!(JOB_ID = %job.id, BLOCK = block, "commitment written: {}", job.commitment);
-                if let Err(e) =
-                    CommitterService::committed(emitter, &job.id, &job.commitment, block).await
-                {
+                if let Err(e) = emitter.committed(&job.id, &job.commitment, block).await {
                     tracing::warn!(JOB_ID = %job.id, "cannot emit Committed: {e}");
                 }
             }
@@ -123,16 +131,18 @@ const LIMITS: &[&str] = &[
 ];
 
 /// The online worker's connection and retry state.
-struct Online {
-    chain: Option<Arc<Chain>>,
+struct Online<C: Connector> {
+    connector: C,
+    chain: Option<Arc<C::Sink>>,
     backoff: Backoff,
     retry_at: Instant,
 }
 
-impl Online {
-    fn new(shared: &Shared) -> Online {
+impl<C: Connector> Online<C> {
+    fn new(shared: &Shared, connector: C) -> Online<C> {
         let retry = &shared.config.retry;
         Online {
+            connector,
             chain: None,
             backoff: Backoff::new(retry.initial(), retry.max()),
             retry_at: Instant::now(),
@@ -140,19 +150,19 @@ impl Online {
     }
 
     /// A connection to the node, reconnecting (with backoff) when there is none.
-    async fn chain(&mut self, shared: &Shared) -> Option<Arc<Chain>> {
+    async fn chain(&mut self, shared: &Shared) -> Option<Arc<C::Sink>> {
         if let Some(c) = &self.chain {
             return Some(c.clone());
         }
         if Instant::now() < self.retry_at {
             return None;
         }
-        let endpoint = &shared.config.miner.chain_endpoint;
-        match tokio::time::timeout(CONNECT_TIMEOUT, Chain::connect(endpoint)).await {
+        let endpoint = self.connector.endpoint().to_string();
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.connector.connect()).await {
             Ok(Ok(c)) => {
                 tracing::info!("connected to the chain at {endpoint}");
                 let c = Arc::new(c);
-                *shared.chain.write().await = Some(c.clone());
+                self.connector.share(shared, Some(c.clone())).await;
                 self.chain = Some(c.clone());
                 self.backoff.reset();
                 Some(c)
@@ -180,11 +190,11 @@ impl Online {
             delay.as_millis()
         );
         self.chain = None;
-        *shared.chain.write().await = None;
+        self.connector.share(shared, None).await;
         self.retry_at = Instant::now() + delay;
     }
 
-    async fn commit_queued(&mut self, shared: &Shared, emitter: &SignalEmitter<'static>) {
+    async fn commit_queued(&mut self, shared: &Shared, emitter: &impl Announce) {
         let queued = queued_jobs(shared);
         // Connected even with nothing to write: Metagraph() and ServeAxon() use it too.
         let Some(chain) = self.chain(shared).await else {
@@ -198,13 +208,11 @@ impl Online {
             return;
         }
         for job in queued {
-            match self.commit_one(shared, &chain, job.clone()).await {
+            match self.commit_one(shared, &*chain, job.clone()).await {
                 Ok(Some(block)) => {
                     crash_point("committer.job-committed");
                     tracing::info!(JOB_ID = %job.id, BLOCK = block, "commitment on chain: {}", job.commitment);
-                    if let Err(e) =
-                        CommitterService::committed(emitter, &job.id, &job.commitment, block).await
-                    {
+                    if let Err(e) = emitter.committed(&job.id, &job.commitment, block).await {
                         tracing::warn!(JOB_ID = %job.id, "cannot emit Committed: {e}");
                     }
                 }
@@ -228,7 +236,7 @@ impl Online {
     async fn commit_one(
         &mut self,
         shared: &Shared,
-        chain: &Chain,
+        chain: &C::Sink,
         mut job: CommitJob,
     ) -> crate::error::Result<Option<u64>> {
         let miner = &shared.config.miner;
@@ -326,16 +334,4 @@ fn next_epoch_start(block: u64, netuid: u16, tempo: u64) -> u64 {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_next_epoch_follows_subtensors_formula() {
-        // tempo 10, netuid 1: the epoch index (block + 2) / 11 turns at 9, 20, 31, ...
-        assert_eq!(next_epoch_start(0, 1, 10), 9);
-        assert_eq!(next_epoch_start(8, 1, 10), 9);
-        assert_eq!(next_epoch_start(9, 1, 10), 20);
-        assert_eq!(next_epoch_start(10, 1, 10), 20);
-        assert_eq!(next_epoch_start(5, 1, 0), 6);
-    }
-}
+mod tests;
