@@ -458,3 +458,6 @@ async fn hand_off_all(shared: &Shared, sink: &dyn CommitSink, signals: &dyn Sign
         HandOff::Waiting
     }
 }
+
+#[cfg(test)]
+mod tests;
