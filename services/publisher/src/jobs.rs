@@ -19,6 +19,7 @@ use taominer_core::config::Config;
 use taominer_core::daemon::store::{Job, JobStore};
 
 use crate::error::Result;
+use crate::ports::HubClient;
 
 /// What staging produced: the identity of the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,8 +120,9 @@ impl PublishJob {
 /// The publisher's state, shared by the D-Bus interface and the worker.
 pub struct Shared {
     pub config: Config,
-    /// The Hub client; `None` offline.
-    pub hub: Option<crate::hub::Hub>,
+    /// The Hub client; `None` offline. Behind [`HubClient`] so the worker's tests can give it a
+    /// fake Hub.
+    pub hub: Option<Box<dyn HubClient>>,
     pub state_dir: PathBuf,
     pub jobs: Mutex<JobStore<PublishJob>>,
     /// Wakes the worker when there is new work.
@@ -133,7 +135,7 @@ impl Shared {
     pub fn open(
         config: Config,
         state_dir: PathBuf,
-        hub: Option<crate::hub::Hub>,
+        hub: Option<Box<dyn HubClient>>,
     ) -> Result<Shared> {
         let jobs = JobStore::open(&state_dir.join("jobs"))?;
         Ok(Shared {
@@ -235,8 +237,8 @@ impl Shared {
     }
 
     /// The Hub client, or an error saying offline mode has none.
-    pub fn hub(&self) -> Result<&crate::hub::Hub> {
-        self.hub.as_ref().ok_or_else(|| {
+    pub fn hub(&self) -> Result<&dyn HubClient> {
+        self.hub.as_deref().ok_or_else(|| {
             crate::error::Error::Invalid("offline mode has no Hugging Face Hub".into())
         })
     }

@@ -7,6 +7,7 @@ mod interface;
 mod jobs;
 mod online;
 mod pipeline;
+mod ports;
 mod staging;
 mod transfer;
 
@@ -37,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let hub = if daemon.config.miner.offline {
         None
     } else {
-        Some(connect_hub(&daemon.config)?)
+        Some(Box::new(connect_hub(&daemon.config)?) as Box<dyn ports::HubClient>)
     };
     let shared = Arc::new(
         jobs::Shared::open(daemon.config.clone(), daemon.state_dir.clone(), hub)

@@ -22,8 +22,9 @@ use taominer_core::formats::{hash, model_id};
 use taominer_core::subnet::ModelHash;
 
 use crate::error::{Error, Result};
-use crate::hub::{listed_size, upload, Hub, HubError};
+use crate::hub::{listed_size, upload, HubError};
 use crate::jobs::{PublishJob, Shared, Snapshot};
+use crate::ports::HubClient;
 use crate::retry::retry;
 
 /// Files downloaded at once for the check.
@@ -44,7 +45,7 @@ pub fn commit_marker(job_id: &str) -> String {
 /// this one are deleted in the same commit, so the revision holds exactly this model.
 pub async fn upload(
     shared: &Arc<Shared>,
-    hub: &Hub,
+    hub: &dyn HubClient,
     job: &PublishJob,
     alive: &Arc<AtomicU64>,
 ) -> Result<String> {
@@ -110,7 +111,7 @@ pub async fn upload(
 /// and the competition's byte limit, and hashes them; returns the job's snapshot.
 pub async fn verify(
     shared: &Arc<Shared>,
-    hub: &Hub,
+    hub: &dyn HubClient,
     job: &PublishJob,
     commit: &str,
     alive: &Arc<AtomicU64>,
@@ -289,7 +290,7 @@ fn shard_names(index: &Path) -> Result<Vec<String>> {
 /// Makes the repository public after its commitment is on chain.
 pub async fn make_public(
     shared: &Arc<Shared>,
-    hub: &Hub,
+    hub: &dyn HubClient,
     job: &PublishJob,
     alive: &Arc<AtomicU64>,
 ) -> Result<()> {

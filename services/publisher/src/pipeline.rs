@@ -16,28 +16,25 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_util::StreamExt;
-use taominer_core::bus::{self, CommitJobState, CommitterProxy, ErrorKind};
+use taominer_core::bus::{self, CommitJobState, CommitterProxy};
 use taominer_core::daemon::backoff::Backoff;
 use taominer_core::daemon::fault::crash_point;
 use taominer_core::daemon::runtime::Watchdog;
 use taominer_core::formats::{hash, model_id};
+use tokio::time::Instant;
 use zbus::object_server::SignalEmitter;
 
 use crate::error::{Error, Result};
 use crate::hub::upload;
-use crate::interface::PublisherService;
 use crate::jobs::{JobState, PublishJob, Shared, Snapshot};
+use crate::ports::{CommitSink, HandOffError, Signals};
 use crate::{online, staging};
 
-/// Runs the worker until the process is told to stop.
-pub async fn run(
-    shared: Arc<Shared>,
-    conn: zbus::Connection,
-    mut watchdog: Watchdog,
-) -> Result<()> {
+/// Runs the worker until the process is told to stop: wires the committer's proxy, its
+/// `Committed` signal and our signal emitter to [`work`].
+pub async fn run(shared: Arc<Shared>, conn: zbus::Connection, watchdog: Watchdog) -> Result<()> {
     let committer = CommitterProxy::builder(&conn)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
@@ -51,16 +48,28 @@ pub async fn run(
         }
     });
     let emitter = SignalEmitter::new(&conn, bus::PUBLISHER_PATH)?.into_owned();
+    work(shared, &committer, &emitter, watchdog).await;
+    Ok(())
+}
 
+/// The worker's loop (see the module documentation); it never returns. The Hub is
+/// `shared.hub()`, the committer `sink`: the unit tests run this very loop with fakes of both.
+async fn work(
+    shared: Arc<Shared>,
+    sink: &dyn CommitSink,
+    signals: &dyn Signals,
+    mut watchdog: Watchdog,
+) {
     // Exact, not jittered: the committer is a local peer on the same bus, nobody competes for it.
     let mut backoff = Backoff::new(shared.config.retry.initial(), shared.config.retry.max());
+    // tokio's clock (the real monotonic clock in the daemon) so that a test can pause it.
     let mut next_handoff = Instant::now();
     let mut woken = true;
     loop {
         watchdog.tick();
-        advance_all(&shared, &emitter, &mut watchdog).await;
+        advance_all(&shared, signals, &mut watchdog).await;
         if woken || Instant::now() >= next_handoff {
-            match hand_off_all(&shared, &committer, &emitter).await {
+            match hand_off_all(&shared, sink, signals).await {
                 HandOff::Idle => {
                     backoff.reset();
                     next_handoff = Instant::now() + backoff.max();
@@ -76,7 +85,7 @@ pub async fn run(
         let sleep_until = next_handoff.min(Instant::now() + watchdog.period());
         woken = tokio::select! {
             _ = shared.wake.notified() => true,
-            _ = tokio::time::sleep_until(sleep_until.into()) => false,
+            _ = tokio::time::sleep_until(sleep_until) => false,
         };
         taominer_core::daemon::runtime::notify_status(&shared.summary());
     }
@@ -109,11 +118,7 @@ async fn watched<T: Send + 'static>(
 }
 
 /// Advances every job that is not yet hashed, oldest first.
-async fn advance_all(
-    shared: &Arc<Shared>,
-    emitter: &SignalEmitter<'static>,
-    watchdog: &mut Watchdog,
-) {
+async fn advance_all(shared: &Arc<Shared>, signals: &dyn Signals, watchdog: &mut Watchdog) {
     let todo: Vec<PublishJob> = shared
         .jobs()
         .all()
@@ -126,14 +131,14 @@ async fn advance_all(
         .cloned()
         .collect();
     for job in todo {
-        advance(shared, emitter, watchdog, job).await;
+        advance(shared, signals, watchdog, job).await;
     }
 }
 
 /// Takes one job as far as `hashed` (or a terminal state), recording each state on disk.
 async fn advance(
     shared: &Arc<Shared>,
-    emitter: &SignalEmitter<'static>,
+    signals: &dyn Signals,
     watchdog: &mut Watchdog,
     mut job: PublishJob,
 ) {
@@ -178,15 +183,9 @@ async fn advance(
     if let Some(s) = &job.snapshot {
         tracing::info!(JOB_ID = %job.id, REPO = %job.repo, COMMIT = %s.commit, MODEL_HASH = %s.model_hash,
             "hashed {} files ({} bytes); commitment {}", s.files, s.bytes, s.commitment);
-        if let Err(e) = PublisherService::published(
-            emitter,
-            &job.id,
-            &job.repo,
-            &s.commit,
-            &s.model_hash,
-            &s.secure_hash,
-        )
-        .await
+        if let Err(e) = signals
+            .published(&job.id, &job.repo, &s.commit, &s.model_hash, &s.secure_hash)
+            .await
         {
             tracing::warn!(JOB_ID = %job.id, "cannot emit Published: {e}");
         }
@@ -383,11 +382,7 @@ enum HandOff {
     Waiting,
 }
 
-async fn hand_off_all(
-    shared: &Shared,
-    committer: &CommitterProxy<'_>,
-    emitter: &SignalEmitter<'_>,
-) -> HandOff {
+async fn hand_off_all(shared: &Shared, sink: &dyn CommitSink, signals: &dyn Signals) -> HandOff {
     let waiting: Vec<PublishJob> = shared
         .jobs()
         .all()
@@ -402,7 +397,7 @@ async fn hand_off_all(
         let Some(commitment) = job.snapshot.as_ref().map(|s| s.commitment.clone()) else {
             continue;
         };
-        match committer.commit(&job.id, &commitment).await {
+        match sink.commit(&job.id, &commitment).await {
             Ok(answer) => {
                 crash_point("publisher.handoff-acked");
                 let before = job.state;
@@ -424,9 +419,7 @@ async fn hand_off_all(
                             tracing::info!(JOB_ID = %job.id, BLOCK = answer.block, "committed");
                             let live = shared.live_model();
                             if live.job_id == job.id {
-                                if let Err(e) =
-                                    PublisherService::model_went_live(emitter, live).await
-                                {
+                                if let Err(e) = signals.model_went_live(live).await {
                                     tracing::warn!("cannot emit ModelWentLive: {e}");
                                 }
                             }
@@ -435,8 +428,7 @@ async fn hand_off_all(
                     }
                 }
             }
-            Err(e) if bus::error_kind(&e) == ErrorKind::Refused => {
-                let msg = bus::error_message(&e);
+            Err(HandOffError::Refused(msg)) => {
                 tracing::error!(JOB_ID = %job.id, "committer refused the commitment: {msg}");
                 job.state = JobState::Failed;
                 job.error = Some(format!("committer refused: {msg}"));
@@ -445,13 +437,15 @@ async fn hand_off_all(
                 }
             }
             Err(e) => {
-                if bus::is_service_unknown(&e) {
-                    tracing::debug!(JOB_ID = %job.id, "committer is not running; will retry");
-                } else {
-                    let msg = bus::error_message(&e);
-                    tracing::warn!(JOB_ID = %job.id, "hand-off failed, will retry: {msg}");
-                    // Visible in `minerctl jobs`, e.g. a committer that cannot write yet.
-                    shared.note_error(&job.id, &format!("committer: {msg}"));
+                match e {
+                    HandOffError::Other(msg) => {
+                        tracing::warn!(JOB_ID = %job.id, "hand-off failed, will retry: {msg}");
+                        // Visible in `minerctl jobs`, e.g. a committer that cannot write yet.
+                        shared.note_error(&job.id, &format!("committer: {msg}"));
+                    }
+                    _ => {
+                        tracing::debug!(JOB_ID = %job.id, "committer is not running; will retry")
+                    }
                 }
                 // The committer is unreachable for this job, so it is for the rest too.
                 break;
@@ -464,3 +458,6 @@ async fn hand_off_all(
         HandOff::Waiting
     }
 }
+
+#[cfg(test)]
+mod tests;
