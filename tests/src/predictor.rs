@@ -101,6 +101,11 @@ impl Setup {
         out
     }
 
+    /// `Predictor1.Status()`'s figures, through `minerctl predictor status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        json(&minerctl(&self.bus, &["predictor", "status", "--json"]))
+    }
+
     pub fn prop(&self, name: &str) -> String {
         let out = Command::new("dbus-send")
             .args([

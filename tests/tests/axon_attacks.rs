@@ -211,13 +211,8 @@ fn a_stalled_connection_flood_neither_delays_validators_nor_outlives_its_deadlin
         left <= 1,
         "{left} stalled sockets outlived the header deadline"
     );
-    let turned: u64 = s
-        .prop("TurnedAway")
-        .rsplit(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    eprintln!("TurnedAway {turned} of {} connects", stalled.len());
+    let turned = s.status()["turned_away"].as_u64().unwrap_or(0);
+    eprintln!("turned away {turned} of {} connects", stalled.len());
     assert!(turned > 0, "no connection was turned away");
     drop(stalled);
 

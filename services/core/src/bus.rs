@@ -248,7 +248,7 @@ wire_enum! {
         Idle = "idle",
         /// A model is loaded and the axon answers.
         Serving = "serving",
-        /// A model is configured but none could be loaded yet (`LastReloadError` says why).
+        /// A model is configured but none could be loaded yet (the status's last reload error says why).
         NoModel = "no-model",
     }
 }
@@ -425,6 +425,28 @@ pub struct TrainerStatus {
     pub last_error: String,
 }
 
+/// The predictor's figures in one reply (`Predictor1.Status()`): one call, one consistent
+/// reading, instead of a property read per figure.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct PredictorStatus {
+    pub state: PredictorState,
+    /// The one-line summary `minerctl status` and `STATUS=` show.
+    pub line: String,
+    /// The serving model file; empty when none is loaded.
+    pub model_path: String,
+    /// First 16 hex digits of the serving model file's sha256; empty when none is loaded.
+    pub model_version: String,
+    pub served: u64,
+    pub rejected: u64,
+    /// Connections closed as soon as they were accepted: over the axon's total or per-address
+    /// cap (a flood, or more validators than the limits were sized for).
+    pub turned_away: u64,
+    /// Why the last load was refused; empty after a good one.
+    pub last_reload_error: String,
+    /// Requests waiting for the model now.
+    pub queued: u64,
+}
+
 /// One commitment as recorded by the committer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct CommitmentRecord {
@@ -554,21 +576,10 @@ pub trait Trainer {
 )]
 pub trait Predictor {
     async fn reload(&self) -> zbus::Result<()>;
-    async fn status(&self) -> zbus::Result<String>;
+    /// Every figure at once (see [`PredictorStatus`]).
+    async fn status(&self) -> zbus::Result<PredictorStatus>;
     #[zbus(property)]
     fn state(&self) -> zbus::Result<PredictorState>;
-    #[zbus(property)]
-    fn model_path(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn model_version(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn served(&self) -> zbus::Result<u64>;
-    #[zbus(property)]
-    fn rejected(&self) -> zbus::Result<u64>;
-    #[zbus(property)]
-    fn last_reload_error(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn queued(&self) -> zbus::Result<u64>;
     async fn feedback(&self) -> zbus::Result<String>;
     #[zbus(signal)]
     fn model_swapped(&self, path: &str) -> zbus::Result<()>;

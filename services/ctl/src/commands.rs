@@ -381,8 +381,8 @@ async fn status(bus: &BusSpec, json: bool) -> Result<()> {
                     (s.line, s.state.to_string())
                 }
                 Part::Predictor => {
-                    let p = PredictorProxy::new(&conn).await?;
-                    (p.status().await?, p.state().await?.to_string())
+                    let s = PredictorProxy::new(&conn).await?.status().await?;
+                    (s.line, s.state.to_string())
                 }
                 Part::Publisher => {
                     let p = PublisherProxy::new(&conn).await?;
@@ -959,31 +959,32 @@ async fn predictor(bus: &BusSpec, action: PredictorAction) -> Result<()> {
     match action {
         PredictorAction::Reload => {
             p.reload().await.map_err(err)?;
-            println!(
-                "serving {} (version {})",
-                p.model_path().await.map_err(err)?,
-                p.model_version().await.map_err(err)?
-            );
+            let s = p.status().await.map_err(err)?;
+            println!("serving {} (version {})", s.model_path, s.model_version);
         }
         PredictorAction::Status { json } => {
-            let v = serde_json::json!({
-                "state": p.state().await.map_err(err)?,
-                "model_path": p.model_path().await.map_err(err)?,
-                "model_version": p.model_version().await.map_err(err)?,
-                "served": p.served().await.map_err(err)?,
-                "rejected": p.rejected().await.map_err(err)?,
-                "queued": p.queued().await.map_err(err)?,
-                "last_reload_error": p.last_reload_error().await.map_err(err)?,
-            });
+            let s = p.status().await.map_err(err)?;
             if json {
+                let v = serde_json::json!({
+                    "state": s.state,
+                    "model_path": s.model_path,
+                    "model_version": s.model_version,
+                    "served": s.served,
+                    "rejected": s.rejected,
+                    "turned_away": s.turned_away,
+                    "queued": s.queued,
+                    "last_reload_error": s.last_reload_error,
+                });
                 println!("{v}");
             } else {
-                println!("{}", p.status().await.map_err(err)?);
-                for k in ["model_version", "served", "rejected", "queued"] {
-                    println!("{k:<18}{}", v[k]);
-                }
-                if let Some(e) = v["last_reload_error"].as_str().filter(|e| !e.is_empty()) {
-                    println!("last_reload_error {e}");
+                println!("{}", s.line);
+                println!("{:<18}{}", "model_version", s.model_version);
+                println!("{:<18}{}", "served", s.served);
+                println!("{:<18}{}", "rejected", s.rejected);
+                println!("{:<18}{}", "turned_away", s.turned_away);
+                println!("{:<18}{}", "queued", s.queued);
+                if !s.last_reload_error.is_empty() {
+                    println!("last_reload_error {}", s.last_reload_error);
                 }
             }
         }

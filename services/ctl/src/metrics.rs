@@ -253,10 +253,9 @@ mod tests {
             }),
             predictor: Some(Predictor {
                 state: taominer_core::bus::PredictorState::Serving,
-                status: String::new(),
                 served: 10,
                 rejected: 2,
-                queued: 0,
+                ..Default::default()
             }),
             ..Default::default()
         };

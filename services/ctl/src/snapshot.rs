@@ -4,8 +4,7 @@
 //! a row that says so, never an error that hides the others.
 
 use taominer_core::bus::{
-    self, CommitterProxy, JobState, Part, PredictorProxy, PredictorState, PublisherProxy,
-    TrainerProxy, WorkState,
+    self, CommitterProxy, JobState, Part, PredictorProxy, PublisherProxy, TrainerProxy, WorkState,
 };
 
 /// The trainer's figures: its `Status()` reply as it is.
@@ -28,15 +27,8 @@ pub struct Committer {
     pub last: Option<bus::CommitmentRecord>,
 }
 
-/// The axon's counters.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Predictor {
-    pub state: PredictorState,
-    pub status: String,
-    pub served: u64,
-    pub rejected: u64,
-    pub queued: u64,
-}
+/// The axon's figures: the predictor's `Status()` reply as it is.
+pub type Predictor = bus::PredictorStatus;
 
 /// Each daemon's figures, `None` when it is not on the bus.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -111,15 +103,5 @@ async fn committer(conn: &zbus::Connection) -> zbus::Result<Committer> {
 }
 
 async fn predictor(conn: &zbus::Connection) -> zbus::Result<Predictor> {
-    let p = PredictorProxy::builder(conn)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await?;
-    Ok(Predictor {
-        state: p.state().await?,
-        status: p.status().await?,
-        served: p.served().await?,
-        rejected: p.rejected().await?,
-        queued: p.queued().await?,
-    })
+    PredictorProxy::new(conn).await?.status().await
 }

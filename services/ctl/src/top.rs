@@ -214,7 +214,7 @@ impl Frame<'_> {
                         "served {}  rejected {}  queued {}",
                         p.served, p.rejected, p.queued
                     ),
-                    p.status.clone(),
+                    p.line.clone(),
                 ],
             ),
             None => row("predictor", None, vec![]),

@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use taominer_core::bus::{BusError, PredictorState};
+use taominer_core::bus::{BusError, PredictorState, PredictorStatus};
 use zbus::object_server::SignalEmitter;
 
 use crate::product::Product;
@@ -39,6 +39,25 @@ impl Shared {
         self.product
             .as_ref()
             .map_or(PredictorState::Idle, |p| p.state())
+    }
+
+    /// The figures `Status()` answers with.
+    pub fn status(&self) -> PredictorStatus {
+        let current = self.slot.current();
+        PredictorStatus {
+            state: self.state(),
+            line: self.summary(),
+            model_path: current
+                .as_ref()
+                .map(|m| m.path.display().to_string())
+                .unwrap_or_default(),
+            model_version: current.map(|m| m.version.clone()).unwrap_or_default(),
+            served: self.stats.served.load(Ordering::Relaxed),
+            rejected: self.stats.rejected.load(Ordering::Relaxed),
+            turned_away: self.stats.turned_away.load(Ordering::Relaxed),
+            last_reload_error: self.stats.last_reload_error(),
+            queued: self.queue.as_ref().map_or(0, |q| q.len() as u64),
+        }
     }
 
     /// One line for `minerctl status` and `STATUS=`.
@@ -88,62 +107,16 @@ impl PredictorService {
         }
     }
 
-    async fn status(&self) -> String {
-        self.shared.summary()
+    /// Every figure at once: one consistent reading for `minerctl`.
+    async fn status(&self) -> PredictorStatus {
+        self.shared.status()
     }
 
-    /// `idle` (no model configured), `no-model` (configured, none loaded yet) or `serving`.
+    /// `idle` (no model configured), `no-model` (configured, none loaded yet) or `serving`:
+    /// a property, so a watcher can read it alone.
     #[zbus(property)]
     async fn state(&self) -> PredictorState {
         self.shared.state()
-    }
-
-    #[zbus(property)]
-    async fn model_path(&self) -> String {
-        self.shared
-            .slot
-            .current()
-            .map(|m| m.path.display().to_string())
-            .unwrap_or_default()
-    }
-
-    /// First 16 hex digits of the serving model file's sha256.
-    #[zbus(property)]
-    async fn model_version(&self) -> String {
-        self.shared
-            .slot
-            .current()
-            .map(|m| m.version.clone())
-            .unwrap_or_default()
-    }
-
-    #[zbus(property)]
-    async fn served(&self) -> u64 {
-        self.shared.stats.served.load(Ordering::Relaxed)
-    }
-
-    #[zbus(property)]
-    async fn rejected(&self) -> u64 {
-        self.shared.stats.rejected.load(Ordering::Relaxed)
-    }
-
-    /// Connections closed as soon as they were accepted: over the axon's total or per-address
-    /// cap (a flood, or more validators than the limits were sized for).
-    #[zbus(property)]
-    async fn turned_away(&self) -> u64 {
-        self.shared.stats.turned_away.load(Ordering::Relaxed)
-    }
-
-    /// Why the last load was refused; empty after a good one.
-    #[zbus(property)]
-    async fn last_reload_error(&self) -> String {
-        self.shared.stats.last_reload_error()
-    }
-
-    /// Requests waiting for the model now.
-    #[zbus(property)]
-    async fn queued(&self) -> u64 {
-        self.shared.queue.as_ref().map_or(0, |q| q.len() as u64)
     }
 
     /// SoundsRight validators' feedback, newest first, as a JSON array of

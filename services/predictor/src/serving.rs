@@ -3,7 +3,7 @@
 //! The slot holds an `Arc<Model>`; a batch takes the `Arc` it starts with and finishes on it, so a
 //! swap is one pointer store and the old model is freed when its last batch ends. A new model is
 //! loaded and checked (a warm-up run included) on a blocking thread, off the request path; a file
-//! that fails any check leaves the old model serving and its reason in `LastReloadError`. A model
+//! that fails any check leaves the old model serving and its reason in the status's last reload error. A model
 //! with another input size is refused too: requests already preprocessed for the serving model
 //! must fit the next one.
 //!
