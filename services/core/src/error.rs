@@ -1,17 +1,46 @@
 //! The one error type of `taominer-core`. Every variant carries enough context to be shown to a
-//! user as it is: which file, which key, which directory.
+//! user as it is: which file, which key, which directory. It is the bottom layer of the crate
+//! (`error` ← `subnet` ← `config` ← `daemon`): it depends on no other module, so the
+//! configuration's own error is defined here and re-exported by [`crate::config`].
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A configuration problem, shown to the user as one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key} = {value}{origin}: {allowed}")]
+pub struct ConfigError {
+    /// Dotted key, e.g. `miner.netuid`.
+    pub key: String,
+    /// The offending value as written (or a description of it).
+    pub value: String,
+    /// What is allowed.
+    pub allowed: String,
+    /// Where the value came from, formatted as ` (from …)`, or empty.
+    pub origin: String,
+}
+
+impl ConfigError {
+    /// A problem with a value that parsed but does not make sense.
+    pub fn new(key: &str, value: impl fmt::Display, allowed: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            value: value.to_string(),
+            allowed: allowed.into(),
+            origin: String::new(),
+        }
+    }
+}
 
 /// Everything that can go wrong in the shared library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The configuration is invalid; the daemon must exit 78 (EX_CONFIG).
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] ConfigError),
 
     /// A filesystem operation failed.
     #[error("{action} {path}: {source}")]

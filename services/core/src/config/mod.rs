@@ -16,7 +16,6 @@
 //! (offline mode against a remote start, a SoundsRight model against the miner's competition) is
 //! checked here, in [`Config::validate`].
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use figment::error::Kind;
@@ -66,31 +65,8 @@ pub struct Config {
     pub retry: RetryConfig,
 }
 
-/// A configuration problem, shown to the user as one line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {key} = {value}{origin}: {allowed}")]
-pub struct ConfigError {
-    /// Dotted key, e.g. `miner.netuid`.
-    pub key: String,
-    /// The offending value as written (or a description of it).
-    pub value: String,
-    /// What is allowed.
-    pub allowed: String,
-    /// Where the value came from, formatted as ` (from …)`, or empty.
-    pub origin: String,
-}
-
-impl ConfigError {
-    /// A problem with a value that parsed but does not make sense.
-    pub fn new(key: &str, value: impl fmt::Display, allowed: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            value: value.to_string(),
-            allowed: allowed.into(),
-            origin: String::new(),
-        }
-    }
-}
+/// A configuration problem (defined with the crate's other errors, which carry it).
+pub use crate::error::ConfigError;
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone, Default)]
