@@ -35,7 +35,10 @@ fn main() {
                 hotkey,
                 axon,
                 addr,
-                &format!("load-{i}-{}", std::process::id()),
+                // One uuid per client, the same in every run, like a validator's dendrite: the
+                // axon admits at most 64 uuids a hotkey per minute, and a benchmark's runs
+                // follow each other within one.
+                &format!("load-{i}"),
             );
             let (b64, stop, measuring, lat, err) = (
                 b64.clone(),
