@@ -71,7 +71,6 @@ pub trait HubClient: Send + Sync {
         deletes: &'a [String],
     ) -> BoxFuture<'a, Result<String, HubError>>;
     /// Downloads one file at `revision` into `dest/<path>`, refusing more than `max_bytes`.
-    #[allow(clippy::too_many_arguments)]
     fn download<'a>(
         &'a self,
         repo: &'a str,

@@ -739,6 +739,23 @@ mod tests {
         format!("http://{addr}")
     }
 
+    /// Proves the commit listing follows its next page only on the endpoint's origin: a Hub
+    /// (or anything in between) naming another host as the next page gets no request there, so
+    /// the token never leaves, and the search ends with an error rather than a guess.
+    #[tokio::test]
+    async fn a_next_page_on_another_origin_is_refused() {
+        let page = br#"[{"id":"c1","title":"an unrelated commit","message":""}]"#.to_vec();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nLink: <http://elsewhere.example/api/models/a/b/commits/main?p=1>; rel=\"next\"\r\n\r\n",
+            page.len()
+        );
+        let endpoint = serve_once(head, page).await;
+        let hub = Hub::new(&endpoint, Some(Token("t".into()))).unwrap();
+        let e = hub.find_commit("a/b", "job-marker").await.unwrap_err();
+        assert!(matches!(e, HubError::Refused(_)), "{e}");
+        assert!(e.to_string().contains("another origin"), "{e}");
+    }
+
     /// Proves a download is refused past the size the listing gave, whether the Hub says so in
     /// `Content-Length` (refused before the body is read) or not (refused at the first byte
     /// over), and that a refused download leaves no file under its name nor a partial file.
