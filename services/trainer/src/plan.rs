@@ -1327,19 +1327,30 @@ pub fn capacity(device: &candle_core::Device, held: u64) -> Option<Capacity> {
     })
 }
 
+/// The CUDA device's (free, total) memory, binding its context to the calling thread.
 #[cfg(feature = "cuda")]
-fn cuda_free(device: &candle_core::Device) -> Option<u64> {
+fn cuda_mem_info(device: &candle_core::Device) -> Option<(u64, u64)> {
     let candle_core::Device::Cuda(d) = device else {
         return None;
     };
     d.cuda_stream().context().bind_to_thread().ok()?;
-    let (free, _total) = candle_core::cuda::cudarc::driver::result::mem_get_info().ok()?;
-    Some(free as u64)
+    let (free, total) = candle_core::cuda::cudarc::driver::result::mem_get_info().ok()?;
+    Some((free as u64, total as u64))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_free(_device: &candle_core::Device) -> Option<u64> {
+fn cuda_mem_info(_device: &candle_core::Device) -> Option<(u64, u64)> {
     None
+}
+
+/// The CUDA device's free memory; `None` on the CPU (or a build without CUDA).
+pub fn cuda_free(device: &candle_core::Device) -> Option<u64> {
+    cuda_mem_info(device).map(|(free, _)| free)
+}
+
+/// The CUDA device's total memory; `None` on the CPU (or a build without CUDA).
+pub fn cuda_total(device: &candle_core::Device) -> Option<u64> {
+    cuda_mem_info(device).map(|(_, total)| total)
 }
 
 fn host_capacity(held: u64) -> Option<Capacity> {
