@@ -43,7 +43,7 @@ pub use predictor::{Output, PredictorConfig, MAX_TIMEOUT_S};
 pub use publisher::{LimitsConfig, PublisherConfig, OFFLINE_REPO};
 pub use retry::RetryConfig;
 pub use soundsright::{is_commit_id, SoundsrightConfig, SoundsrightModel};
-pub use trainer::{Start, StartFrom, TrainerConfig, TrainerModelConfig};
+pub use trainer::{Engine, ExternalConfig, Start, StartFrom, TrainerConfig, TrainerModelConfig};
 
 /// Exit status for configuration errors (sysexits.h EX_CONFIG).
 pub const EX_CONFIG: i32 = 78;
