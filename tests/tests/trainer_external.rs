@@ -127,7 +127,7 @@ fn alive(pid: u64) -> bool {
         .ok()
         .and_then(|s| {
             s.rfind(')')
-                .map(|i| s[i + 1..].trim_start().chars().next() != Some('Z'))
+                .map(|i| !s[i + 1..].trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
 }
