@@ -143,13 +143,16 @@ fn read_json(path: &Path) -> Value {
 /// training; a rank killed with SIGKILL is restarted with `--resume` and the newest complete
 /// checkpoint; a checkpoint whose engine died before its marker is never scored in that state;
 /// `kill -9` of the daemon takes the engine with it (its pid gone within seconds) and the
-/// restarted daemon resumes the run; each candidate is staged without `engine/` and the marker
-/// and reaches the real publisher and committer exactly once.
+/// restarted daemon resumes the run; each candidate is staged without `engine/` and the marker,
+/// reaches the real publisher and committer exactly once, and its staged copy is removed once
+/// the publisher has its own.
 #[test]
 fn checkpoints_are_scored_as_transformers_and_candidates_flow_once_through_crashes() {
     let fx = Fixture::new();
     let bus = Bus::start();
-    let mut publisher = Spawn::new("publisher", &bus, &fx.path("publisher")).start();
+    let mut publisher = Spawn::new("publisher", &bus, &fx.path("publisher"))
+        .log_to(&fx.path("publisher.log"))
+        .start();
     publisher.assert_ready();
     let mut committer = Spawn::new("committer", &bus, &fx.path("committer")).start();
     committer.assert_ready();
@@ -257,8 +260,7 @@ fn checkpoints_are_scored_as_transformers_and_candidates_flow_once_through_crash
     assert!(!candidates.is_empty(), "{index}");
     for c in &candidates {
         let path = Path::new(c["path"].as_str().unwrap());
-        assert!(path.join("config.json").is_file() && path.join("model.safetensors").is_file());
-        assert!(!path.join("COMPLETE").exists() && !path.join("engine").exists());
+        assert!(path.starts_with(state.join("external/candidates")), "{c}");
     }
     let mut jobs = Value::Null;
     let ok = eventually(Duration::from_secs(120), || {
@@ -278,6 +280,25 @@ fn checkpoints_are_scored_as_transformers_and_candidates_flow_once_through_crash
         let n = sources.iter().filter(|s| **s == c["path"]).count();
         assert_eq!(n, 1, "{} handed off {n} times", c["path"]);
     }
+    // What the publisher staged: the model files only, not the marker or engine/ beside them.
+    assert!(ckpt(40).join("COMPLETE").is_file() && ckpt(40).join("engine").is_dir());
+    let plog = std::fs::read_to_string(fx.path("publisher.log")).unwrap();
+    let staged: Vec<&str> = plog
+        .lines()
+        .filter_map(|l| l.split("pre-flight passed: ").nth(1))
+        .collect();
+    assert_eq!(staged.len(), candidates.len(), "{plog}");
+    for s in &staged {
+        // config.json, generation_config.json, model.safetensors, tokenizer.json
+        assert!(s.starts_with("4 files"), "{s}");
+    }
+    // Once the publisher has its copy, the staged candidates are removed.
+    assert!(
+        eventually(Duration::from_secs(20), || candidates
+            .iter()
+            .all(|c| !Path::new(c["path"].as_str().unwrap()).exists())),
+        "staged candidates kept after their jobs were staged"
+    );
     let st = status(&bus);
     assert_eq!(st["step"], 40, "{st}");
     assert_eq!(st["candidates"].as_u64(), Some(candidates.len() as u64));

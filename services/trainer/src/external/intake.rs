@@ -134,6 +134,7 @@ pub fn newest_complete(cfg: &ExternalConfig, ext_dir: &Path, ckpt_dir: &Path) ->
 /// The intake's state.
 pub struct Intake<'a> {
     ext: ExternalConfig,
+    state_dir: PathBuf,
     ext_dir: PathBuf,
     prepared: &'a Prepared,
     records: Records,
@@ -183,6 +184,7 @@ impl<'a> Intake<'a> {
         });
         Ok(Intake {
             ext: cfg.trainer.external.clone(),
+            state_dir: state_dir.to_path_buf(),
             ext_dir,
             prepared,
             records,
@@ -214,6 +216,7 @@ impl<'a> Intake<'a> {
         }
         let mut last_error = String::new();
         while shared.control() != Control::Stop {
+            self.prune_released();
             match self.scan(shared) {
                 Ok(()) => last_error.clear(),
                 Err(e) => {
@@ -229,6 +232,29 @@ impl<'a> Intake<'a> {
             while Instant::now() < until && shared.control() != Control::Stop {
                 shared.beat();
                 std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Removes the staged copies of candidates the publisher no longer reads (refused, or its
+    /// job past `received`: `handoffs.json`), as the built-in engine prunes their checkpoints:
+    /// a hardlinked copy would otherwise keep a checkpoint the engine deleted on disk.
+    fn prune_released(&self) {
+        let Ok(handoffs) = crate::handoff::HandOffs::load(&self.state_dir) else {
+            return;
+        };
+        for c in &self.index.candidates {
+            if handoffs.released(c) && c.path.is_dir() {
+                match fs::remove_dir_all(&c.path) {
+                    Ok(()) => tracing::info!(
+                        "removed the staged candidate {} (the publisher has its copy)",
+                        c.path.display()
+                    ),
+                    Err(e) => tracing::warn!(
+                        "cannot remove the staged candidate {}: {e}",
+                        c.path.display()
+                    ),
+                }
             }
         }
     }
