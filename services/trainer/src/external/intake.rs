@@ -289,8 +289,11 @@ impl<'a> Intake<'a> {
             if shared.control() == Control::Stop {
                 break;
             }
-            if self.complete(&name, &path)? {
-                self.take(step, &name, &path, shared)?;
+            match self.complete(&name, &path) {
+                Ok(true) => self.take(step, &name, &path, shared)?,
+                Ok(false) => {}
+                // Being written or removed as we look: the next scan sees it settled or gone.
+                Err(e) => tracing::debug!("checkpoint {name}: {e}"),
             }
         }
         Ok(())
@@ -347,7 +350,8 @@ impl<'a> Intake<'a> {
                 );
                 Outcome::Scored { loss }
             }
-            Err(e @ (Error::Io { .. } | Error::Bus(_))) => return Err(e),
+            // Complete by the engine's word, yet unreadable: refused like any model candle cannot
+            // score, so that one broken checkpoint never holds up the ones after it.
             Err(e) => {
                 let reason = e.to_string();
                 tracing::error!(
