@@ -434,3 +434,77 @@ fn failing_engines_and_bad_settings_get_clear_errors() {
         fx.log()
     );
 }
+
+/// Proves exactly once at the worst moments: the daemon SIGKILLed right after a candidate is
+/// recorded (before it is announced or the record marked decided), and again right after a score
+/// is recorded (before the rule is applied); each restart resumes the engine from its newest
+/// complete checkpoint, and in the end every candidate has exactly one publish job.
+#[test]
+fn crashes_at_the_intake_s_crash_points_hand_off_each_candidate_once() {
+    let fx = Fixture::new();
+    let bus = Bus::start();
+    let mut publisher = Spawn::new("publisher", &bus, &fx.path("publisher")).start();
+    publisher.assert_ready();
+    let state = fx.path("state");
+    let engine = ["--steps", "30", "--every", "10", "--step-sleep", "0.1"];
+    for point in [
+        "trainer.external-candidate-recorded",
+        "trainer.external-scored",
+    ] {
+        let mut d = fx
+            .trainer(&bus, &state, &engine, &[])
+            .env("MINERTEST_CRASH_AT", point)
+            .start();
+        d.assert_ready();
+        assert!(
+            d.wait_exit(Duration::from_secs(180)).is_some(),
+            "no crash at {point}\n{}",
+            fx.log()
+        );
+        let pid = fx.starts().last().unwrap()["pid"].as_u64().unwrap();
+        assert!(
+            eventually(Duration::from_secs(5), || !alive(pid)),
+            "the engine outlived the daemon"
+        );
+    }
+    let mut d = fx.trainer(&bus, &state, &engine, &[]).start();
+    d.assert_ready();
+    wait_state(&bus, &fx, "finished", Duration::from_secs(180));
+    let starts = fx.starts();
+    assert!(starts.len() >= 3, "{starts:?}");
+    assert!(
+        starts[1..].iter().all(|s| s["resume"].is_string()),
+        "{starts:?}"
+    );
+
+    let index = read_json(&state.join("run.json"));
+    let candidates = index["candidates"].as_array().cloned().unwrap();
+    assert!(candidates.len() >= 2, "{index}");
+    let intake = read_json(&state.join("external/intake.json"));
+    for (name, r) in intake["checkpoints"].as_object().unwrap() {
+        assert_eq!(r["decided"], true, "{name}: {r}");
+    }
+    let mut jobs = Value::Null;
+    assert!(eventually(Duration::from_secs(30), || {
+        jobs = json(&minerctl(&bus, &["jobs", "--json"]));
+        jobs.as_array().map_or(0, Vec::len) >= candidates.len()
+    }));
+    std::thread::sleep(Duration::from_secs(1));
+    let jobs = json(&minerctl(&bus, &["jobs", "--json"]));
+    let sources: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources.len(), candidates.len(), "{sources:?}");
+    for c in &candidates {
+        assert_eq!(
+            sources.iter().filter(|s| **s == c["path"]).count(),
+            1,
+            "{c}"
+        );
+    }
+    d.terminate();
+    publisher.terminate();
+}
