@@ -145,7 +145,7 @@ fn read_json(path: &Path) -> Value {
 /// `kill -9` of the daemon takes the engine with it (its pid gone within seconds) and the
 /// restarted daemon resumes the run; each candidate is staged without `engine/` and the marker,
 /// reaches the real publisher and committer exactly once, and its staged copy is removed once
-/// the publisher has its own.
+/// the publisher has its own; `minerctl plot loss` and `top` show the run.
 #[test]
 fn checkpoints_are_scored_as_transformers_and_candidates_flow_once_through_crashes() {
     let fx = Fixture::new();
@@ -301,6 +301,19 @@ fn checkpoints_are_scored_as_transformers_and_candidates_flow_once_through_crash
     );
     let st = status(&bus);
     assert_eq!(st["step"], 40, "{st}");
+    // The live views read the external run as they read the built-in one.
+    let png = fx.path("loss.png");
+    let out = minerctl(&bus, &["plot", "loss", "--out", png.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains(" 3 evaluation points"), "{said}");
+    assert!(!said.contains(", 0 tokens/s points"), "{said}");
+    let top = String::from_utf8_lossy(&minerctl(&bus, &["top", "--once"]).stdout).into_owned();
+    assert!(top.contains("trainer    finished   step 40"), "{top}");
     assert_eq!(st["candidates"].as_u64(), Some(candidates.len() as u64));
     d.terminate();
     publisher.terminate();
