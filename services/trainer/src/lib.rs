@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod external;
 #[cfg(feature = "flash-attn")]
 pub mod flash;
 pub mod handoff;
