@@ -453,6 +453,12 @@ def train(args) -> int:
             (d / marker).unlink(missing_ok=True)
             shutil.rmtree(d, ignore_errors=True)
 
+    # SIGTERM (the daemon's Pause or stop, forwarded by torchrun): finish the step, save, exit 0,
+    # so a pause loses no work. The flag is agreed on by all ranks at the step's end (one scalar
+    # all-reduce), since a rank that saved alone would wait for the others forever.
+    stop = {"asked": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(asked=True))
+
     model.train()
     while pos.step < args.max_steps:
         started = time.perf_counter()
@@ -475,7 +481,8 @@ def train(args) -> int:
         opt.zero_grad(set_to_none=True)
         pos.step += 1
         # The step's loss is the mean over every rank's sequences (equal token counts).
-        mean = loss_sum / args.accumulation_steps
+        # NCCL reduces device tensors only; gloo takes either.
+        mean = (loss_sum / args.accumulation_steps).to(device)
         dist.all_reduce(mean, op=dist.ReduceOp.SUM)
         mean = float(mean) / world
         if not math.isfinite(mean):
@@ -487,8 +494,13 @@ def train(args) -> int:
                                       "tokens_per_second": tokens_per_step / secs, "lr": lr,
                                       "epoch": pos.epoch}) + "\n")
             metrics.flush()
-        if pos.step % args.checkpoint_every == 0 or pos.step == args.max_steps:
+        asked = torch.tensor([1.0 if stop["asked"] else 0.0], device=device)
+        dist.all_reduce(asked, op=dist.ReduceOp.MAX)
+        if pos.step % args.checkpoint_every == 0 or pos.step == args.max_steps or asked.item():
             save(pos.step)
+        if asked.item():
+            log(f"stopped by SIGTERM at step {pos.step}")
+            break
     if metrics:
         metrics.close()
     dist.destroy_process_group()

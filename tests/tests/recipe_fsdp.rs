@@ -4,7 +4,7 @@
 //! the daemon relies on: checkpoints appear complete (marker last) and hold the weights the run
 //! trained, a killed rank resumes from the newest complete checkpoint exactly as an uninterrupted
 //! run, a checkpoint killed before its marker is never resumed from, one rank computes what two
-//! do, and bad inputs fail at once with the reason. Prints the 1-rank and 2-rank tokens/s
+//! do, bad inputs fail at once with the reason, and SIGTERM saves the current step. Prints the 1-rank and 2-rank tokens/s
 //! (BENCHMARKS.md, issue 20's benchmark; `--nocapture`).
 
 use std::collections::HashMap;
@@ -418,4 +418,44 @@ fn bad_inputs_fail_at_once_with_the_reason() {
         let (complete, _) = inputs.listing();
         assert!(complete.is_empty(), "{want}: {complete:?}");
     }
+}
+
+/// SIGTERM to the engine's process group (what the daemon sends on `Pause` and on stop) while it
+/// trains: the ranks agree to stop at the end of the current step, write it as a complete
+/// checkpoint (the step of the last metrics line) and exit, so a pause loses no step.
+#[test]
+fn sigterm_saves_the_current_step_and_stops() {
+    let inputs = Inputs::new();
+    let mut cmd = inputs.command(Some(2), BATCH, "m.jsonl");
+    cmd.args(["--max-steps", "1000000", "--checkpoint-every", "1000000"]);
+    let mut child = cmd
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + LAUNCH_LIMIT;
+    while inputs.metrics("m.jsonl").len() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: the group spawned above (torchrun and its ranks).
+    unsafe { libc::kill(-pid, libc::SIGTERM) };
+    let stopped = taominer_tests::eventually(Duration::from_secs(120), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    // SAFETY: as above; whatever is left after the bound is killed.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let _ = child.wait();
+    assert!(stopped, "the engine did not stop within 120 s of SIGTERM");
+    let last = losses(&inputs.metrics("m.jsonl")).last().unwrap().0;
+    assert!(last >= 3);
+    let (complete, all) = inputs.listing();
+    assert_eq!(complete, [format!("step-{last:08}")], "{all:?}");
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(inputs.ckpt().join(&complete[0]).join("engine/state.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["position"]["step"].as_u64(), Some(last));
 }
