@@ -356,14 +356,24 @@ fn a_killed_rank_resumes_from_the_newest_complete_checkpoint_as_if_uninterrupted
     }
 }
 
-/// Without torchrun (world size 1, the same FSDP code path over a one-process group) and with
-/// the same global batch (4 sequences), the run reports the 2-rank losses within 1e-4: sharding
-/// and gradient averaging change nothing but float order. Prints tokens/s of 1 rank vs 2.
+/// Without torchrun (world size 1, the same FSDP code path over a one-process group), with the
+/// same global batch (4 sequences) and with activation checkpointing on, the run reports the
+/// 2-rank losses (checkpointing off) within 1e-4: sharding, gradient averaging and recomputing
+/// activations change nothing but float order. Prints tokens/s of 1 rank vs 2.
 #[test]
 fn one_rank_without_torchrun_computes_what_two_ranks_do() {
     let (_, ref_metrics, _) = reference();
     let inputs = Inputs::new();
-    let out = launch(&mut inputs.command(None, 2 * BATCH, "m.jsonl"));
+    let out = launch(
+        inputs
+            .command(None, 2 * BATCH, "m.jsonl")
+            .args(["--checkpoint-activations", "on"]),
+    );
+    assert!(
+        text(&out).contains("activation checkpointing on"),
+        "{}",
+        text(&out)
+    );
     assert!(out.status.success(), "{}", text(&out));
     let one = inputs.metrics("m.jsonl");
     for ((step, a), (_, b)) in losses(&one).iter().zip(losses(ref_metrics)) {
@@ -372,7 +382,7 @@ fn one_rank_without_torchrun_computes_what_two_ranks_do() {
     assert_eq!(one.len(), ref_metrics.len());
     println!(
         "recipe tokens/s (median of steps 2..{STEPS}, {} tokens a step, 1 thread a rank): \
-         1 rank {:.0}, 2 ranks {:.0}",
+         1 rank (activation checkpointing on) {:.0}, 2 ranks {:.0}",
         4 * SEQ_LEN,
         median_tokens_per_second(&one),
         median_tokens_per_second(ref_metrics)
