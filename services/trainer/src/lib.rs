@@ -10,6 +10,7 @@ pub mod error;
 pub mod flash;
 pub mod handoff;
 pub mod interface;
+pub mod kernel_check;
 pub mod model;
 pub mod ops;
 pub mod optim;
