@@ -13,7 +13,8 @@
 //! `Σ R ∘ op(inputs)` for a seeded random `R`, for every differentiable input.
 //!
 //! Adding an op: one more [`OpCheck`] in [`registry`] (attention goes there, next to the
-//! marked line), with a `run` function built like [`check_rms_norm`].
+//! marked line), with a `run` function built like [`check_rms_norm`]. AdamW has no backward:
+//! its "backward" line checks the gradient's sum of squares, the other pass of `ops::adamw`.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use serde::Serialize;
@@ -200,6 +201,13 @@ pub fn registry() -> Vec<OpCheck> {
             // [b, t, vocab]: LLaMA-2's 32 000, and a vocabulary that is not a multiple of 32.
             shapes: &[&[2, 128, 32000], &[3, 37, 1003]],
             run: check_causal_lm_loss,
+        },
+        OpCheck {
+            op: "adamw",
+            // A 2048² projection, and a gain vector of 1000. "forward" is the update, "backward"
+            // the gradient's sum of squares (the pass over the gradients before it).
+            shapes: &[&[2048, 2048], &[1000]],
+            run: check_adamw,
         },
         // Attention: `OpCheck { op: "attention", .. }` here.
     ]
@@ -449,6 +457,71 @@ pub fn check_causal_lm_loss(env: &mut Env, shape: &[usize], pass: Pass) -> Resul
         |t| ops::causal_lm_loss(&t[0], &t[1]),
         |t| ops::reference::causal_lm_loss(&t[0], &t[1]),
     )
+}
+
+/// The step scalars of the AdamW check: step 10 of a run with clipping, weight decay on.
+const ADAMW: ops::adamw::AdamWStep = ops::adamw::AdamWStep {
+    lr: 3e-4,
+    beta1: 0.9,
+    beta2: 0.95,
+    eps: 1e-8,
+    weight_decay: 0.1,
+    // 1 − β^10
+    bias_correction1: 0.651_321_559_9,
+    bias_correction2: 0.401_263_060_8,
+    grad_scale: 0.5,
+};
+
+/// An AdamW update: `ops::adamw::adamw_step` or its composed reference.
+type AdamWFn = fn(
+    &Tensor,
+    &Tensor,
+    &Tensor,
+    &Tensor,
+    &ops::adamw::AdamWStep,
+) -> Result<(Tensor, Tensor, Tensor)>;
+
+/// `(p', m', v')` flattened into one tensor.
+fn adamw_update(t: &[Tensor], f: AdamWFn) -> Result<Tensor> {
+    // The update is f32 (master weights): bf16 checks run it on bf16-rounded values.
+    let f32s: Vec<Tensor> = t
+        .iter()
+        .map(|x| x.to_dtype(DType::F32))
+        .collect::<Result<_>>()?;
+    let (p, m, v) = f(&f32s[0], &f32s[1], &f32s[2], &f32s[3], &ADAMW)?;
+    Tensor::cat(&[p.flatten_all()?, m.flatten_all()?, v.flatten_all()?], 0)
+}
+
+/// AdamW: the update of a parameter and its moments (forward), and the gradient's sum of
+/// squares (backward), as scalar results; the moments are positive for v.
+pub fn check_adamw(env: &mut Env, shape: &[usize], pass: Pass) -> Result<Vec<Pair>> {
+    let p = env.input(shape, 1.0, false)?;
+    let g = env.input(shape, 1e-2, false)?;
+    let m = env.input(shape, 1e-2, false)?;
+    let v = env.input(shape, 1e-4, false)?;
+    let v = Input {
+        tested: v.tested.abs()?,
+        baseline: v.baseline.abs()?,
+        grad: false,
+    };
+    match pass {
+        Pass::Forward => env.run(
+            Pass::Forward,
+            &[p, g, m, v],
+            |t| adamw_update(t, ops::adamw::adamw_step),
+            |t| adamw_update(t, ops::adamw::reference_step),
+        ),
+        // The sum as a one-element tensor: the same comparison as any result.
+        Pass::Backward => env.run(
+            Pass::Forward,
+            &[g],
+            |t| Tensor::new(&[ops::adamw::sum_of_squares(&t[0])? as f32], &Device::Cpu),
+            |t| {
+                let s = t[0].to_dtype(DType::F64)?.sqr()?.sum_all()?;
+                s.to_dtype(DType::F32)?.reshape(1)
+            },
+        ),
+    }
 }
 
 /// Runs one check and makes its line.

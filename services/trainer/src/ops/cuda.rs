@@ -10,9 +10,11 @@
 //! * row kernels run one block per row ([`rows_config`]); elementwise kernels loop with a grid
 //!   stride ([`elementwise_config`]).
 //!
-//! Ops: [`elementwise`] (RMSNorm, rotary, SwiGLU), [`loss`] (the causal LM loss). The attention
+//! Ops: [`elementwise`] (RMSNorm, rotary, SwiGLU), [`loss`] (the causal LM loss), [`adamw`] (the
+//! optimiser update and the gradient's sum of squares). The attention
 //! kernels go in their own submodule and `.cu` file, with a [`Module`] constant below.
 
+pub mod adamw;
 pub mod elementwise;
 pub mod loss;
 
@@ -41,6 +43,10 @@ pub const ELEMENTWISE: Module = Module {
 pub const LOSS: Module = Module {
     name: "taominer-loss",
     ptx: ptx::LOSS,
+};
+pub const ADAMW: Module = Module {
+    name: "taominer-adamw",
+    ptx: ptx::ADAMW,
 };
 
 /// The element types the kernels are compiled for, with their kernel-name suffix.
@@ -80,13 +86,15 @@ macro_rules! by_dtype {
 }
 pub(crate) use by_dtype;
 
-/// Loads `$kernel` (a full name, from [`kernel_name`]) of `$module` on `$dev` (cached by
+/// Loads `$kernel` (a full name: from [`kernel_name`], or a `&str` for a kernel of one type) of `$module` on `$dev` (cached by
 /// candle after the first load) and launches it with `$cfg`: the device buffers (references to
 /// `CudaView`/`CudaSlice`) first, then the scalars, in the kernel's parameter order.
 macro_rules! launch {
     ($dev:expr, $module:expr, $kernel:expr, $cfg:expr, bufs: [$($buf:expr),* $(,)?], vals: [$($val:expr),* $(,)?]) => {{
         let module: $crate::ops::cuda::Module = $module;
-        let func = $dev.get_or_load_custom_func(&$kernel, module.name, module.ptx)?;
+        let kernel = $kernel;
+        let kernel: &str = ::std::convert::AsRef::<str>::as_ref(&kernel);
+        let func = $dev.get_or_load_custom_func(kernel, module.name, module.ptx)?;
         let mut builder = func.builder();
         $( $crate::ops::cuda::PushKernelArg::arg(&mut builder, $buf); )*
         $(
@@ -136,13 +144,13 @@ pub fn dtype(s: &CudaStorage) -> DType {
 ///
 /// # Safety
 /// The kernels launched on it must write every element before anything reads it.
-pub unsafe fn output<T: KernelDType>(dev: &CudaDevice, len: usize) -> Result<CudaSlice<T>> {
+pub unsafe fn output<T: DeviceRepr>(dev: &CudaDevice, len: usize) -> Result<CudaSlice<T>> {
     // SAFETY: passed on to the caller (above).
     unsafe { dev.alloc::<T>(len) }
 }
 
 /// A kernel's output as candle storage.
-pub fn storage<T: KernelDType>(s: CudaSlice<T>, dev: &CudaDevice) -> CudaStorage {
+pub fn storage<T: CudaDType>(s: CudaSlice<T>, dev: &CudaDevice) -> CudaStorage {
     T::wrap_cuda_slice(s, dev.clone())
 }
 
