@@ -275,8 +275,20 @@ impl Env {
 
     /// Seeded values in [-scale, scale), rounded to the check's dtype, on both sides.
     pub fn input(&mut self, shape: &[usize], scale: f32, grad: bool) -> Result<Input> {
+        self.input_around(shape, 0.0, scale, grad)
+    }
+
+    /// Seeded values in [center - scale, center + scale), rounded to the check's dtype, on both
+    /// sides (rounded once: shifting a bf16 tensor afterwards would round the tested side again).
+    pub fn input_around(
+        &mut self,
+        shape: &[usize],
+        center: f32,
+        scale: f32,
+        grad: bool,
+    ) -> Result<Input> {
         let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n).map(|_| self.next() * scale).collect();
+        let data: Vec<f32> = (0..n).map(|_| center + self.next() * scale).collect();
         let rounded = Tensor::from_vec(data, shape, &Device::Cpu)?
             .to_dtype(self.dtype.dtype())?
             .to_dtype(DType::F32)?;
@@ -367,7 +379,13 @@ fn gradients(
             x.clone()
         });
     }
-    let store = f(&ts)?.broadcast_mul(upstream)?.sum_all()?.backward()?;
+    let y = f(&ts)?;
+    // In the op's output dtype (the loss is f32 for bf16 logits); the values are already
+    // rounded to the check's dtype, so the cast is exact.
+    let store = y
+        .broadcast_mul(&upstream.to_dtype(y.dtype())?)?
+        .sum_all()?
+        .backward()?;
     let mut out = Vec::new();
     for (t, &g) in ts.iter().zip(grad) {
         if g {
@@ -386,13 +404,8 @@ const EPS: f64 = 1e-5;
 pub fn check_rms_norm(env: &mut Env, shape: &[usize], pass: Pass) -> Result<Vec<Pair>> {
     let n = shape.last().copied().unwrap_or(1);
     let x = env.input(shape, 1.0, true)?;
-    let w = env.input(&[n], 0.5, true)?;
     // A gain around 1, as trained models have (0.5..1.5).
-    let w = Input {
-        tested: (w.tested + 1.0)?,
-        baseline: (w.baseline + 1.0)?,
-        grad: true,
-    };
+    let w = env.input_around(&[n], 1.0, 0.5, true)?;
     env.run(
         pass,
         &[x, w],
