@@ -2,11 +2,13 @@
 // CPU (PyTorch's single-tensor order of operations). Launchers: src/ops/cuda/adamw.rs.
 #include "common.cuh"
 
-// p, m, v (f32 master weights and moments) and g → out = [p' | m' | v'], each `count` long.
-// k: decay = 1 − lr·wd, 1 − β1, β2, 1 − β2, step size lr / bc1, √bc2, eps.
+// p, m, v (f32 master weights and moments) and g → p', m', v' (new buffers, `count` each).
+// The scalars: the clip factor, then decay = 1 − lr·wd, 1 − β1, β2, 1 − β2, the step size
+// lr / bc1, √bc2, eps.
 extern "C" __global__ void adamw_f32(const float *__restrict__ p, const float *__restrict__ m,
                                      const float *__restrict__ v, const float *__restrict__ g,
-                                     float *__restrict__ out, unsigned long long count,
+                                     float *__restrict__ p_out, float *__restrict__ m_out,
+                                     float *__restrict__ v_out, unsigned long long count,
                                      float grad_scale, float decay, float one_minus_b1, float b2,
                                      float one_minus_b2, float step_size, float bc2_sqrt,
                                      float eps) {
@@ -18,9 +20,9 @@ extern "C" __global__ void adamw_f32(const float *__restrict__ p, const float *_
     const float mi = m[i] + (gi - m[i]) * one_minus_b1;
     const float vi = v[i] * b2 + one_minus_b2 * gi * gi;
     pi -= step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
-    out[i] = pi;
-    out[count + i] = mi;
-    out[2 * count + i] = vi;
+    p_out[i] = pi;
+    m_out[i] = mi;
+    v_out[i] = vi;
   }
 }
 

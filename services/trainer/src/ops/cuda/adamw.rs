@@ -1,12 +1,13 @@
 //! AdamW and the gradient's sum of squares on CUDA: the launchers of `kernels/adamw.cu`.
 //!
 //! Composed from candle ops the update is about a dozen passes per parameter, each a new tensor
-//! the size of the parameter; here it is one pass writing the new parameter and moments into one
-//! buffer (split by views), in the CPU kernel's order of operations. The sum of squares is two
+//! the size of the parameter; here it is one pass writing the new parameter and moments, in the
+//! CPU kernel's order of operations. The sum of squares is two
 //! passes (per-block sums, then their total, in f64) and one 8-byte copy to the host.
 
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig};
-use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Layout, Result};
+use candle_core::op::BackpropOp;
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Result};
 use candle_core::{Shape, Storage, Tensor};
 
 use super::{
@@ -15,83 +16,9 @@ use super::{
 };
 use crate::ops::adamw::AdamWStep;
 
-/// `(p, m, v)` with the gradient held here → `[p' | m' | v']`, flat f32.
-struct Update {
-    g: Tensor,
-    /// grad_scale, then the CPU kernel's seven constants (`ops::adamw`).
-    k: [f32; 8],
-}
-
-impl Update {
-    fn run(
-        &self,
-        (ps, pl): (&CudaStorage, &Layout),
-        (ms, ml): (&CudaStorage, &Layout),
-        (vs, vl): (&CudaStorage, &Layout),
-    ) -> Result<CudaStorage> {
-        let count = pl.shape().elem_count();
-        if ml.shape() != pl.shape() || vl.shape() != pl.shape() || self.g.shape() != pl.shape() {
-            candle_core::bail!("adamw: parameter, moments and gradient differ in shape");
-        }
-        let (g_storage, gl) = self.g.storage_and_layout();
-        let Storage::Cuda(gs) = &*g_storage else {
-            candle_core::bail!("adamw: the gradient is not on the GPU");
-        };
-        let dev = &ps.device;
-        let (p, m, v, g) = (
-            view::<f32>(ps, pl, "adamw")?,
-            view::<f32>(ms, ml, "adamw")?,
-            view::<f32>(vs, vl, "adamw")?,
-            view::<f32>(gs, gl, "adamw")?,
-        );
-        // SAFETY: the grid-stride loop writes all three `count`-long parts.
-        let out: CudaSlice<f32> = unsafe { output::<f32>(dev, 3 * count)? };
-        if count > 0 {
-            let k = self.k;
-            // adamw_f32(const float* p, const float* m, const float* v, const float* g,
-            //           float* out, unsigned long long count, float grad_scale, float decay,
-            //           float one_minus_b1, float b2, float one_minus_b2, float step_size,
-            //           float bc2_sqrt, float eps)
-            launch!(dev, ADAMW, kernel_name::<f32>("adamw"), elementwise_config(count),
-                bufs: [&p, &m, &v, &g, &out],
-                vals: [count as u64, k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]);
-        }
-        Ok(storage(out, dev))
-    }
-}
-
-impl CustomOp3 for Update {
-    fn name(&self) -> &'static str {
-        "adamw-cuda"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        candle_core::bail!("{}: CUDA tensors only", self.name())
-    }
-
-    fn cuda_fwd(
-        &self,
-        ps: &CudaStorage,
-        pl: &Layout,
-        ms: &CudaStorage,
-        ml: &Layout,
-        vs: &CudaStorage,
-        vl: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        let out = self.run((ps, pl), (ms, ml), (vs, vl))?;
-        Ok((out, Shape::from(3 * pl.shape().elem_count())))
-    }
-}
-
-/// One AdamW update of CUDA f32 `p`, `g`, `m`, `v`: the new `(p, m, v)`.
+/// One AdamW update of CUDA f32 `p`, `g`, `m`, `v`: the new `(p, m, v)`, each its own buffer
+/// (the optimiser keeps the moments and copies the parameter into its variable: one shared
+/// buffer would keep a dead copy of every parameter alive until the next step).
 pub fn adamw_step(
     p: &Tensor,
     g: &Tensor,
@@ -99,29 +26,58 @@ pub fn adamw_step(
     v: &Tensor,
     s: &AdamWStep,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let k = [
-        s.grad_scale as f32,
-        (1.0 - s.lr * s.weight_decay) as f32,
-        (1.0 - s.beta1) as f32,
-        s.beta2 as f32,
-        (1.0 - s.beta2) as f32,
-        (s.lr / s.bias_correction1) as f32,
-        s.bias_correction2.sqrt() as f32,
-        s.eps as f32,
-    ];
-    let op = Update {
-        g: g.contiguous()?,
-        k,
+    let (p, g, m, v) = (
+        p.contiguous()?,
+        g.contiguous()?,
+        m.contiguous()?,
+        v.contiguous()?,
+    );
+    let shape = p.shape().clone();
+    if g.shape() != &shape || m.shape() != &shape || v.shape() != &shape {
+        candle_core::bail!("adamw: parameter, gradient and moments differ in shape");
+    }
+    let count = shape.elem_count();
+    let (ps, pl) = p.storage_and_layout();
+    let (gs, gl) = g.storage_and_layout();
+    let (ms, ml) = m.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (Storage::Cuda(ps), Storage::Cuda(gs), Storage::Cuda(ms), Storage::Cuda(vs)) =
+        (&*ps, &*gs, &*ms, &*vs)
+    else {
+        candle_core::bail!("adamw: CUDA tensors only");
     };
-    let all = p
-        .contiguous()?
-        .apply_op3_no_bwd(&m.contiguous()?, &v.contiguous()?, &op)?;
-    let n = p.elem_count();
-    Ok((
-        all.narrow(0, 0, n)?.reshape(p.shape())?,
-        all.narrow(0, n, n)?.reshape(m.shape())?,
-        all.narrow(0, 2 * n, n)?.reshape(v.shape())?,
-    ))
+    let dev = &ps.device;
+    let (pv, gv, mv, vv) = (
+        view::<f32>(ps, pl, "adamw")?,
+        view::<f32>(gs, gl, "adamw")?,
+        view::<f32>(ms, ml, "adamw")?,
+        view::<f32>(vs, vl, "adamw")?,
+    );
+    // SAFETY: the grid-stride loop writes every element of the three.
+    let p_out: CudaSlice<f32> = unsafe { output::<f32>(dev, count)? };
+    let m_out: CudaSlice<f32> = unsafe { output::<f32>(dev, count)? };
+    let v_out: CudaSlice<f32> = unsafe { output::<f32>(dev, count)? };
+    if count > 0 {
+        // adamw_f32(const float* p, const float* m, const float* v, const float* g,
+        //           float* p_out, float* m_out, float* v_out, unsigned long long count,
+        //           float grad_scale, float decay, float one_minus_b1, float b2,
+        //           float one_minus_b2, float step_size, float bc2_sqrt, float eps)
+        launch!(dev, ADAMW, kernel_name::<f32>("adamw"), elementwise_config(count),
+            bufs: [&pv, &mv, &vv, &gv, &p_out, &m_out, &v_out],
+            vals: [count as u64, s.grad_scale as f32, (1.0 - s.lr * s.weight_decay) as f32,
+                   (1.0 - s.beta1) as f32, s.beta2 as f32, (1.0 - s.beta2) as f32,
+                   (s.lr / s.bias_correction1) as f32, s.bias_correction2.sqrt() as f32,
+                   s.eps as f32]);
+    }
+    let tensor = |out: CudaSlice<f32>| {
+        Tensor::from_storage(
+            Storage::Cuda(storage(out, dev)),
+            shape.clone(),
+            BackpropOp::none(),
+            false,
+        )
+    };
+    Ok((tensor(p_out), tensor(m_out), tensor(v_out)))
 }
 
 /// Blocks of the first sum-of-squares pass at most (the grid-stride loop covers the rest).
