@@ -86,9 +86,10 @@ macro_rules! by_dtype {
 }
 pub(crate) use by_dtype;
 
-/// Loads `$kernel` (a full name: from [`kernel_name`], or a `&str` for a kernel of one type) of `$module` on `$dev` (cached by
-/// candle after the first load) and launches it with `$cfg`: the device buffers (references to
-/// `CudaView`/`CudaSlice`) first, then the scalars, in the kernel's parameter order.
+/// Loads `$kernel` (a full name: from [`kernel_name`], or a `&str` for a kernel of one type) of
+/// `$module` on `$dev` (cached by candle after the first load) and launches it with `$cfg`: the
+/// device buffers (references to `CudaView`/`CudaSlice`) first, then the scalars, in the
+/// kernel's parameter order (tests/cuda_sources.rs checks each call against its kernel).
 macro_rules! launch {
     ($dev:expr, $module:expr, $kernel:expr, $cfg:expr, bufs: [$($buf:expr),* $(,)?], vals: [$($val:expr),* $(,)?]) => {{
         let module: $crate::ops::cuda::Module = $module;
