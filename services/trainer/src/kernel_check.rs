@@ -65,11 +65,11 @@ impl Pass {
 }
 
 /// The largest error allowed, as [`Errors::max_rel`], for a tested side computing in
-/// `tested_dtype` (on `tested`, against its baseline). Two f32 kernels differ by summation order and `exp`'s
-/// last bits (1e-6 seen); the composed reference is less exact: the gradient it sends through
-/// the row maximum of its log-softmax is zero only in exact arithmetic, and at a 32 000-entry
-/// vocabulary the rounding left there reaches 3e-4 of the gradient's scale. A bf16 result is
-/// rounded once more (2⁻⁹ relative).
+/// `tested_dtype` (on `tested`, against its baseline). Two f32 kernels differ by summation order
+/// and `exp`'s last bits (1e-6 seen); the composed reference is less exact: the gradient it sends
+/// through the row maximum of its log-softmax is zero only in exact arithmetic, and at a 32 000-
+/// entry vocabulary the rounding left there reaches 3e-4 of the gradient's scale. A bf16 result
+/// is rounded once more (2⁻⁹ relative).
 pub fn tolerance(tested_dtype: DType, tested: &Tested) -> f64 {
     match (tested_dtype, tested) {
         (DType::BF16, _) => 2e-2,

@@ -91,7 +91,8 @@ pub(crate) use by_dtype;
 /// device buffers (references to `CudaView`/`CudaSlice`) first, then the scalars, in the
 /// kernel's parameter order (tests/cuda_sources.rs checks each call against its kernel).
 macro_rules! launch {
-    ($dev:expr, $module:expr, $kernel:expr, $cfg:expr, bufs: [$($buf:expr),* $(,)?], vals: [$($val:expr),* $(,)?]) => {{
+    ($dev:expr, $module:expr, $kernel:expr, $cfg:expr,
+     bufs: [$($buf:expr),* $(,)?], vals: [$($val:expr),* $(,)?]) => {{
         let module: $crate::ops::cuda::Module = $module;
         let kernel = $kernel;
         let kernel: &str = ::std::convert::AsRef::<str>::as_ref(&kernel);

@@ -150,7 +150,8 @@ impl RmsNormBackward {
         let partial: CudaSlice<f32> = unsafe { output::<f32>(dev, chunks * n)? };
         {
             let (dx, dw) = (out.slice(0..rows * n), out.slice(rows * n..));
-            // rms_norm_bwd(const T* x, const T* w, const T* g, T* dx, float* rstd, int n, float eps)
+            // rms_norm_bwd(const T* x, const T* w, const T* g, T* dx, float* rstd, int n,
+            //              float eps)
             launch!(dev, ELEMENTWISE, kernel_name::<T>("rms_norm_bwd"), rows_config(rows, n)?,
                 bufs: [&x, &w, &g, &dx, &rstd], vals: [ni, self.eps]);
             // rms_norm_dw_partial(const T* x, const T* g, const float* rstd, float* partial, int n,
