@@ -11,6 +11,7 @@ pub mod external;
 pub mod flash;
 pub mod handoff;
 pub mod interface;
+pub mod kernel_check;
 pub mod model;
 pub mod ops;
 pub mod optim;
