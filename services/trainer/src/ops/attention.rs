@@ -607,6 +607,12 @@ fn cuda_bwd(
     })
 }
 
+/// Whether the CUDA kernels take q and k of these shapes (a valid shape, head dim ≤ 256).
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_supports(q: &Tensor, k: &Tensor) -> bool {
+    dims_of(q.shape(), k.shape(), k.shape()).is_ok_and(super::cuda::attention::supports)
+}
+
 /// Causal attention over `[b, t, heads, d]` q and `[b, t, kv_heads, d]` k, v (f32 on the CPU;
 /// f32 or bf16 on CUDA, head dim ≤ 256) → `[b, t, heads, d]`.
 pub fn flash_attention(
