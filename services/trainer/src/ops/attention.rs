@@ -628,3 +628,134 @@ pub fn flash_attention(
     q.contiguous()?
         .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
+
+/// A shape the attention checks run: `[batch, t, heads, d]` queries over `kv_heads`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckShape {
+    pub batch: usize,
+    pub t: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// What `miner-kernel-check` runs for attention: grouped-query (8 over 2 heads), a length that
+/// is no multiple of any tile (200), a long one at the LLaMA-3B head dim (2048, 128), batch 2.
+pub const CHECK_SHAPES: [CheckShape; 3] = [
+    CheckShape {
+        batch: 2,
+        t: 200,
+        heads: 8,
+        kv_heads: 2,
+        head_dim: 64,
+    },
+    CheckShape {
+        batch: 2,
+        t: 77,
+        heads: 4,
+        kv_heads: 4,
+        head_dim: 16,
+    },
+    CheckShape {
+        batch: 1,
+        t: 2048,
+        heads: 8,
+        kv_heads: 2,
+        head_dim: 128,
+    },
+];
+
+/// One output of the attention op held against its baseline: `out`, `dq`, `dk` or `dv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compared {
+    pub output: &'static str,
+    /// Largest |tested − baseline|.
+    pub max_abs_err: f32,
+    /// `max_abs_err` over the baseline's largest magnitude (a scale-free error).
+    pub max_rel_err: f32,
+}
+
+/// Runs the attention op forward and backward on `device` in `dtype` and compares its output
+/// and gradients with a baseline on the same inputs: off the CPU, the CPU kernel in f32 on the
+/// inputs rounded to `dtype`; on the CPU, the composed reference (`ops::reference`). The loss
+/// is `sum(out ∘ dO)` for a seeded random dO, so the gradient reaching the op is dO exactly.
+pub fn compare_with_baseline(
+    device: &candle_core::Device,
+    dtype: candle_core::DType,
+    shape: CheckShape,
+    seed: u64,
+) -> candle_core::Result<Vec<Compared>> {
+    use candle_core::{DType, Device, Var};
+    let CheckShape {
+        batch: b,
+        t,
+        heads: nh,
+        kv_heads: nkv,
+        head_dim: d,
+    } = shape;
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut rng = crate::rng::Rng::new(seed);
+    let mut random = |dims: (usize, usize, usize, usize)| {
+        let n = dims.0 * dims.1 * dims.2 * dims.3;
+        let data: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        // Rounded to the dtype under test, so both sides read the same values.
+        Tensor::from_vec(data, dims, &Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_dtype(DType::F32)
+    };
+    let q = random((b, t, nh, d))?;
+    let k = random((b, t, nkv, d))?;
+    let v = random((b, t, nkv, d))?;
+    let go = random((b, t, nh, d))?;
+
+    // Output and gradients of `attend` on `dev` in `dt`, back on the CPU in f32.
+    let run = |dev: &Device,
+               dt: DType,
+               attend: &dyn Fn(&Tensor, &Tensor, &Tensor) -> candle_core::Result<Tensor>|
+     -> candle_core::Result<Vec<Tensor>> {
+        let on = |x: &Tensor| Var::from_tensor(&x.to_dtype(dt)?.to_device(dev)?);
+        let (qv, kv, vv) = (on(&q)?, on(&k)?, on(&v)?);
+        let out = attend(qv.as_tensor(), kv.as_tensor(), vv.as_tensor())?;
+        let loss = (&out * go.to_dtype(dt)?.to_device(dev)?)?
+            .to_dtype(DType::F32)?
+            .sum_all()?;
+        let grads = loss.backward()?;
+        let mut all = vec![out];
+        for var in [&qv, &kv, &vv] {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                candle_core::bail!("attention check: no gradient");
+            };
+            all.push(g.clone());
+        }
+        all.into_iter()
+            .map(|x| x.to_device(&Device::Cpu)?.to_dtype(DType::F32))
+            .collect()
+    };
+    let tested = run(device, dtype, &|q, k, v| super::attention(q, k, v, scale))?;
+    let baseline = if device.is_cpu() {
+        run(&Device::Cpu, DType::F32, &|q, k, v| {
+            super::reference::attention(q, k, v, scale)
+        })?
+    } else {
+        run(&Device::Cpu, DType::F32, &|q, k, v| {
+            flash_attention(q, k, v, scale)
+        })?
+    };
+    ["out", "dq", "dk", "dv"]
+        .into_iter()
+        .zip(tested.iter().zip(&baseline))
+        .map(|(output, (x, y))| {
+            let max_abs_err = (x - y)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let scale = y
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?
+                .max(f32::MIN_POSITIVE);
+            Ok(Compared {
+                output,
+                max_abs_err,
+                max_rel_err: max_abs_err / scale,
+            })
+        })
+        .collect()
+}

@@ -223,3 +223,20 @@ fn backward_passes_match_finite_differences() {
         causal_lm_loss(&x[0], &ids).unwrap()
     });
 }
+
+/// The attention check `miner-kernel-check --device cpu` runs holds the CPU kernel's output and
+/// its three gradients to the composed reference within f32 rounding, on the shapes it checks on
+/// the GPU that fit a unit test (grouped-query heads 8/2 at t 200, d 64; 4/4 at t 77, d 16).
+#[test]
+fn attention_check_passes_on_the_cpu() {
+    use super::attention::{compare_with_baseline, CHECK_SHAPES};
+    for shape in &CHECK_SHAPES[..2] {
+        let compared =
+            compare_with_baseline(&Device::Cpu, candle_core::DType::F32, *shape, 7).unwrap();
+        let names: Vec<_> = compared.iter().map(|c| c.output).collect();
+        assert_eq!(names, ["out", "dq", "dk", "dv"]);
+        for c in &compared {
+            assert!(c.max_rel_err < 1e-4, "{shape:?} {c:?}");
+        }
+    }
+}
