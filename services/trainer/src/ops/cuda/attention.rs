@@ -7,7 +7,7 @@
 //! bucket runs zero-padded (the padding adds zeros to every dot product).
 
 use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig};
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig};
 use candle_core::{CudaDevice, Result};
 
 use super::{int, kernel_name, KernelDType, Module, PushKernelArg, WrapErr};
@@ -94,19 +94,19 @@ impl HeadDim {
 }
 
 /// Whether the kernels take these sizes (head dim ≤ 256; heads and batch within a grid).
-pub fn supports(dims: Dims) -> bool {
+pub(crate) fn supports(dims: Dims) -> bool {
     HeadDim::of(dims.d).is_some() && dims.nh <= GRID_YZ_MAX && dims.b <= GRID_YZ_MAX
 }
 
 /// The launch of `kernel` over `t` rows (or keys) a block's `rows` at a time, `y` heads deep,
-/// for `b` sequences, with the function loaded and allowed its shared memory.
+/// for `b` sequences: the function, loaded and allowed its shared memory, and its grid.
 fn tile_launch<T: KernelDType>(
     dev: &CudaDevice,
     hd: HeadDim,
     kernel: TileKernel,
     dims: Dims,
     y: usize,
-) -> Result<(candle_core::cuda_backend::CudaFunc, LaunchConfig)> {
+) -> Result<(CudaFunction, LaunchConfig)> {
     let bytes = hd.smem_bytes(kernel);
     let func = dev.get_or_load_custom_func(&hd.kernel::<T>(kernel), MODULE.name, MODULE.ptx)?;
     // Above 48 KiB a kernel must opt in; the device refuses more than it has (sm_90: 227 KiB;
@@ -119,11 +119,12 @@ fn tile_launch<T: KernelDType>(
     let blocks = u32::try_from(dims.t.div_ceil(hd.rows()))
         .map_err(|_| candle_core::Error::Msg(format!("attention: t {} too long", dims.t)))?;
     let cfg = LaunchConfig {
+        // y and z checked by `supports` (≤ 65,535).
         grid_dim: (blocks, y as u32, dims.b as u32),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: bytes as u32,
     };
-    Ok((func, cfg))
+    Ok(((*func).clone(), cfg))
 }
 
 fn bucket(dims: Dims) -> Result<HeadDim> {
@@ -134,7 +135,7 @@ fn bucket(dims: Dims) -> Result<HeadDim> {
 }
 
 /// Forward pass: the output `[b, t, heads, d]` and the per-row log-sum-exp, f32 `[b, t, heads]`.
-pub fn forward<T: KernelDType>(
+pub(crate) fn forward<T: KernelDType>(
     dev: &CudaDevice,
     dims: Dims,
     scale: f32,
@@ -149,12 +150,12 @@ pub fn forward<T: KernelDType>(
     let lse = unsafe { super::output::<f32>(dev, rows)? };
     let (t, nh, nkv, d) = sizes(dims)?;
     let (func, cfg) = tile_launch::<T>(dev, hd, TileKernel::Forward, dims, dims.nh)?;
-    let mut b = func.builder();
-    // attention_fwd_d<D>_<T>(q, k, v, o, lse, t, nh, nkv, d, scale)
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&func);
     b.arg(q).arg(k).arg(v).arg(&o).arg(&lse);
     b.arg(&t).arg(&nh).arg(&nkv).arg(&d).arg(&scale);
-    // SAFETY: arguments as the signature above; buffers sized from `dims`, which bound the
-    // kernel's accesses; the grid covers the rows (blocks × rows ≥ t).
+    // SAFETY: the arguments are attention_fwd_d<D>_<T>(q, k, v, o, lse, t, nh, nkv, d, scale)'s parameters in order; the buffers are sized from
+    // `dims`, which bound the kernel's accesses; the grid covers every row (blocks × rows ≥ t).
     unsafe { b.launch(cfg) }.w()?;
     Ok((o, lse))
 }
@@ -162,7 +163,7 @@ pub fn forward<T: KernelDType>(
 /// Backward pass from the forward's inputs, output `o`, its gradient `go` and `lse`:
 /// `(dq, dk, dv)` in the layouts of q, k and v.
 #[allow(clippy::too_many_arguments)]
-pub fn backward<T: KernelDType>(
+pub(crate) fn backward<T: KernelDType>(
     dev: &CudaDevice,
     dims: Dims,
     scale: f32,
@@ -188,11 +189,8 @@ pub fn backward<T: KernelDType>(
         .ok()
         .filter(|&g| g <= i32::MAX as u32)
         .ok_or_else(|| candle_core::Error::Msg(format!("attention: {rows} rows")))?;
-    let func = dev.get_or_load_custom_func(
-        &kernel_name::<T>("attention_dsum"),
-        MODULE.name,
-        MODULE.ptx,
-    )?;
+    let func =
+        dev.get_or_load_custom_func(&kernel_name::<T>("attention_dsum"), MODULE.name, MODULE.ptx)?;
     let cfg = LaunchConfig {
         grid_dim: (blocks, 1, 1),
         block_dim: (32 * DSUM_ROWS as u32, 1, 1),
@@ -206,19 +204,28 @@ pub fn backward<T: KernelDType>(
     unsafe { b.launch(cfg) }.w()?;
 
     let (func, cfg) = tile_launch::<T>(dev, hd, TileKernel::Dq, dims, dims.nh)?;
-    let mut b = func.builder();
-    // attention_dq_d<D>_<T>(q, k, v, go, lse, dsum, dq, t, nh, nkv, d, scale)
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&func);
     b.arg(q).arg(k).arg(v).arg(go).arg(lse).arg(&dsum).arg(&dq);
     b.arg(&t).arg(&nh).arg(&nkv).arg(&d).arg(&scale);
-    // SAFETY: as the signature above; buffers sized from `dims`.
+    // SAFETY: the arguments are attention_dq_d<D>_<T>(q, k, v, go, lse, dsum, dq, t, nh, nkv, d, scale)'s parameters in order; the buffers are sized from
+    // `dims`, which bound the kernel's accesses; the grid covers every row (blocks × rows ≥ t).
     unsafe { b.launch(cfg) }.w()?;
 
     let (func, cfg) = tile_launch::<T>(dev, hd, TileKernel::DkDv, dims, dims.nkv)?;
-    let mut b = func.builder();
-    // attention_dkdv_d<D>_<T>(q, k, v, go, lse, dsum, dk, dv, t, nh, nkv, d, scale)
-    b.arg(q).arg(k).arg(v).arg(go).arg(lse).arg(&dsum).arg(&dk).arg(&dv);
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&func);
+    b.arg(q)
+        .arg(k)
+        .arg(v)
+        .arg(go)
+        .arg(lse)
+        .arg(&dsum)
+        .arg(&dk)
+        .arg(&dv);
     b.arg(&t).arg(&nh).arg(&nkv).arg(&d).arg(&scale);
-    // SAFETY: as the signature above; buffers sized from `dims`.
+    // SAFETY: the arguments are attention_dkdv_d<D>_<T>(q, k, v, go, lse, dsum, dk, dv, t, nh, nkv, d, scale)'s parameters in order; the buffers are sized from
+    // `dims`, which bound the kernel's accesses; the grid covers every row (blocks × rows ≥ t).
     unsafe { b.launch(cfg) }.w()?;
     Ok((dq, dk, dv))
 }
