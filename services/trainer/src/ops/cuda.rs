@@ -10,9 +10,11 @@
 //! * row kernels run one block per row ([`rows_config`]); elementwise kernels loop with a grid
 //!   stride ([`elementwise_config`]).
 //!
-//! Ops: [`elementwise`] (RMSNorm, rotary, SwiGLU), [`loss`] (the causal LM loss). The attention
+//! Ops: [`elementwise`] (RMSNorm, rotary, SwiGLU), [`loss`] (the causal LM loss), [`attention`]
+//! (FlashAttention-2 forward and backward, launched with its own shared memory). The attention
 //! kernels go in their own submodule and `.cu` file, with a [`Module`] constant below.
 
+pub mod attention;
 pub mod elementwise;
 pub mod loss;
 
