@@ -11,8 +11,8 @@
 //!   stride ([`elementwise_config`]).
 //!
 //! Ops: [`elementwise`] (RMSNorm, rotary, SwiGLU), [`loss`] (the causal LM loss), [`attention`]
-//! (FlashAttention-2 forward and backward, launched with its own shared memory). The attention
-//! kernels go in their own submodule and `.cu` file, with a [`Module`] constant below.
+//! (FlashAttention-2 forward and backward: its own `.cu` file, [`Module`] constant and launches,
+//! which opt in to more than 48 KiB of shared memory).
 
 pub mod attention;
 pub mod elementwise;
