@@ -209,7 +209,18 @@ pub fn registry() -> Vec<OpCheck> {
             shapes: &[&[2048, 2048], &[1000]],
             run: check_adamw,
         },
-        // Attention: `OpCheck { op: "attention", .. }` here.
+        OpCheck {
+            op: "attention",
+            // [b, t, heads, kv_heads, head_dim]: grouped-query heads at a length that is no
+            // multiple of any tile; a small head dim (the tests' models, zero-padded to 32);
+            // LLaMA-3B's head dim 128 at a long sequence.
+            shapes: &[
+                &[2, 200, 8, 2, 64],
+                &[2, 77, 4, 4, 16],
+                &[1, 2048, 8, 2, 128],
+            ],
+            run: check_attention,
+        },
     ]
 }
 
@@ -503,6 +514,27 @@ fn adamw_update(t: &[Tensor], f: AdamWFn) -> Result<Tensor> {
         .collect::<Result<_>>()?;
     let (p, m, v) = f(&f32s[0], &f32s[1], &f32s[2], &f32s[3], &ADAMW)?;
     Tensor::cat(&[p.flatten_all()?, m.flatten_all()?, v.flatten_all()?], 0)
+}
+
+/// Causal attention: `q` `[b, t, heads, d]`, `k`/`v` `[b, t, kv_heads, d]` in ±1 (the shape
+/// is `[b, t, heads, kv_heads, d]`); the output, then the gradients of q, k and v.
+pub fn check_attention(env: &mut Env, shape: &[usize], pass: Pass) -> Result<Vec<Pair>> {
+    let &[b, t, nh, nkv, d] = shape else {
+        candle_core::bail!("attention check: shape {shape:?} is not [b, t, heads, kv_heads, d]");
+    };
+    let q = env.input(&[b, t, nh, d], 1.0, true)?;
+    let k = env.input(&[b, t, nkv, d], 1.0, true)?;
+    let v = env.input(&[b, t, nkv, d], 1.0, true)?;
+    // The softmax scale from the head dim, as the model uses it (fn pointers capture nothing).
+    fn scale(q: &Tensor) -> Result<f64> {
+        Ok(1.0 / (q.dim(3)? as f64).sqrt())
+    }
+    env.run(
+        pass,
+        &[q, k, v],
+        |t| ops::attention(&t[0], &t[1], &t[2], scale(&t[0])?),
+        |t| ops::reference::attention(&t[0], &t[1], &t[2], scale(&t[0])?),
+    )
 }
 
 /// AdamW: the update of a parameter and its moments (forward), and the gradient's sum of

@@ -58,7 +58,14 @@ fn every_check_passes_on_the_cpu() {
             l["pass"].as_str().unwrap().to_string(),
         ));
     }
-    for op in ["rms_norm", "rope", "swiglu", "causal_lm_loss", "adamw"] {
+    for op in [
+        "rms_norm",
+        "rope",
+        "swiglu",
+        "causal_lm_loss",
+        "adamw",
+        "attention",
+    ] {
         for dtype in ["f32", "bf16"] {
             for pass in ["forward", "backward"] {
                 assert!(

@@ -11,10 +11,12 @@
 //!   stride ([`elementwise_config`]).
 //!
 //! Ops: [`elementwise`] (RMSNorm, rotary, SwiGLU), [`loss`] (the causal LM loss), [`adamw`] (the
-//! optimiser update and the gradient's sum of squares). The attention
-//! kernels go in their own submodule and `.cu` file, with a [`Module`] constant below.
+//! optimiser update and the gradient's sum of squares), [`attention`] (FlashAttention-2 forward
+//! and backward: its own `.cu` file, [`Module`] constant and launches, which opt in to more than
+//! 48 KiB of shared memory).
 
 pub mod adamw;
+pub mod attention;
 pub mod elementwise;
 pub mod loss;
 

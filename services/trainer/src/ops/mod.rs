@@ -108,6 +108,11 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
     if cpu_f32(&[q, k, v]) {
         return attention::flash_attention(q, k, v, scale);
     }
+    // Head dims above 256 have no CUDA kernel: the reference takes them.
+    #[cfg(feature = "cuda")]
+    if cuda::takes(&[q, k, v]) && attention::cuda_supports(q, k) {
+        return attention::flash_attention(q, k, v, scale);
+    }
     reference::attention(q, k, v, scale)
 }
 
