@@ -54,6 +54,9 @@
             install -Dm644 units/org.taominer.conf -t $out/share/dbus-1/system.d
             install -Dm644 units/taominer.sysusers $out/lib/sysusers.d/taominer.conf
             install -Dm644 units/taominer.tmpfiles $out/lib/tmpfiles.d/taominer.conf
+            # The reference engine for trainer.engine = "external" (the module's default command).
+            install -Dm755 recipes/fsdp/train.py -t $out/share/taominer/recipes/fsdp
+            install -Dm644 recipes/fsdp/README.md -t $out/share/taominer/recipes/fsdp
             substituteInPlace $out/lib/systemd/system/*.service --replace-fail /usr/local/bin $out/bin
             wrapProgram $out/bin/miner-predictor \
               --set-default ORT_DYLIB_PATH ${pkgs.onnxruntime}/lib/libonnxruntime.so

@@ -5,7 +5,9 @@
 # exactly what units/ says and what the systemd boot test runs. The module adds, as drop-ins,
 # only what it alone knows: which daemons miner.target starts, the credentials (hotkey, HF token:
 # paths as strings, never copied to the store), a restart when the rendered miner.toml changes,
-# and the firewall for the axon. miner.toml is rendered from `settings` (RFC 42) with
+# and the firewall for the axon; with trainer.engine = "external", the engine's [trainer.external]
+# (by default torchrun + the packaged reference recipe, recipes/fsdp/) and what its processes need
+# beyond the trainer's sandbox (netlink, the checkpoint directory, RDMA devices). miner.toml is rendered from `settings` (RFC 42) with
 # pkgs.formats.toml; the keys users set most are typed options, the rest is free-form.
 { config, lib, pkgs, ... }:
 let
@@ -29,6 +31,36 @@ let
       "hotkey:${cfg.hotkeyFile}"
     ++ lib.optional (lib.elem part [ "publisher" "trainer" ] && cfg.hfTokenFile != null) "hf-token:${cfg.hfTokenFile}";
   absolutePath = types.nullOr (types.strMatching "/.*");
+  ext = cfg.trainer.external;
+  external = cfg.trainer.enable && cfg.trainer.engine == "external";
+  # [trainer.external] as the daemon reads it (docs/configuration.md); unset keys left out.
+  externalSettings = lib.filterAttrs (_: v: v != null) {
+    command = ext.command;
+    workdir = ext.workdir;
+    environment = ext.environment;
+    checkpoint_dir = ext.checkpointDir;
+    complete_marker = ext.completeMarker;
+    settle_seconds = ext.settleSeconds;
+    resume_flag = ext.resumeFlag;
+    metrics_file = ext.metricsFile;
+    stop_grace_seconds = ext.stopGraceSeconds;
+  };
+  recipe = "${cfg.package}/share/taominer/recipes/fsdp/train.py";
+  # What an external engine needs beyond the trainer unit's sandbox (units/miner-trainer.service:
+  # the NVIDIA device nodes are already allowed, /dev/shm stays writable under ProtectSystem=strict).
+  externalService = {
+    # The daemon stops the engine (SIGTERM, stopGraceSeconds, SIGKILL) before it exits itself.
+    TimeoutStopSec = "${toString (ext.stopGraceSeconds + 30)}s";
+    # gloo and NCCL list network interfaces (getifaddrs) through netlink; added to the unit's list.
+    RestrictAddressFamilies = [ "AF_NETLINK" ];
+    # Outside the state directory the checkpoints would be read-only (ProtectSystem=strict).
+    ReadWritePaths = [ ext.checkpointDir ] ++ lib.optional (ext.metricsFile != null) (dirOf ext.metricsFile);
+  } // lib.optionalAttrs ext.rdma {
+    # NCCL over InfiniBand/RoCE: the verbs and management devices, the connection manager, and
+    # registered (pinned) memory beyond the default 8 MiB lock limit.
+    DeviceAllow = [ "char-infiniband_verbs rw" "char-infiniband_mad rw" "/dev/infiniband/rdma_cm rw" ];
+    LimitMEMLOCK = "infinity";
+  };
   # A key that moved to another section: setting it fails evaluation naming the new key.
   movedTo = new: mkOption {
     type = types.nullOr (types.addCheck types.anything (_: false) // { description = "moved to ${new}"; });
@@ -53,6 +85,66 @@ in
     publisher.enable = mkOption { type = types.bool; default = true; description = "Run the publisher (staging, hashing, Hub uploads)."; };
     committer.enable = mkOption { type = types.bool; default = true; description = "Run the committer (chain commitments, metagraph)."; };
     trainer.enable = mkEnableOption "the trainer daemon";
+    trainer.engine = mkOption {
+      type = types.enum [ "candle" "external" ];
+      default = "candle";
+      description = "Who trains: the daemon itself (candle), or an external engine it supervises (`trainer.external`: torchrun + FSDP by default, the reference recipe recipes/fsdp/), whose checkpoints it scores and hands on.";
+    };
+    trainer.external = {
+      python = mkOption {
+        type = types.package;
+        default = pkgs.python3.withPackages (ps: [ (if cfg.cuda then ps.torchWithCuda else ps.torch) ps.transformers ps.safetensors ps.numpy ]);
+        defaultText = lib.literalExpression "pkgs.python3.withPackages (ps: [ (if cuda then ps.torchWithCuda else ps.torch) ps.transformers ps.safetensors ps.numpy ])";
+        description = "The Python environment of the engine (torchrun, torch, transformers); give your own to pin versions.";
+      };
+      nprocPerNode = mkOption {
+        type = types.ints.positive;
+        default = 1;
+        example = 8;
+        description = "Ranks on this machine (torchrun's --nproc-per-node): one per GPU.";
+      };
+      torchrunArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ "--standalone" ];
+        example = [ "--nnodes" "2" "--rdzv-backend" "c10d" "--rdzv-id" "sn9" "--rdzv-endpoint" "10.0.0.1:29500" ];
+        description = "torchrun's arguments before --nproc-per-node: --standalone on one machine, the rendezvous for several (recipes/fsdp/README.md).";
+      };
+      recipeArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "--max-steps" "20000" "--batch-size" "8" "--lr" "3e-4" ];
+        description = "Flags of the reference recipe (`train.py --help`), appended to the default command.";
+      };
+      command = mkOption {
+        type = types.nonEmptyListOf types.str;
+        default = [ "${ext.python}/bin/torchrun" ] ++ ext.torchrunArgs
+          ++ [ "--nproc-per-node" (toString ext.nprocPerNode) recipe ] ++ ext.recipeArgs;
+        defaultText = lib.literalExpression ''[ "''${python}/bin/torchrun" ] ++ torchrunArgs ++ [ "--nproc-per-node" nprocPerNode "''${package}/share/taominer/recipes/fsdp/train.py" ] ++ recipeArgs'';
+        description = "The engine's argv (no shell); the daemon adds its environment (TAOMINER_*) and, on resume, `resumeFlag` and the checkpoint's path.";
+      };
+      workdir = mkOption { type = absolutePath; default = null; description = "The engine's working directory; default the trainer's state directory."; };
+      environment = mkOption {
+        type = types.attrsOf types.str;
+        default = { };
+        example = { NCCL_DEBUG = "WARN"; NCCL_SOCKET_IFNAME = "eth0"; };
+        description = "Variables added to the engine's environment.";
+      };
+      checkpointDir = mkOption {
+        type = types.strMatching "/.*";
+        default = "/var/lib/taominer/trainer/external/checkpoints";
+        description = "Where the engine writes its checkpoints (one directory each); created 0750 taominer-trainer:taominer, so the publisher can read them. On several machines: a shared filesystem.";
+      };
+      completeMarker = mkOption { type = types.nullOr types.str; default = "COMPLETE"; description = "File the engine writes last into a finished checkpoint; null: a checkpoint counts once its files have not changed for settleSeconds."; };
+      settleSeconds = mkOption { type = types.nullOr types.ints.positive; default = null; description = "Without a marker: seconds a checkpoint's files must stay unchanged; default the daemon's."; };
+      resumeFlag = mkOption { type = types.nullOr types.str; default = "--resume"; description = "The flag that tells the engine which checkpoint to resume from; null: none."; };
+      metricsFile = mkOption { type = absolutePath; default = null; description = "The JSON-lines file the engine appends (step, loss, tokens_per_second); default in the trainer's state directory."; };
+      stopGraceSeconds = mkOption {
+        type = types.ints.positive;
+        default = 30;
+        description = "Seconds between SIGTERM and SIGKILL to the engine's process group on Pause and stop (its last checkpoint write must fit); the unit's TimeoutStopSec is this plus 30.";
+      };
+      rdma = mkEnableOption "InfiniBand/RoCE device access (/dev/infiniband) and unlimited locked memory for NCCL across machines";
+    };
     predictor.enable = mkEnableOption "the predictor daemon (the axon)";
 
     operators = mkOption {
@@ -159,6 +251,13 @@ in
     systemd.tmpfiles.packages = [ cfg.package ];
     environment.systemPackages = [ cfg.package ];
     environment.etc."taominer/miner.toml" = { source = configFile; group = "taominer"; mode = "0640"; };
+    # The external engine's section; with the built-in engine nothing is rendered (its defaults).
+    services.taominer.settings.trainer = lib.mkIf external {
+      engine = "external";
+      external = externalSettings;
+    };
+    # The engine runs as the trainer's user; the publisher reads its checkpoints through the group.
+    systemd.tmpfiles.rules = lib.mkIf external [ "d ${ext.checkpointDir} 0750 taominer-trainer taominer - -" ];
 
     systemd.targets.miner = {
       description = "taominer: the Bittensor miner appliance (all daemons)";
@@ -173,7 +272,9 @@ in
         restartTriggers = [ configFile ];
         # The unit files load /etc/taominer/{hotkey,hf-token}; here the configured files replace
         # them (an empty first entry resets the list), and offline nothing is required.
-        serviceConfig.LoadCredential = [ "" ] ++ credentials part;
+        serviceConfig = {
+          LoadCredential = [ "" ] ++ credentials part;
+        } // lib.optionalAttrs (part == "trainer" && external) externalService;
       })
       enabled);
 

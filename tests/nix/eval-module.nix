@@ -10,6 +10,9 @@ let
   fakePackage = name: { type = "derivation"; inherit name; outPath = "/nix/store/00000000000000000000000000000000-${name}"; };
   pkgs = {
     taominer = fakePackage "taominer";
+    # The engine's Python: its name lists the packages chosen, so the check can read them back.
+    python3.withPackages = f: fakePackage ("python3-with-" + lib'.concatMapStringsSep "-" (p: p.name)
+      (f (lib'.genAttrs [ "torch" "torchWithCuda" "transformers" "safetensors" "numpy" ] fakePackage)));
     formats.toml = { }: {
       type = types.attrsOf types.anything;
       generate = name: value: "toml:${name}:${builtins.toJSON value}";
@@ -27,6 +30,7 @@ let
       hardware.nvidia.datacenter.enable = mkOption { type = types.bool; default = false; };
       systemd.packages = list;
       systemd.tmpfiles.packages = list;
+      systemd.tmpfiles.rules = list;
       systemd.targets = mkOption { type = types.attrsOf types.anything; default = { }; };
       systemd.services = mkOption { type = types.attrsOf types.anything; default = { }; };
       environment.systemPackages = list;
@@ -68,6 +72,29 @@ let
       services.taominer = { enable = true; cuda = true; trainer.enable = true; };
       services.xserver.videoDrivers = [ "nvidia" ];
     };
+    # The external engine (torchrun + the reference recipe) on 8 GPUs, two machines, RDMA.
+    external-engine = {
+      services.taominer = {
+        enable = true;
+        cuda = true;
+        trainer.enable = true;
+        trainer.engine = "external";
+        trainer.external = {
+          nprocPerNode = 8;
+          torchrunArgs = [ "--nnodes" "2" "--rdzv-backend" "c10d" "--rdzv-id" "sn9" "--rdzv-endpoint" "10.0.0.1:29500" ];
+          recipeArgs = [ "--max-steps" "20000" ];
+          environment.NCCL_DEBUG = "WARN";
+          checkpointDir = "/srv/shared/checkpoints";
+          stopGraceSeconds = 60;
+          rdma = true;
+        };
+      };
+      services.xserver.videoDrivers = [ "nvidia" ];
+    };
+    # The external engine with its defaults, on the CPU.
+    external-defaults = {
+      services.taominer = { enable = true; trainer.enable = true; trainer.engine = "external"; };
+    };
     # A value of the wrong type is refused by the typed option.
     bad-netuid = { services.taominer = { enable = true; settings.miner.netuid = 70000; }; };
     # A key that moved to [hub] is refused naming where it went.
@@ -89,4 +116,5 @@ in
   config = builtins.fromJSON (lib'.removePrefix "toml:miner.toml:" c.environment.etc."taominer/miner.toml".source);
   users = c.users.users;
   groups = c.users.groups;
+  tmpfiles = c.systemd.tmpfiles.rules;
 }

@@ -35,13 +35,7 @@ pub fn write_model_dir(
     dtype: DType,
     max_shard_bytes: u64,
 ) -> Result<()> {
-    let mut cfg = cfg.clone();
-    cfg.bos_token_id = tok.bos_id.map(Into::into);
-    cfg.eos_token_id = tok.eos_id.map(Into::into);
-    cfg.other
-        .insert("torch_dtype".into(), dtype_name(dtype).into());
-    cfg.other.remove("dtype");
-    write_json_file(&dir.join("config.json"), &cfg)?;
+    write_json_file(&dir.join("config.json"), &hf_config(cfg, tok, dtype))?;
     let mut generation = serde_json::Map::new();
     generation.insert("_from_model_config".into(), true.into());
     if let Some(b) = tok.bos_id {
@@ -54,6 +48,18 @@ pub fn write_model_dir(
     write_weights(dir, params, dtype, max_shard_bytes)?;
     tok.write_files(dir)?;
     Ok(())
+}
+
+/// `config.json` as transformers reads it: the model's config with the tokenizer's special ids
+/// and the dtype the weights are saved in.
+pub fn hf_config(cfg: &LlamaConfig, tok: &Tok, dtype: DType) -> LlamaConfig {
+    let mut cfg = cfg.clone();
+    cfg.bos_token_id = tok.bos_id.map(Into::into);
+    cfg.eos_token_id = tok.eos_id.map(Into::into);
+    cfg.other
+        .insert("torch_dtype".into(), dtype_name(dtype).into());
+    cfg.other.remove("dtype");
+    cfg
 }
 
 fn dtype_name(d: DType) -> &'static str {

@@ -486,6 +486,12 @@ impl Dataset {
         Ok(Self::from_streams(train, eval, cfg))
     }
 
+    /// The packed training split: `train_sequences()` whole sequences of `seq_len` ids (what the
+    /// external engine is given; it never sees the held-out split).
+    pub fn train_tokens(&self) -> &[u32] {
+        &self.train
+    }
+
     pub fn train_sequences(&self) -> usize {
         self.train.len() / self.seq_len
     }

@@ -7,11 +7,13 @@ pub mod alloc;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod external;
 #[cfg(feature = "flash-attn")]
 pub mod flash;
 pub mod gpu_check;
 pub mod handoff;
 pub mod interface;
+pub mod kernel_check;
 pub mod model;
 pub mod ops;
 pub mod optim;

@@ -1,16 +1,17 @@
 //! `miner-trainer`: trains a LLaMA model on local text, checkpoints it in Hugging Face's format,
 //! and hands checkpoints that beat the upload threshold to the publisher; `miner-trainer plan`
-//! prints a run's memory plan. Wiring only: the loop is in `train.rs`, the D-Bus object in
+//! prints a run's memory plan. Wiring only: the loop is in `train.rs` (or, with
+//! `trainer.engine = "external"`, the supervised engine in `external/`), the D-Bus object in
 //! `interface.rs`, the hand-off in `handoff.rs`, the plan in `plan.rs`.
 
-use taominer_trainer::{handoff, interface, plan, progress, remote, train};
+use taominer_trainer::{external, handoff, interface, plan, progress, remote, train};
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use taominer_core::bus::Part;
-use taominer_core::config::{Config, Sources, StartFrom};
+use taominer_core::config::{Config, Engine, Sources, StartFrom};
 use taominer_core::daemon::runtime::{self, DaemonArgs};
 
 /// The taominer trainer daemon (D-Bus name org.taominer.Trainer1).
@@ -234,9 +235,18 @@ async fn main() -> anyhow::Result<()> {
         )?)
     };
     let handle = tokio::runtime::Handle::current();
-    let thread = std::thread::Builder::new()
-        .name("train".into())
-        .spawn(move || train::run_thread(config, state_dir, start, remote, handle, &loop_shared))?;
+    let thread = match config.trainer.engine {
+        Engine::Candle => std::thread::Builder::new()
+            .name("train".into())
+            .spawn(move || {
+                train::run_thread(config, state_dir, start, remote, handle, &loop_shared)
+            })?,
+        Engine::External => std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || {
+                external::run_thread(config, state_dir, start, remote, handle, &loop_shared)
+            })?,
+    };
 
     let worker = handoff::run(shared.clone(), conn, daemon.state_dir.clone(), rx);
     let outcome = runtime::until_shutdown(worker).await;

@@ -52,10 +52,8 @@ pub use taominer_core::config::Start;
 /// Everything the loop needs, ready to step.
 pub struct Run {
     cfg: Config,
-    /// Online: other miners' models, and the runtime to wait on their calls with.
-    remote: Option<(Remote, tokio::runtime::Handle)>,
-    /// Eval losses of best models already scored, by (repo, revision).
-    scored: HashMap<(String, String), f64>,
+    /// The candidate rule, with `gate_on_best`'s access to other miners' models.
+    gate: Gate,
     device: Device,
     model: Llama,
     opt: AdamW,
@@ -268,8 +266,7 @@ impl Run {
         );
         Ok(Run {
             cfg: cfg.clone(),
-            remote,
-            scored: HashMap::new(),
+            gate: Gate::new(&cfg.trainer, remote, competition.clone()),
             save_dtype: compute,
             device,
             model,
@@ -457,18 +454,13 @@ impl Run {
 
     /// Mean token cross-entropy of `model` over the eval sequences, with no gradient kept.
     fn eval_loss_of(&self, model: &Llama, shared: &Shared) -> Result<f64> {
-        let t = &self.cfg.trainer;
-        let seqs = self.data.eval_sequences();
-        let (mut sum, mut n) = (0.0f64, 0usize);
-        for chunk in seqs.chunks(t.batch_size) {
-            let flat: Vec<u32> = chunk.iter().flat_map(|s| s.iter().copied()).collect();
-            let ids = Tensor::from_vec(flat, (chunk.len(), t.sequence_length), &self.device)?;
-            let loss = model.loss(&ids, false)?;
-            sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
-            n += chunk.len();
-            shared.beat();
+        Scoring {
+            data: &self.data,
+            batch_size: self.cfg.trainer.batch_size,
+            device: &self.device,
+            beat: &|| shared.beat(),
         }
-        Ok(sum / n.max(1) as f64)
+        .score(model)
     }
 
     /// Evaluates; on a new best checkpoints, and records a candidate when the threshold rule
@@ -512,7 +504,14 @@ impl Run {
         }
         let threshold = self.cfg.trainer.avg_loss_upload_threshold;
         let last = self.store.index.last_candidate().map(|c| c.loss);
-        if is_candidate(loss, threshold, last) && self.beats_best(loss, shared) {
+        let on = Scoring {
+            data: &self.data,
+            batch_size: self.cfg.trainer.batch_size,
+            device: &self.device,
+            beat: &|| shared.beat(),
+        };
+        let admitted = self.gate.admits(loss, last, &on);
+        if admitted {
             let candidate = Candidate {
                 checkpoint: name.clone(),
                 path: self.store.path_of(&name).join("model"),
@@ -539,67 +538,6 @@ impl Run {
         }
         self.state.eval_loss = None;
         Ok(true)
-    }
-
-    /// `gate_on_best`: whether `loss` beats the competition's best committed model, scored on
-    /// our eval data, by `gate_epsilon`. Fails closed: a best model we cannot fetch or score
-    /// holds the candidate back (the next evaluation tries again).
-    fn beats_best(&mut self, loss: f64, shared: &Shared) -> bool {
-        if !self.cfg.trainer.gate_on_best {
-            return true;
-        }
-        match self.best_loss_to_beat(shared) {
-            Ok(None) => {
-                tracing::info!(
-                    "gate: no committed model in competition {}; nothing to beat",
-                    self.competition
-                );
-                true
-            }
-            Ok(Some((uid, theirs))) => {
-                let needed = theirs * (1.0 - self.cfg.trainer.gate_epsilon);
-                let pass = loss < needed;
-                tracing::info!(
-                    "gate: ours {loss:.4} vs UID {uid}'s {theirs:.4} (must be below {needed:.4}): {}",
-                    if pass { "candidate" } else { "held back" }
-                );
-                pass
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "gate: cannot score the competition's best model ({e}); candidate held back"
-                );
-                false
-            }
-        }
-    }
-
-    fn best_loss_to_beat(&mut self, shared: &Shared) -> Result<Option<(u16, f64)>> {
-        let (remote, handle) = self.remote.as_ref().ok_or_else(offline_remote)?;
-        let Some(best) = handle.block_on(remote.best(&self.competition))? else {
-            return Ok(None);
-        };
-        let key = (best.repo.clone(), best.revision.clone());
-        if let Some(l) = self.scored.get(&key) {
-            return Ok(Some((best.uid, *l)));
-        }
-        let dir = handle.block_on(remote.download(&best))?;
-        shared.beat();
-        let (cfg, params) = crate::checkpoint::read_model_dir(&dir, &self.device)?;
-        if (self.data.max_token as usize) >= cfg.vocab_size {
-            return Err(Error::Remote(format!(
-                "UID {}'s model has vocab_size {}, too small for our tokenizer's ids",
-                best.uid, cfg.vocab_size
-            )));
-        }
-        let compute = if self.device.is_cpu() {
-            DType::F32
-        } else {
-            DType::BF16
-        };
-        let theirs = self.eval_loss_of(&Llama::new(cfg, params, compute)?, shared)?;
-        self.scored.insert(key, theirs);
-        Ok(Some((best.uid, theirs)))
     }
 
     /// Writes a checkpoint of the current state and prunes old ones. Returns its name.
@@ -666,6 +604,144 @@ pub fn optimizer_step(
     let lr = optim::learning_rate(step, t.lr, t.warmup_steps, t.max_steps, t.min_lr_ratio);
     opt.step(&model.params, &grads, lr, clip)?;
     Ok(StepReport { lr, grad_norm })
+}
+
+/// What a model is scored on: our held-out split, in batches, on a device.
+pub struct Scoring<'a> {
+    pub data: &'a Dataset,
+    pub batch_size: usize,
+    pub device: &'a Device,
+    /// Called after each batch (the watchdog's heartbeat).
+    pub beat: &'a dyn Fn(),
+}
+
+impl Scoring<'_> {
+    /// The validators' metric on our held-out split: the mean token cross-entropy of `model`
+    /// over the eval sequences, with no gradient kept. The one scoring function of both engines
+    /// (the built-in loop's evaluations, the external engine's checkpoints, `gate_on_best`'s
+    /// other model).
+    pub fn score(&self, model: &Llama) -> Result<f64> {
+        let seqs = self.data.eval_sequences();
+        let (mut sum, mut n) = (0.0f64, 0usize);
+        for chunk in seqs.chunks(self.batch_size.max(1)) {
+            let flat: Vec<u32> = chunk.iter().flat_map(|s| s.iter().copied()).collect();
+            let ids = Tensor::from_vec(flat, (chunk.len(), self.data.seq_len), self.device)?;
+            let loss = model.loss(&ids, false)?;
+            sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * chunk.len() as f64;
+            n += chunk.len();
+            (self.beat)();
+        }
+        Ok(sum / n.max(1) as f64)
+    }
+
+    /// Loads the model directory `dir` on the device and scores it. Refuses a model whose
+    /// vocabulary our token ids do not fit.
+    pub fn score_dir(&self, dir: &Path) -> Result<f64> {
+        let (cfg, params) = crate::checkpoint::read_model_dir(dir, self.device)?;
+        if (self.data.max_token as usize) >= cfg.vocab_size {
+            return Err(Error::Model(format!(
+                "vocab_size {} is too small for our tokenizer's ids (up to {})",
+                cfg.vocab_size, self.data.max_token
+            )));
+        }
+        self.score(&Llama::new(cfg, params, compute_dtype(self.device))?)
+    }
+}
+
+/// The compute dtype of a device: f32 on the CPU, bf16 on CUDA.
+pub fn compute_dtype(device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::BF16
+    }
+}
+
+/// The candidate rule of both engines: [`is_candidate`], then `gate_on_best`. It holds what the
+/// gate needs across evaluations: the remote access and the losses of best models scored.
+pub struct Gate {
+    threshold: f64,
+    gate_on_best: bool,
+    gate_epsilon: f64,
+    competition: String,
+    /// Online: other miners' models, and the runtime to wait on their calls with.
+    remote: Option<(Remote, tokio::runtime::Handle)>,
+    /// Eval losses of best models already scored, by (repo, revision).
+    scored: HashMap<(String, String), f64>,
+}
+
+impl Gate {
+    pub fn new(
+        t: &config::TrainerConfig,
+        remote: Option<(Remote, tokio::runtime::Handle)>,
+        competition: String,
+    ) -> Gate {
+        Gate {
+            threshold: t.avg_loss_upload_threshold,
+            gate_on_best: t.gate_on_best,
+            gate_epsilon: t.gate_epsilon,
+            competition,
+            remote,
+            scored: HashMap::new(),
+        }
+    }
+
+    /// Whether a checkpoint of eval loss `loss` is a candidate, the last candidate's loss being
+    /// `last_candidate`. `on` scores the competition's best model for `gate_on_best`.
+    pub fn admits(&mut self, loss: f64, last_candidate: Option<f64>, on: &Scoring) -> bool {
+        is_candidate(loss, self.threshold, last_candidate) && self.beats_best(loss, on)
+    }
+
+    /// `gate_on_best`: whether `loss` beats the competition's best committed model, scored on
+    /// our eval data, by `gate_epsilon`. Fails closed: a best model we cannot fetch or score
+    /// holds the candidate back (the next evaluation tries again).
+    fn beats_best(&mut self, loss: f64, on: &Scoring) -> bool {
+        if !self.gate_on_best {
+            return true;
+        }
+        match self.best_loss_to_beat(on) {
+            Ok(None) => {
+                tracing::info!(
+                    "gate: no committed model in competition {}; nothing to beat",
+                    self.competition
+                );
+                true
+            }
+            Ok(Some((uid, theirs))) => {
+                let needed = theirs * (1.0 - self.gate_epsilon);
+                let pass = loss < needed;
+                tracing::info!(
+                    "gate: ours {loss:.4} vs UID {uid}'s {theirs:.4} (must be below {needed:.4}): {}",
+                    if pass { "candidate" } else { "held back" }
+                );
+                pass
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "gate: cannot score the competition's best model ({e}); candidate held back"
+                );
+                false
+            }
+        }
+    }
+
+    fn best_loss_to_beat(&mut self, on: &Scoring) -> Result<Option<(u16, f64)>> {
+        let (remote, handle) = self.remote.as_ref().ok_or_else(offline_remote)?;
+        let Some(best) = handle.block_on(remote.best(&self.competition))? else {
+            return Ok(None);
+        };
+        let key = (best.repo.clone(), best.revision.clone());
+        if let Some(l) = self.scored.get(&key) {
+            return Ok(Some((best.uid, *l)));
+        }
+        let dir = handle.block_on(remote.download(&best))?;
+        (on.beat)();
+        let theirs = on
+            .score_dir(&dir)
+            .map_err(|e| Error::Remote(format!("UID {}'s model: {e}", best.uid)))?;
+        self.scored.insert(key, theirs);
+        Ok(Some((best.uid, theirs)))
+    }
 }
 
 /// The threshold rule: below `avg_loss_upload_threshold` (0 disables, as upstream) and better

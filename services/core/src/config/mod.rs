@@ -43,7 +43,7 @@ pub use predictor::{Output, PredictorConfig, MAX_TIMEOUT_S};
 pub use publisher::{LimitsConfig, PublisherConfig, OFFLINE_REPO};
 pub use retry::RetryConfig;
 pub use soundsright::{is_commit_id, SoundsrightConfig, SoundsrightModel};
-pub use trainer::{Start, StartFrom, TrainerConfig, TrainerModelConfig};
+pub use trainer::{Engine, ExternalConfig, Start, StartFrom, TrainerConfig, TrainerModelConfig};
 
 /// Exit status for configuration errors (sysexits.h EX_CONFIG).
 pub const EX_CONFIG: i32 = 78;
@@ -728,6 +728,58 @@ mod tests {
         assert!(e.allowed.contains("probability"), "{e}");
         let e = bad("trainer.start=\"uid\"");
         assert_eq!(e.key, "trainer.load_uid");
+    }
+
+    /// Proves: `trainer.engine = "external"` is typed (a misspelt engine is refused), needs a
+    /// command and an absolute checkpoint_dir, refuses a marker that is a path, a settle time of
+    /// 0 without a marker, a remote start and restart delays out of order, each naming its key;
+    /// a good one loads with the documented defaults.
+    #[test]
+    fn the_external_engine_is_checked() {
+        let ext = |extra: &[&str]| {
+            let mut o = vec![
+                "trainer.engine=\"external\"",
+                "trainer.external.command=[\"torchrun\", \"train.py\"]",
+                "trainer.external.checkpoint_dir=\"/srv/ckpt\"",
+            ];
+            o.extend_from_slice(extra);
+            load(None, &o)
+        };
+        let c = ext(&[]).unwrap();
+        assert_eq!(c.trainer.engine, Engine::External);
+        assert_eq!(c.trainer.external.marker(), Some("COMPLETE"));
+        assert_eq!(c.trainer.external.resume_flag, None);
+        let key = |extra: &[&str]| ext(extra).unwrap_err().key;
+        assert_eq!(
+            load(None, &["trainer.engine=\"fsdp\""]).unwrap_err().key,
+            "trainer.engine"
+        );
+        assert_eq!(
+            key(&["trainer.external.command=[]"]),
+            "trainer.external.command"
+        );
+        assert_eq!(
+            key(&["trainer.external.checkpoint_dir=\"ckpt\""]),
+            "trainer.external.checkpoint_dir"
+        );
+        assert_eq!(
+            key(&["trainer.external.complete_marker=\"a/b\""]),
+            "trainer.external.complete_marker"
+        );
+        assert_eq!(
+            key(&[
+                "trainer.external.complete_marker=\"\"",
+                "trainer.external.settle_seconds=0"
+            ]),
+            "trainer.external.settle_seconds"
+        );
+        assert_eq!(
+            key(&["trainer.external.restart_max_ms=10"]),
+            "trainer.external.restart_max_ms"
+        );
+        assert_eq!(key(&["trainer.start=\"best\""]), "trainer.start");
+        // The candle engine ignores [trainer.external].
+        assert!(load(None, &["trainer.external.command=[]"]).is_ok());
     }
 
     /// Every key's dotted name, from the structs themselves (`None` fields serialize as null, so

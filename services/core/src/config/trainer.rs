@@ -2,6 +2,7 @@
 //! upstream's miner flags where one exists. `start` and `device` are typed here, once, so that the
 //! trainer matches on values instead of comparing strings (and never falls back silently).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -80,11 +81,158 @@ pub enum Start {
     Best,
 }
 
+/// `trainer.engine`: who trains. The daemon's own candle loop, or an external engine (torchrun +
+/// FSDP, DeepSpeed, …) it supervises, scoring its checkpoints as validators do
+/// (`[trainer.external]`, docs/trainer.md "External engine").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// The built-in candle loop.
+    #[default]
+    Candle,
+    /// `[trainer.external].command`, run as the daemon's child.
+    External,
+}
+
+/// `[trainer.external]`: the engine `trainer.engine = "external"` runs, and the checkpoints it
+/// writes. The contract between the daemon and the engine is in docs/trainer.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExternalConfig {
+    /// The engine's argv (no shell), e.g. `["torchrun", "--nproc-per-node", "8", "train.py"]`.
+    pub command: Vec<String>,
+    /// Its working directory (unset: `<state>/external`).
+    pub workdir: Option<PathBuf>,
+    /// Variables added to its environment (never logged: they may hold secrets).
+    pub environment: BTreeMap<String, String>,
+    /// Where the engine writes checkpoints, one directory each (absolute).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// The file the engine writes last into a checkpoint; empty: a checkpoint is complete once its
+    /// files parse and their sizes have not changed for `settle_seconds`.
+    pub complete_marker: String,
+    /// Without a marker: how long a checkpoint's file sizes must stay unchanged.
+    pub settle_seconds: u64,
+    /// The flag that tells the command which checkpoint to resume from (unset: none is passed).
+    pub resume_flag: Option<String>,
+    /// The JSON-lines file the engine appends its progress to (unset: `<state>/external/metrics.jsonl`).
+    pub metrics_file: Option<PathBuf>,
+    /// After SIGTERM to the engine's process group, how long before SIGKILL.
+    pub stop_grace_seconds: u64,
+    /// Where checkpoints are scored (unset: `trainer.device`).
+    pub score_device: Option<Device>,
+    /// Crashes in a row (each within a minute of its start) before the run is `failed`.
+    pub max_restarts: u32,
+    /// The first delay before a restart; it doubles per crash in a row up to `restart_max_ms`.
+    pub restart_initial_ms: u64,
+    pub restart_max_ms: u64,
+}
+
+impl Default for ExternalConfig {
+    fn default() -> Self {
+        ExternalConfig {
+            command: Vec::new(),
+            workdir: None,
+            environment: BTreeMap::new(),
+            checkpoint_dir: None,
+            complete_marker: "COMPLETE".into(),
+            settle_seconds: 30,
+            resume_flag: None,
+            metrics_file: None,
+            stop_grace_seconds: 20,
+            score_device: None,
+            max_restarts: 5,
+            restart_initial_ms: 5_000,
+            restart_max_ms: 300_000,
+        }
+    }
+}
+
+impl ExternalConfig {
+    /// The marker file, when one is configured.
+    pub fn marker(&self) -> Option<&str> {
+        (!self.complete_marker.is_empty()).then_some(self.complete_marker.as_str())
+    }
+
+    /// Checks `[trainer.external]` for `trainer.engine = "external"`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err(ConfigError::new(
+                "trainer.external.command",
+                format!("{:?}", self.command),
+                "the engine's argv, a non-empty list (e.g. [\"torchrun\", \"--nproc-per-node\", \"8\", \"train.py\"])",
+            ));
+        }
+        match &self.checkpoint_dir {
+            Some(d) if d.is_absolute() => {}
+            other => {
+                return Err(ConfigError::new(
+                    "trainer.external.checkpoint_dir",
+                    other
+                        .as_ref()
+                        .map_or("(unset)".into(), |d| d.display().to_string()),
+                    "an absolute path: where the engine writes its checkpoints",
+                ))
+            }
+        }
+        let m = &self.complete_marker;
+        if m.contains('/') || m == "." || m == ".." || m.len() > 255 {
+            return Err(ConfigError::new(
+                "trainer.external.complete_marker",
+                m,
+                "a file name (no '/'), or empty for completion by settled sizes",
+            ));
+        }
+        if self.marker().is_none() && self.settle_seconds == 0 {
+            return Err(ConfigError::new(
+                "trainer.external.settle_seconds",
+                0,
+                "a positive number of seconds when no complete_marker is set",
+            ));
+        }
+        if self.resume_flag.as_ref().is_some_and(|f| f.is_empty()) {
+            return Err(ConfigError::new(
+                "trainer.external.resume_flag",
+                "\"\"",
+                "a flag such as \"--resume\", or unset",
+            ));
+        }
+        for k in self.environment.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(ConfigError::new(
+                    "trainer.external.environment",
+                    k,
+                    "variable names without '=' or NUL",
+                ));
+            }
+        }
+        if self.restart_initial_ms == 0 || self.restart_max_ms < self.restart_initial_ms {
+            return Err(ConfigError::new(
+                "trainer.external.restart_max_ms",
+                self.restart_max_ms,
+                format!(
+                    "at least restart_initial_ms ({}), which must be positive",
+                    self.restart_initial_ms
+                ),
+            ));
+        }
+        if self.stop_grace_seconds > 3600 {
+            return Err(ConfigError::new(
+                "trainer.external.stop_grace_seconds",
+                self.stop_grace_seconds,
+                "at most 3600",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[trainer]`: the training run. Names follow upstream's miner flags where one exists
 /// (`lr`, `accumulation_steps`, `pages_per_epoch`, `avg_loss_upload_threshold`, …).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainerConfig {
+    /// Who trains: `candle` (the built-in loop) or `external` (`[trainer.external]`).
+    pub engine: Engine,
     /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
     pub device: Device,
     /// Start training when the daemon starts (else wait for `minerctl train start`).
@@ -152,11 +300,14 @@ pub struct TrainerConfig {
     pub checkpoint_activations: Option<bool>,
     /// Model sizes for `start = "scratch"`.
     pub model: TrainerModelConfig,
+    /// The external engine (`engine = "external"`).
+    pub external: ExternalConfig,
 }
 
 impl Default for TrainerConfig {
     fn default() -> Self {
         TrainerConfig {
+            engine: Engine::Candle,
             device: Device::Cpu,
             autostart: true,
             start: StartFrom::Scratch,
@@ -195,6 +346,7 @@ impl Default for TrainerConfig {
             max_shard_bytes: 5 * 1024 * 1024 * 1024,
             checkpoint_activations: None,
             model: TrainerModelConfig::default(),
+            external: ExternalConfig::default(),
         }
     }
 }
@@ -357,6 +509,16 @@ impl TrainerConfig {
             ));
         }
         self.resolve_start()?;
+        if self.engine == Engine::External {
+            self.external.validate()?;
+            if self.start.is_remote() {
+                return Err(ConfigError::new(
+                    "trainer.start",
+                    self.start,
+                    "scratch or model-dir with trainer.engine = \"external\" (the engine starts from TAOMINER_MODEL_CONFIG)",
+                ));
+            }
+        }
         Ok(())
     }
 }

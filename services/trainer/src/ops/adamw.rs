@@ -11,7 +11,8 @@
 //! ```
 //!
 //! with `g` the gradient times the clip factor (as `clip_grad_norm_` scales the gradient in
-//! place before the step).
+//! place before the step). On CUDA (f32 parameters) the same pass runs as a kernel
+//! (`ops::cuda::adamw`); other devices and dtypes take the composed update.
 
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
@@ -58,6 +59,10 @@ pub fn adamw_step(
     s: &AdamWStep,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     if !cpu_f32(&[p, g, m, v]) {
+        #[cfg(feature = "cuda")]
+        if super::cuda::takes(&[p, g, m, v]) && p.dtype() == DType::F32 {
+            return super::cuda::adamw::adamw_step(p, g, m, v, s);
+        }
         return reference_step(p, g, m, v, s);
     }
     // The new parameter and moments start as copies of the old ones and are updated in place.
@@ -92,8 +97,9 @@ pub fn adamw_step(
     ))
 }
 
-/// The same update composed from candle ops (other devices and dtypes).
-fn reference_step(
+/// The same update composed from candle ops (other devices and dtypes; the kernel check's
+/// reference).
+pub fn reference_step(
     p: &Tensor,
     g: &Tensor,
     m: &Tensor,
@@ -118,6 +124,10 @@ dispatch! {
 /// Σ g² over a tensor, accumulated per chunk in f32 and across chunks in f64.
 pub fn sum_of_squares(g: &Tensor) -> Result<f64> {
     if !cpu_f32(&[g]) {
+        #[cfg(feature = "cuda")]
+        if super::cuda::takes(&[g]) {
+            return super::cuda::adamw::sum_of_squares(g);
+        }
         return g
             .to_dtype(DType::F32)?
             .sqr()?

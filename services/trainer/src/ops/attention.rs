@@ -22,8 +22,12 @@
 //! Parallel work: the forward pass is one task per (batch, kv head, query tile). The backward
 //! pass is one task per (batch, kv head): the task owns that head's dK and dV and the dQ of the
 //! query heads that read it, so no two tasks write the same memory and no atomics or
-//! reductions are needed (a CUDA kernel, with far more parallel units, splits key tiles and
-//! accumulates dQ atomically, as FlashAttention-2 does).
+//! reductions are needed.
+//!
+//! On CUDA (`cuda_fwd`, kernels/attention.cu through `ops/cuda/attention.rs`) the same
+//! algorithm runs one block per (batch, query head, query tile) forward; backward, dQ is its own
+//! kernel over query tiles and dK/dV one over key tiles (each owning what it writes: no atomics,
+//! deterministic). The saved lse stays on the device, in query-row order `[b, t, heads]`.
 
 use std::sync::{Arc, Mutex};
 
@@ -38,14 +42,14 @@ pub const BLOCK_Q: usize = 64;
 /// Key/value rows per tile.
 pub const BLOCK_K: usize = 64;
 
-/// Sizes and row offsets of `[b, t, heads, d]` tensors.
+/// Sizes and row offsets of `[b, t, heads, d]` tensors (the CUDA launches read the sizes too).
 #[derive(Debug, Clone, Copy)]
-struct Dims {
-    b: usize,
-    t: usize,
-    nh: usize,
-    nkv: usize,
-    d: usize,
+pub(crate) struct Dims {
+    pub b: usize,
+    pub t: usize,
+    pub nh: usize,
+    pub nkv: usize,
+    pub d: usize,
 }
 
 impl Dims {
@@ -433,10 +437,27 @@ dispatch! {
     }
 }
 
+/// The forward pass's per-row log-sum-exp, for the backward pass: on the device that ran it.
+#[derive(Clone)]
+enum Lse {
+    /// Grouped order (`[b, kv_heads, t, rep]`).
+    Cpu(Arc<Vec<f32>>),
+    /// `[b, t, heads]` (the order of the query rows; kernels/attention.cu).
+    #[cfg(feature = "cuda")]
+    Cuda(Arc<candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>>),
+}
+
 struct FlashAttention {
     scale: f32,
-    /// The forward pass's per-row log-sum-exp (grouped order), for the backward pass.
-    lse: Mutex<Option<Arc<Vec<f32>>>>,
+    lse: Mutex<Option<Lse>>,
+}
+
+impl FlashAttention {
+    fn save(&self, lse: Lse) {
+        if let Ok(mut saved) = self.lse.lock() {
+            *saved = Some(lse);
+        }
+    }
 }
 
 fn dims_of(q: &Shape, k: &Shape, v: &Shape) -> candle_core::Result<Dims> {
@@ -472,13 +493,35 @@ impl CustomOp3 for FlashAttention {
         let k = f32_slice(ks, kl, "flash-attention k")?;
         let v = f32_slice(vs, vl, "flash-attention v")?;
         let (out, lse) = forward(dims, self.scale, &regroup(dims, q, false), k, v);
-        if let Ok(mut saved) = self.lse.lock() {
-            *saved = Some(Arc::new(lse));
-        }
+        self.save(Lse::Cpu(Arc::new(lse)));
         Ok((
             CpuStorage::F32(regroup(dims, &out, true)),
             ql.shape().clone(),
         ))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        qs: &candle_core::CudaStorage,
+        ql: &Layout,
+        ks: &candle_core::CudaStorage,
+        kl: &Layout,
+        vs: &candle_core::CudaStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda;
+        use candle_core::backend::BackendStorage;
+        let dims = dims_of(ql.shape(), kl.shape(), vl.shape())?;
+        let dev = qs.device();
+        cuda::by_dtype!(qs.dtype(), self.name(), T => {
+            let q = cuda::view::<T>(qs, ql, "flash-attention q")?;
+            let k = cuda::view::<T>(ks, kl, "flash-attention k")?;
+            let v = cuda::view::<T>(vs, vl, "flash-attention v")?;
+            let (out, lse) = cuda::attention::forward(dev, dims, self.scale, &q, &k, &v)?;
+            self.save(Lse::Cuda(Arc::new(lse)));
+            Ok((cuda::storage(out, dev), ql.shape().clone()))
+        })
     }
 
     fn bwd(
@@ -490,11 +533,17 @@ impl CustomOp3 for FlashAttention {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let lse = self.lse.lock().ok().and_then(|s| s.clone());
-        let Some(lse) = lse else {
-            candle_core::bail!("flash-attention: backward before forward");
-        };
         let dims = dims_of(q.shape(), k.shape(), v.shape())?;
         let grad = grad.contiguous()?;
+        let lse = match lse {
+            Some(Lse::Cpu(lse)) => lse,
+            #[cfg(feature = "cuda")]
+            Some(Lse::Cuda(lse)) => {
+                return cuda_bwd(dims, self.scale, [q, k, v, res, &grad], &lse)
+                    .map(|(dq, dk, dv)| (Some(dq), Some(dk), Some(dv)));
+            }
+            None => candle_core::bail!("flash-attention: backward before forward"),
+        };
         let (dq, dk, dv) = with_f32(&[q, k, v, res, &grad], self.name(), |data| {
             let grouped = |x: &[f32]| regroup(dims, x, false);
             let (dq, dk, dv) = backward(
@@ -518,8 +567,54 @@ impl CustomOp3 for FlashAttention {
     }
 }
 
-/// Causal attention over `[b, t, heads, d]` q and `[b, t, kv_heads, d]` k, v (f32, CPU) →
-/// `[b, t, heads, d]`.
+/// The backward pass on CUDA: `[q, k, v, o, do]` (contiguous, one dtype) and the forward's lse →
+/// `(dq, dk, dv)`.
+#[cfg(feature = "cuda")]
+fn cuda_bwd(
+    dims: Dims,
+    scale: f32,
+    ts: [&Tensor; 5],
+    lse: &candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    use super::cuda;
+    use candle_core::backend::BackendStorage;
+    use candle_core::{op::BackpropOp, Storage};
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut storages = Vec::with_capacity(ts.len());
+    for (storage, layout) in &guards {
+        let Storage::Cuda(cs) = &**storage else {
+            candle_core::bail!("flash-attention: backward of a CUDA forward on another device");
+        };
+        storages.push((cs, *layout));
+    }
+    let dev = storages[0].0.device().clone();
+    let tensor = |s: candle_core::CudaStorage, like: &Tensor| {
+        Tensor::from_storage(Storage::Cuda(s), like.shape(), BackpropOp::none(), false)
+    };
+    cuda::by_dtype!(ts[0].dtype(), "flash-attention", T => {
+        let mut views = Vec::with_capacity(storages.len());
+        for (cs, layout) in &storages {
+            views.push(cuda::view::<T>(cs, layout, "flash-attention backward")?);
+        }
+        let (dq, dk, dv) = cuda::attention::backward(
+            &dev, dims, scale, &views[0], &views[1], &views[2], &views[3], &views[4], lse,
+        )?;
+        Ok((
+            tensor(cuda::storage(dq, &dev), ts[0]),
+            tensor(cuda::storage(dk, &dev), ts[1]),
+            tensor(cuda::storage(dv, &dev), ts[2]),
+        ))
+    })
+}
+
+/// Whether the CUDA kernels take q and k of these shapes (a valid shape, head dim ≤ 256).
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_supports(q: &Tensor, k: &Tensor) -> bool {
+    dims_of(q.shape(), k.shape(), k.shape()).is_ok_and(super::cuda::attention::supports)
+}
+
+/// Causal attention over `[b, t, heads, d]` q and `[b, t, kv_heads, d]` k, v (f32 on the CPU;
+/// f32 or bf16 on CUDA, head dim ≤ 256) → `[b, t, heads, d]`.
 pub fn flash_attention(
     q: &Tensor,
     k: &Tensor,

@@ -11,13 +11,17 @@
 //! * [`causal_lm_loss`]: the loss over the logits, whose gradient is written in one pass;
 //! * [`adamw`]: the optimiser update and the gradient norm, one pass per parameter.
 //!
-//! The CPU kernels are complete (f32); on other devices, and for other dtypes, each function
+//! The CPU kernels are complete (f32). With the `cuda` feature, CUDA tensors of f32 or bf16 go
+//! to the CUDA kernels in [`cuda`] (`kernels/*.cu`, compiled by build.rs), which follow the same
+//! formulas and saved statistics. Everything else (other dtypes, mixed dtypes, other devices)
 //! falls back to the composed reference in [`reference`], which is also what the tests hold
-//! the kernels to. The CUDA kernels follow the same tiling and saved statistics.
+//! the kernels to.
 
 pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod elementwise;
 mod simd;
 #[cfg(test)]
@@ -66,6 +70,10 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     if cpu_f32(&[x, w]) {
         return elementwise::rms_norm(x, w, eps);
     }
+    #[cfg(feature = "cuda")]
+    if cuda::takes(&[x, w]) {
+        return cuda::elementwise::rms_norm(x, w, eps);
+    }
     reference::rms_norm(x, w, eps)
 }
 
@@ -74,6 +82,10 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     if cpu_f32(&[x, cos, sin]) {
         return elementwise::rope(x, cos, sin);
     }
+    #[cfg(feature = "cuda")]
+    if cuda::takes(&[x, cos, sin]) {
+        return cuda::elementwise::rope(x, cos, sin);
+    }
     reference::rope(x, cos, sin)
 }
 
@@ -81,6 +93,10 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if cpu_f32(&[gate, up]) {
         return elementwise::swiglu(gate, up);
+    }
+    #[cfg(feature = "cuda")]
+    if cuda::takes(&[gate, up]) {
+        return cuda::elementwise::swiglu(gate, up);
     }
     reference::swiglu(gate, up)
 }
@@ -92,15 +108,24 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
     if cpu_f32(&[q, k, v]) {
         return attention::flash_attention(q, k, v, scale);
     }
+    // Head dims above 256 have no CUDA kernel: the reference takes them.
+    #[cfg(feature = "cuda")]
+    if cuda::takes(&[q, k, v]) && attention::cuda_supports(q, k) {
+        return attention::flash_attention(q, k, v, scale);
+    }
     reference::attention(q, k, v, scale)
 }
 
-/// The causal language-model loss: mean cross-entropy of `logits` `[b, t, vocab]` (f32) at
-/// positions `0..t-1` against the next token of `ids` `[b, t]` (u32), as transformers'
-/// `model(ids, labels=ids).loss`.
+/// The causal language-model loss: mean cross-entropy of `logits` `[b, t, vocab]` (f32; bf16
+/// on CUDA too) at positions `0..t-1` against the next token of `ids` `[b, t]` (u32), as
+/// transformers' `model(ids, labels=ids).loss`.
 pub fn causal_lm_loss(logits: &Tensor, ids: &Tensor) -> Result<Tensor> {
     if cpu_f32(&[logits]) {
         return cross_entropy::causal_lm_loss(logits, ids);
+    }
+    #[cfg(feature = "cuda")]
+    if cuda::takes(&[logits]) && ids.device().same_device(logits.device()) {
+        return cuda::loss::causal_lm_loss(logits, ids);
     }
     reference::causal_lm_loss(logits, ids)
 }
