@@ -39,10 +39,17 @@ impl Fixture {
         self.path("ckpts").join(format!("step-{step:08}"))
     }
 
-    /// A trainer whose engine is the recipe under torchrun, 2 ranks, `STEPS` steps, a checkpoint
-    /// every `EVERY` (all kept, for the reference check), with `crash_at` as the engine's
-    /// crash points, each firing once.
-    fn trainer<'a>(&self, bus: &'a Bus, state: &'a std::path::Path, crash_at: &str) -> Spawn<'a> {
+    /// A trainer whose engine is the recipe under torchrun, 2 ranks, `steps` steps, a checkpoint
+    /// every `every` (all kept, for the reference check), with `crash_at` as the engine's crash
+    /// points, each firing once, and `extra` `--set`s.
+    fn trainer<'a>(
+        &self,
+        bus: &'a Bus,
+        state: &'a std::path::Path,
+        crash_at: &str,
+        (steps, every): (u64, u64),
+        extra: &[&str],
+    ) -> Spawn<'a> {
         let root = repo_root();
         let command: Vec<String> = [
             root.join(".venv/bin/torchrun").display().to_string(),
@@ -53,9 +60,9 @@ impl Fixture {
             "--device".into(),
             "cpu".into(),
             "--max-steps".into(),
-            STEPS.to_string(),
+            steps.to_string(),
             "--checkpoint-every".into(),
-            EVERY.to_string(),
+            every.to_string(),
             "--keep-checkpoints".into(),
             "8".into(),
             "--batch-size".into(),
@@ -70,7 +77,34 @@ impl Fixture {
             "trainer.external.environment={{OMP_NUM_THREADS=\"1\",MINERTEST_CRASH_AT={crash_at:?},MINERTEST_CRASH_ONCE_DIR={:?}}}",
             self.path("once").display().to_string()
         );
-        external_trainer(bus, state, self.dir.path(), &command, &[&env])
+        let mut sets = vec![env.as_str()];
+        sets.extend(extra);
+        external_trainer(bus, state, self.dir.path(), &command, &sets)
+    }
+
+    /// The steps of the metrics file, in the order written.
+    fn metric_steps(&self, state: &std::path::Path) -> Vec<u64> {
+        std::fs::read_to_string(state.join("external/metrics.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["step"].as_u64())
+            .collect()
+    }
+
+    /// torchrun's pid (the recorded process group) and its ranks, once both ranks run.
+    fn engine_pids(&self, state: &std::path::Path) -> Vec<u64> {
+        let mut pids = Vec::new();
+        let ok = eventually(Duration::from_secs(60), || {
+            let Some(torchrun) = read_json(&state.join("external/engine.pid"))["pgid"].as_u64()
+            else {
+                return false;
+            };
+            let ranks = children(torchrun);
+            pids = [torchrun].into_iter().chain(ranks).collect();
+            pids.len() == 3
+        });
+        assert!(ok, "torchrun and two ranks: {pids:?}\n{}", self.log());
+        pids
     }
 
     fn log(&self) -> String {
@@ -91,6 +125,17 @@ impl Fixture {
             })
             .collect()
     }
+}
+
+/// The first step of each run in a metrics file's steps: where a step does not follow the one
+/// before it, a restarted engine began.
+fn runs(steps: &[u64]) -> Vec<u64> {
+    steps
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| *i == 0 || **s != steps[i - 1] + 1)
+        .map(|(_, s)| *s)
+        .collect()
 }
 
 /// Proves issue 20's CI tests with the real recipe: under `torchrun --nproc-per-node 2` as the
@@ -115,7 +160,9 @@ fn the_fsdp_recipe_under_torchrun_is_scored_as_transformers_and_survives_kills()
     committer.assert_ready();
     let state = fx.path("state");
     let crash_at = "rank1:after-step:6,rank0:before-marker:12";
-    let mut d = fx.trainer(&bus, &state, crash_at).start();
+    let mut d = fx
+        .trainer(&bus, &state, crash_at, (STEPS, EVERY), &[])
+        .start();
     d.assert_ready();
 
     // Start 1 trains from scratch until rank 1 dies after step 6; start 2 resumes step 4 and
@@ -181,7 +228,9 @@ fn the_fsdp_recipe_under_torchrun_is_scored_as_transformers_and_survives_kills()
     );
 
     // The restarted daemon resumes the run (from step 8: 12 is still unfinished) to the end.
-    let mut d = fx.trainer(&bus, &state, crash_at).start();
+    let mut d = fx
+        .trainer(&bus, &state, crash_at, (STEPS, EVERY), &[])
+        .start();
     d.assert_ready();
     let st = wait_train_state(&bus, "finished", LIMIT, || fx.log());
     assert_eq!(st["step"], STEPS, "{st}");
@@ -194,22 +243,8 @@ fn the_fsdp_recipe_under_torchrun_is_scored_as_transformers_and_survives_kills()
         fx.log()
     );
     // Its step continues: each start's first metrics line follows the step it resumed.
-    let metrics: Vec<u64> = std::fs::read_to_string(state.join("external/metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["step"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    let firsts: Vec<u64> = metrics
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| *i == 0 || **s != metrics[i - 1] + 1)
-        .map(|(_, s)| *s)
-        .collect();
-    assert_eq!(firsts, vec![1, 5, 9], "metrics steps {metrics:?}");
+    let metrics = fx.metric_steps(&state);
+    assert_eq!(runs(&metrics), vec![1, 5, 9], "metrics steps {metrics:?}");
     assert_eq!(metrics.last(), Some(&STEPS));
 
     // Every complete checkpoint scored once; step 12 only after the run that completed it began.
@@ -306,4 +341,70 @@ fn the_fsdp_recipe_under_torchrun_is_scored_as_transformers_and_survives_kills()
     d.terminate();
     publisher.terminate();
     committer.terminate();
+}
+
+/// Proves the daemon stops the real engine cleanly: `Pause` sends SIGTERM to torchrun's group,
+/// torchrun passes it to its ranks, and they save the current step as a complete checkpoint and
+/// exit within the grace (no SIGKILL), leaving no process; that checkpoint is scored, and
+/// `Start` resumes from it, the steps continuing right after it; the daemon's own stop
+/// (SIGTERM) ends torchrun and the ranks the same way.
+#[test]
+fn pause_and_stop_end_torchrun_and_its_ranks_after_a_checkpoint_of_the_current_step() {
+    let fx = Fixture::new();
+    let bus = Bus::start();
+    let state = fx.path("state");
+    // Far more steps than the test runs, no periodic checkpoint: only SIGTERM saves.
+    let run = (100_000, 100_000);
+    let grace = ["trainer.external.stop_grace_seconds=25"];
+    let mut d = fx.trainer(&bus, &state, "", run, &grace).start();
+    d.assert_ready();
+    assert!(
+        eventually(LIMIT, || fx.metric_steps(&state).len() >= 3),
+        "{}",
+        fx.log()
+    );
+    let engine = fx.engine_pids(&state);
+    let out = minerctl(&bus, &["train", "pause"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_train_state(&bus, "paused", Duration::from_secs(60), || fx.log());
+    assert!(
+        engine.iter().all(|&p| !alive(p)),
+        "left after the pause: {engine:?}"
+    );
+    let log = fx.log();
+    assert!(!log.contains("SIGKILL"), "the engine needed SIGKILL\n{log}");
+    // The step it stopped at is a complete checkpoint, and the daemon scores it.
+    let paused_at = *fx.metric_steps(&state).last().unwrap();
+    let name = format!("step-{paused_at:08}");
+    assert!(fx.ckpt(paused_at).join("COMPLETE").is_file(), "{log}");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            read_json(&state.join("external/intake.json"))["checkpoints"][&name]["outcome"]
+                == "scored"
+        }),
+        "{name} not scored\n{}",
+        fx.log()
+    );
+
+    let out = minerctl(&bus, &["train", "start"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        eventually(LIMIT, || fx.metric_steps(&state).len()
+            > paused_at as usize + 2),
+        "{}",
+        fx.log()
+    );
+    let resumed = fx.ckpt(paused_at).display().to_string();
+    assert_eq!(fx.starts(), vec![None, Some(resumed)]);
+    // Resumed right after the paused step: no step trained twice, none skipped.
+    let steps = fx.metric_steps(&state);
+    let want: Vec<u64> = (1..=steps.len() as u64).collect();
+    assert_eq!(steps, want);
+    let engine = fx.engine_pids(&state);
+    assert!(d.terminate().is_some(), "the daemon stops within its grace");
+    assert!(
+        engine.iter().all(|&p| !alive(p)),
+        "left after the daemon's stop: {engine:?}"
+    );
+    assert!(!fx.log().contains("SIGKILL"), "{}", fx.log());
 }
