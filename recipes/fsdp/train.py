@@ -250,12 +250,48 @@ def complete_checkpoints(ckpt_dir: Path, marker: str):
 
 
 def crash_point(rank: int, where: str, step: int):
-    """Fault injection for the tests (MINERTEST_CRASH_AT=rank<R>:<where>:<step>, as the daemons'
-    crash points): SIGKILL this rank there, as a power cut or the OOM killer would."""
-    want = os.environ.get("MINERTEST_CRASH_AT")
-    if want and want == f"rank{rank}:{where}:{step}":
-        print(f"train.py: rank {rank}: crash point {want}", file=sys.stderr, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Fault injection for the tests (MINERTEST_CRASH_AT=rank<R>:<where>:<step>[,…], as the
+    daemons' crash points): SIGKILL this rank there, as a power cut or the OOM killer would. With
+    MINERTEST_CRASH_ONCE_DIR each point fires once (a flag file per point), so an engine the
+    daemon restarts with the same environment gets past it."""
+    here = f"rank{rank}:{where}:{step}"
+    if here not in os.environ.get("MINERTEST_CRASH_AT", "").split(","):
+        return
+    once = os.environ.get("MINERTEST_CRASH_ONCE_DIR")
+    if once:
+        try:
+            os.close(os.open(os.path.join(once, here.replace(":", "-")),
+                             os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    print(f"train.py: rank {rank}: crash point {here}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_with_parent():
+    """Under torchrun (Linux): SIGKILL this rank when its torchrun agent dies. torchrun starts
+    each rank in a session of its own (start_new_session), so a SIGKILLed agent (it gets the
+    daemon's PR_SET_PDEATHSIG when miner-trainer is SIGKILLed, or the OOM killer picks it) leaves
+    its ranks running, holding the devices and writing checkpoints, and no signal to the agent's
+    process group reaches them; torchrun itself sets no death signal. docs/trainer.md, the
+    contract, recommends this to every engine that forks workers."""
+    if not sys.platform.startswith("linux") or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    import ctypes
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        print(f"train.py: warning: prctl(PR_SET_PDEATHSIG): {os.strerror(err)}; this rank may "
+              f"outlive its agent", file=sys.stderr, flush=True)
+        return
+    # The agent died before the prctl (the signal will never come): the parent is now init or
+    # a subreaper.
+    if parent == 1 or os.getppid() != parent:
+        print("train.py: the torchrun agent is gone; exiting", file=sys.stderr, flush=True)
+        os._exit(1)
 
 
 def free_port() -> int:
@@ -265,6 +301,9 @@ def free_port() -> int:
 
 
 def main(argv: list[str]) -> int:
+    # First, before the seconds of importing torch: a window in which an agent's death would
+    # leave this rank behind.
+    die_with_parent()
     args = parse_args(argv)
     try:
         return train(args)

@@ -5,7 +5,10 @@
 //! (`target/<profile>/`); the README test command builds them first.
 
 pub mod axon;
+pub mod external;
 pub mod predictor;
+
+pub use external::*;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;

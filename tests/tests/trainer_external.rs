@@ -48,37 +48,7 @@ impl Fixture {
             self.path("once").display().to_string(),
         ];
         command.extend(engine_args.iter().map(|s| s.to_string()));
-        let mut sets = vec![
-            "trainer.engine=\"external\"".to_string(),
-            format!(
-                "trainer.data=[{:?},{:?}]",
-                self.path("corpus.txt"),
-                self.path("corpus.jsonl")
-            ),
-            format!("trainer.tokenizer={:?}", self.path("tokenizer.json")),
-            "trainer.sequence_length=64".into(),
-            "trainer.batch_size=4".into(),
-            "trainer.eval_sequences=8".into(),
-            "trainer.model.hidden_size=64".into(),
-            "trainer.model.intermediate_size=128".into(),
-            // Every improvement is a candidate.
-            "trainer.avg_loss_upload_threshold=100.0".into(),
-            format!("trainer.external.command={command:?}"),
-            format!(
-                "trainer.external.checkpoint_dir={:?}",
-                self.path("ckpts").display().to_string()
-            ),
-            "trainer.external.resume_flag=\"--resume\"".into(),
-            "trainer.external.restart_initial_ms=200".into(),
-            "trainer.external.restart_max_ms=1000".into(),
-            "trainer.external.stop_grace_seconds=3".into(),
-        ];
-        sets.extend(extra.iter().map(|s| s.to_string()));
-        let mut spawn = Spawn::new("trainer", bus, state).log_to(&self.path("trainer.log"));
-        for s in sets {
-            spawn = spawn.arg("--set").arg(&s);
-        }
-        spawn
+        external_trainer(bus, state, self.dir.path(), &command, extra)
     }
 
     /// The engine's event log (fake_engine.py --log).
@@ -103,38 +73,11 @@ impl Fixture {
 }
 
 fn status(bus: &Bus) -> Value {
-    let out = minerctl(bus, &["train", "status", "--json"]);
-    if out.status.success() {
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    } else {
-        Value::Null
-    }
+    train_status(bus)
 }
 
 fn wait_state(bus: &Bus, fx: &Fixture, state: &str, timeout: Duration) -> Value {
-    let mut last = Value::Null;
-    let ok = eventually(timeout, || {
-        last = status(bus);
-        last["state"] == state
-    });
-    assert!(ok, "trainer never reached {state}: {last}\n{}", fx.log());
-    last
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .map(|i| !s[i + 1..].trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|_| "null".into()))
-        .unwrap_or(Value::Null)
+    wait_train_state(bus, state, timeout, || fx.log())
 }
 
 /// Proves the whole external flow: each complete checkpoint of the engine is scored once with a

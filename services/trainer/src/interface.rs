@@ -5,12 +5,29 @@
 use std::sync::Arc;
 
 use taominer_core::bus::{BusError, TrainerState, TrainerStatus};
+use taominer_core::config::Engine;
 use zbus::object_server::SignalEmitter;
 
 use crate::progress::{Control, Shared};
 
 pub struct TrainerService {
     pub shared: Arc<Shared>,
+    /// Which engine runs: what ends a run, and so what to change to go on, differs.
+    pub engine: Engine,
+}
+
+/// Why `Start` is refused after the run finished, and what the operator changes to go on.
+fn finished_reason(engine: Engine, step: u64) -> String {
+    match engine {
+        Engine::Candle => format!(
+            "the run finished at step {step}; raise trainer.max_steps or trainer.num_epochs and restart miner-trainer to go on"
+        ),
+        // The engine decides when it is done (its own step limit, e.g. the recipe's
+        // --max-steps); a restarted daemon starts it again, resuming its newest checkpoint.
+        Engine::External => format!(
+            "the external engine exited 0 at step {step}: its run is over; raise its own step limit in trainer.external.command (the recipe's --max-steps) and restart miner-trainer to resume it"
+        ),
+    }
 }
 
 #[zbus::interface(name = "org.taominer.Trainer1")]
@@ -24,10 +41,9 @@ impl TrainerService {
                 p.last_error
             ))),
             TrainerState::Idle => Err(BusError::InvalidInput(p.last_error)),
-            TrainerState::Finished => Err(BusError::InvalidInput(format!(
-                "the run finished at step {}; raise trainer.max_steps or trainer.num_epochs and restart miner-trainer to go on",
-                p.step
-            ))),
+            TrainerState::Finished => {
+                Err(BusError::InvalidInput(finished_reason(self.engine, p.step)))
+            }
             _ => {
                 self.shared.set_control(Control::Run);
                 tracing::info!("start requested");
@@ -88,4 +104,22 @@ impl TrainerService {
         avg_loss: f64,
         competition: &str,
     ) -> zbus::Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves: a refused `Start` after a finished run names what ends that engine's run: the
+    /// built-in one's `trainer.max_steps`, the external one's own step limit in its command
+    /// (never `trainer.max_steps`, which the external engine does not read).
+    #[test]
+    fn the_finished_reason_fits_the_engine() {
+        let candle = finished_reason(Engine::Candle, 150);
+        assert!(candle.contains("step 150") && candle.contains("trainer.max_steps"));
+        let external = finished_reason(Engine::External, 16);
+        assert!(external.contains("step 16"), "{external}");
+        assert!(external.contains("trainer.external.command"), "{external}");
+        assert!(!external.contains("trainer.max_steps"), "{external}");
+    }
 }

@@ -217,6 +217,7 @@ async fn main() -> anyhow::Result<()> {
     let shared = Arc::new(progress::Shared::new(t.autostart, tx));
     let service = interface::TrainerService {
         shared: shared.clone(),
+        engine: t.engine,
     };
     let conn = daemon.serve(service, &shared.progress().line()).await?;
 

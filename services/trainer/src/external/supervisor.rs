@@ -6,10 +6,13 @@
 //!
 //! The engine must not outlive a daemon that is SIGKILLed. Two mechanisms, because each misses a
 //! case: `PR_SET_PDEATHSIG` (set in the child before exec) kills the engine's leader the moment
-//! the daemon dies, but reaches neither the leader's own children (torchrun's ranks) nor a
-//! leader that re-parented itself; the pidfile `<state>/external/engine.pid` names the process
-//! group, which the next daemon life kills whole before it starts anything. Under systemd,
-//! `KillMode=control-group` (the default, kept in units/miner-trainer.service) does it too.
+//! the daemon dies, but reaches neither the leader's own children nor a leader that re-parented
+//! itself; the pidfile `<state>/external/engine.pid` names the process group, which the next
+//! daemon life kills whole before it starts anything. Workers in sessions of their own
+//! (torchrun starts every rank so) are out of reach of both, and of the group signals of `Pause`:
+//! they must set the death signal on themselves (the contract's recommendation, done by
+//! recipes/fsdp/train.py). Under systemd, `KillMode=control-group` (the default, kept in
+//! units/miner-trainer.service) is the backstop.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
@@ -96,7 +99,8 @@ struct Running {
 
 impl Running {
     /// SIGTERM to the group, SIGKILL after `grace`; waits for the leader and then kills
-    /// whatever of the group is left (ranks that ignored the leader's exit).
+    /// whatever of the group is left (workers that ignored the leader's exit; workers in
+    /// sessions of their own die by their own death signal, docs/trainer.md).
     fn stop(mut self, grace: Duration, shared: &Shared) -> Option<ExitStatus> {
         signal_group(self.pgid, libc::SIGTERM);
         let deadline = Instant::now() + grace;
