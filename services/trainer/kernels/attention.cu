@@ -20,8 +20,8 @@
 //   attention_dkdv_d<D>_<T>  grid (ceil(t / ROWS), kv_heads, b), block 128: dK, dV of ROWS
 //                            keys, over the query rows of every head of the group at or below
 //                            the diagonal.
-// Each takes dynamic shared memory (sizes in attention_smem_floats below, mirrored in
-// src/ops/cuda_attention.rs; a launch with less traps rather than overrunning it).
+// Each takes dynamic shared memory (sizes in Cfg<D>::*_FLOATS below, mirrored in
+// src/ops/cuda/attention.rs; a launch with less traps rather than overrunning it).
 //
 // Inside a block: 4 warps; in the forward and dQ kernels each warp owns R query rows (their
 // accumulators in registers, lane l holding dims l, l+32, ...), and the lanes split a 32-key

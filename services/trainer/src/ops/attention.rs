@@ -534,7 +534,9 @@ impl CustomOp3 for FlashAttention {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let lse = self.lse.lock().ok().and_then(|s| s.clone());
         let dims = dims_of(q.shape(), k.shape(), v.shape())?;
-        let grad = grad.contiguous()?;
+        // In q's dtype, as the other ops' backward passes take it (a no-op when it already is:
+        // the CUDA kernels read every buffer as one element type).
+        let grad = grad.to_dtype(q.dtype())?.contiguous()?;
         let lse = match lse {
             Some(Lse::Cpu(lse)) => lse,
             #[cfg(feature = "cuda")]

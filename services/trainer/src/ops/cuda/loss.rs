@@ -4,7 +4,7 @@
 //! the backward pass writes the logits' gradient in one pass; the incoming gradient is read by
 //! the kernel from device memory, so no step of the loss waits on a copy to the host.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::{CpuStorage, CudaStorage, CustomOp2, CustomOp3, DType, Layout, Result};
@@ -20,8 +20,9 @@ const MEAN_THREADS: u32 = 1024;
 
 /// `(logits [b, t, vocab], ids [b, t] u32)` → the mean loss, an f32 scalar.
 struct CausalLmLoss {
-    /// Per row of `b · t` (0 at each sequence's last position), from the forward pass.
-    lse: Mutex<Option<CudaSlice<f32>>>,
+    /// Per row of `b · t` (0 at each sequence's last position), from the forward pass. Shared,
+    /// not taken, by each backward pass: as on the CPU, a graph may be differentiated twice.
+    lse: Mutex<Option<Arc<CudaSlice<f32>>>>,
 }
 
 fn check(op: &str, logits: &Shape, ids: &Shape) -> Result<(usize, usize, usize)> {
@@ -65,7 +66,7 @@ impl CausalLmLoss {
         launch!(dev, LOSS, kernel_name::<f32>("causal_lm_loss_mean"), mean_cfg,
             bufs: [&loss, &out], vals: [rows as i64, (b * (t - 1)) as i64]);
         if let Ok(mut saved) = self.lse.lock() {
-            *saved = Some(lse);
+            *saved = Some(Arc::new(lse));
         }
         Ok(storage(out, dev))
     }
@@ -104,8 +105,7 @@ impl CustomOp2 for CausalLmLoss {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        // Taken, not copied: the backward pass runs once per forward pass.
-        let Some(lse) = self.lse.lock().ok().and_then(|mut s| s.take()) else {
+        let Some(lse) = self.lse.lock().ok().and_then(|s| s.clone()) else {
             candle_core::bail!("{}: backward before forward", self.name());
         };
         let grad = grad.to_dtype(DType::F32)?.contiguous()?;
@@ -117,7 +117,7 @@ impl CustomOp2 for CausalLmLoss {
 
 /// `(logits, ids, grad)` → dlogits, with the forward pass's log-sum-exps.
 struct CausalLmLossBackward {
-    lse: CudaSlice<f32>,
+    lse: Arc<CudaSlice<f32>>,
 }
 
 impl CausalLmLossBackward {
@@ -151,7 +151,7 @@ impl CausalLmLossBackward {
         // causal_lm_loss_bwd(const T* logits, const uint32_t* ids, const float* lse,
         //                    const float* grad, T* dlogits, int v, int t, float n)
         launch!(dev, LOSS, kernel_name::<T>("causal_lm_loss_bwd"), rows_config(rows, v)?,
-            bufs: [&logits, &ids, &self.lse, &grad, &out],
+            bufs: [&logits, &ids, &*self.lse, &grad, &out],
             vals: [int(v, "vocabulary")?, int(t, "sequence")?, (b * (t - 1)) as f32]);
         Ok(storage(out, dev))
     }
