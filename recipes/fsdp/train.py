@@ -542,9 +542,18 @@ def train(args) -> int:
             break
     if metrics:
         metrics.close()
+    # Every rank is past its last collective before any tears the group down: a gloo rank whose
+    # peer destroyed the group first has aborted here ("terminate called without an active
+    # exception", seen once in CI-like runs), failing a run whose work was all saved.
+    dist.barrier()
     dist.destroy_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    # Skip the interpreter's teardown: by now everything is saved and fsync'd, and C++ destructors
+    # of torch's background threads (gloo, DCP) racing the exit can abort a finished rank.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
