@@ -33,7 +33,7 @@ subprocess.run([eval_bin, d, "--ids", arg], check=True, capture_output=True, env
 t = time.time(); reps = 3
 for _ in range(reps):
     out = json.loads(subprocess.run([eval_bin, d, "--ids", arg], check=True, capture_output=True, env=env).stdout)
-te = (time.time() - t) / reps  # includes process start and loading the 100 MB model
+te = (time.time() - t) / reps  # includes process start and loading the 225 MB model
 print(json.dumps({"params": sum(p.numel() for p in m.parameters()), "tokens": n, "threads": threads,
                   "transformers_tok_s": n / tt, "miner_eval_tok_s_incl_load": n / te,
                   "loss_transformers": ref, "loss_miner_eval": out["loss"]}))
