@@ -5,7 +5,8 @@ LlamaForCausalLM on the same CPU, same 56M-parameter model and 1024 tokens.
     bench_scoring.py THREADS MINER_EVAL    (e.g. 2 target/release/miner-eval)
 
 miner-eval's figure includes its process start and loading the model, as scoring a checkpoint
-does; transformers' is the forward pass alone. Prints one JSON line with both losses too.
+does; transformers' is the forward pass alone. A 2-token run of miner-eval measures its start and
+load, so the forward alone is estimated by difference. Prints one JSON line with both losses too.
 """
 import json, os, subprocess, sys, tempfile, time
 import torch
@@ -34,6 +35,13 @@ t = time.time(); reps = 3
 for _ in range(reps):
     out = json.loads(subprocess.run([eval_bin, d, "--ids", arg], check=True, capture_output=True, env=env).stdout)
 te = (time.time() - t) / reps  # includes process start and loading the 225 MB model
+# The same with 2 tokens: process start + load alone, so te - t0 estimates miner-eval's forward.
+short = ",".join(map(str, ids[0, :2].tolist()))
+t = time.time()
+for _ in range(reps):
+    subprocess.run([eval_bin, d, "--ids", short], check=True, capture_output=True, env=env)
+t0 = (time.time() - t) / reps
 print(json.dumps({"params": sum(p.numel() for p in m.parameters()), "tokens": n, "threads": threads,
                   "transformers_tok_s": n / tt, "miner_eval_tok_s_incl_load": n / te,
+                  "miner_eval_start_and_load_s": t0, "miner_eval_tok_s_forward_est": n / max(te - t0, 1e-9),
                   "loss_transformers": ref, "loss_miner_eval": out["loss"]}))
